@@ -1,0 +1,36 @@
+# kres-operator — build, run, test.
+# `make run`  : a working resolver on loopback from manifests/examples/config.yaml
+# `make test` : installs what the tests need (Debian packages, Go-built k8s tooling) and runs everything
+
+SHELL := /bin/bash
+CARGO ?= cargo
+APT_PACKAGES := knot-resolver knot-resolver-module-http supervisor knot knot-dnsutils dnsutils dnsperf
+EXAMPLE := manifests/examples/config.yaml
+
+.PHONY: all build deps test test-rust lint fmt run bench
+
+all: build
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+# Debian packages the tests and `make run` need; installed only when something is missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-rust:
+	$(CARGO) test --workspace
+
+test: deps lint test-rust
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,6 @@
+//! The kres-operator datamodel.
+//!
+//! Pure: serde + schemars types, validation, and Lua rendering. No I/O runtime.
+//!
+//! - [`config`]: `ResolverConfig`, the Knot Resolver 6 `config.yaml` model, and its validation.
+//! - [`lua`]: rendering a validated config into kresd 5.x Lua; the one escaping function.

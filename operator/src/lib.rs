@@ -1,0 +1,1 @@
+//! kres-operator: converges a fleet of kresd workers to a declared configuration.
