@@ -248,8 +248,10 @@ fn request(holder: &Path, req: &Request) -> Result<Vec<HeldSocket>, SocketsError
     sockopt::set_socket_timeout(&sock, sockopt::Timeout::Send, Some(CONN_TIMEOUT))
         .map_err(|e| herr(e.to_string()))?;
     let addr = SocketAddrUnix::new(holder).map_err(|e| herr(format!("path: {e}")))?;
-    rustix::net::connect(&sock, &addr)
-        .map_err(|e| herr(format!("connect: {e} (is the socket holder running?)")))?;
+    rustix::net::connect(&sock, &addr).map_err(|e| SocketsError::HolderUnavailable {
+        path: holder.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let data = serde_json::to_vec(req).map_err(|e| herr(e.to_string()))?;
     fdpass::send(&sock, &data, &[]).map_err(|e| herr(format!("send: {e}")))?;
     let (data, fds) = fdpass::recv(&sock).map_err(|e| herr(format!("receive: {e}")))?;
@@ -288,6 +290,20 @@ fn request(holder: &Path, req: &Request) -> Result<Vec<HeldSocket>, SocketsError
 /// Fetch every held socket from the holder at `holder`.
 pub fn fetch(holder: &Path) -> Result<Vec<HeldSocket>, SocketsError> {
     request(holder, &Request::Get)
+}
+
+/// [`fetch`], retrying for up to `wait` while the holder is not (yet) accepting connections
+/// (a launcher started together with the holder by supervisord).
+pub fn fetch_wait(holder: &Path, wait: Duration) -> Result<Vec<HeldSocket>, SocketsError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match fetch(holder) {
+            Err(SocketsError::HolderUnavailable { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Make the holder hold exactly `specs` (kept sockets stay the same kernel sockets); returns

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use rustix::io::FdFlags;
 use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
@@ -22,6 +23,9 @@ pub struct LaunchArgs {
     /// Unix socket of the socket holder.
     #[arg(long, value_name = "PATH")]
     pub holder: PathBuf,
+    /// How long to wait for the holder to accept connections (it may be starting too).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub holder_wait: f64,
     /// This worker's private probe endpoint, IP@PORT: plain DNS over UDP, bound here
     /// exclusively (no SO_REUSEPORT), so a probe to it reaches this worker only.
     #[arg(long, value_name = "IP@PORT", value_parser = parse_ip_port)]
@@ -97,7 +101,13 @@ pub fn kresd_argv(command: &[OsString], fd_args: &[String]) -> Vec<OsString> {
 
 /// Fetch, bind, prepare and `exec`; returns only on failure.
 pub fn run_launch(args: &LaunchArgs) -> Result<Infallible, SocketsError> {
-    let held = holder::fetch(&args.holder)?;
+    let wait = Duration::try_from_secs_f64(args.holder_wait).map_err(|_| {
+        SocketsError::Launch(format!(
+            "--holder-wait {}: not a duration in seconds",
+            args.holder_wait
+        ))
+    })?;
+    let held = holder::fetch_wait(&args.holder, wait)?;
     if held.is_empty() {
         return Err(SocketsError::Launch(format!(
             "socket holder {} holds no sockets",
