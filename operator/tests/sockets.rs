@@ -234,10 +234,18 @@ async fn workers_share_sockets_and_answer_on_own_probe_endpoint() {
     let ip = unique_loopback();
     let port = free_port(ip);
     let service = SocketAddr::from((ip, port));
-    let h = Holder::start(
-        dir.path(),
-        &[format!("udp:{ip}@{port}"), format!("tcp:{ip}@{port}")],
-    );
+    let port6 = std::net::UdpSocket::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let service6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port6));
+    let binds = [
+        format!("udp:{ip}@{port}"),
+        format!("tcp:{ip}@{port}"),
+        format!("udp:[::1]@{port6}"),
+    ];
+    let h = Holder::start(dir.path(), &binds);
     let notify = NotifyListener::bind(dir.path().join("notify")).unwrap();
     let rundir = rundir_with_config();
     let w1 = Worker::launch(&h.path, rundir.path(), probe_addr(), notify.path());
@@ -245,6 +253,10 @@ async fn workers_share_sockets_and_answer_on_own_probe_endpoint() {
     // READY comes from the launcher's PID: launch execs kresd in place.
     ready(&notify, &w1).await;
     ready(&notify, &w2).await;
+    assert_eq!(
+        dns::resolve(service6, "localhost.", RecordType::A).unwrap(),
+        vec!["127.0.0.1"]
+    );
     assert_eq!(
         dns::resolve(service, "localhost.", RecordType::A).unwrap(),
         vec!["127.0.0.1"]
@@ -286,7 +298,24 @@ async fn workers_share_sockets_and_answer_on_own_probe_endpoint() {
         );
     }
     assert_eq!(tcp_query(service, "localhost."), ResponseCode::NoError);
-    drop(w2);
+    // The holder dies (supervisord would restart it): workers keep serving, and a new holder
+    // binds the same addresses (SO_REUSEPORT) while w2 still holds the old sockets.
+    drop(h);
+    assert_eq!(
+        dns::resolve(service, "localhost.", RecordType::A).unwrap(),
+        vec!["127.0.0.1"]
+    );
+    let h = Holder::start(dir.path(), &binds);
+    let w3 = Worker::launch(&h.path, rundir.path(), probe_addr(), notify.path());
+    ready(&notify, &w3).await;
+    for addr in [w2.probe, w3.probe, service, service6] {
+        assert_eq!(
+            dns::resolve(addr, "localhost.", RecordType::A).unwrap(),
+            vec!["127.0.0.1"],
+            "{addr}"
+        );
+    }
+    drop((w2, w3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
