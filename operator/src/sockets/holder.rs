@@ -29,6 +29,23 @@ pub struct HolderArgs {
     pub binds: Vec<BindSpec>,
 }
 
+impl HolderArgs {
+    /// The arguments after the program name (`socket-holder --socket ... --bind ...`), for a
+    /// supervisord `command=` line; parsing them gives back `self`.
+    pub fn argv(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = vec![
+            "socket-holder".into(),
+            "--socket".into(),
+            self.socket.clone().into(),
+        ];
+        for b in &self.binds {
+            v.push("--bind".into());
+            v.push(b.to_string().into());
+        }
+        v
+    }
+}
+
 /// A socket received from the holder.
 #[derive(Debug)]
 pub struct HeldSocket {

@@ -39,6 +39,31 @@ pub struct LaunchArgs {
     pub command: Vec<OsString>,
 }
 
+impl LaunchArgs {
+    /// The arguments after the program name (`launch --holder ... -- kresd ...`), for a
+    /// supervisord `command=` line; parsing them gives back `self`.
+    pub fn argv(&self) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![
+            "launch".into(),
+            "--holder".into(),
+            self.holder.clone().into(),
+        ];
+        v.push("--holder-wait".into());
+        v.push(self.holder_wait.to_string().into());
+        if let Some(p) = self.probe_listen {
+            v.push("--probe-listen".into());
+            v.push(format!("{}@{}", p.ip(), p.port()).into());
+        }
+        if let Some(u) = &self.user {
+            v.push("--user".into());
+            v.push(u.into());
+        }
+        v.push("--".into());
+        v.extend(self.command.iter().cloned());
+        v
+    }
+}
+
 /// Parse `IP@PORT` (IPv6 without brackets, as kresd writes it, or with).
 pub fn parse_ip_port(s: &str) -> Result<SocketAddr, String> {
     let (ip, port) = s
@@ -196,6 +221,46 @@ mod tests {
             .map(OsString::from)
             .to_vec()
         );
+    }
+
+    #[derive(Debug, clap::Parser)]
+    enum Cli {
+        Launch(LaunchArgs),
+        SocketHolder(crate::sockets::HolderArgs),
+    }
+
+    #[test]
+    fn argv_round_trips_through_clap() {
+        use clap::Parser;
+        let l = LaunchArgs {
+            holder: "/run/kres/sockets.sock".into(),
+            holder_wait: 2.5,
+            probe_listen: Some("[::1]:5353".parse().unwrap()),
+            user: Some("knot-resolver".into()),
+            command: ["kresd", "-n", "-c", "kresd0.conf", "/run/kres"]
+                .map(OsString::from)
+                .to_vec(),
+        };
+        let mut argv = vec![OsString::from("kres-operator")];
+        argv.extend(l.argv());
+        let Cli::Launch(back) = Cli::try_parse_from(argv).unwrap() else {
+            panic!("not launch")
+        };
+        assert_eq!(format!("{back:?}"), format!("{l:?}"));
+        let h = crate::sockets::HolderArgs {
+            socket: "/run/kres/sockets.sock".into(),
+            binds: vec![
+                "udp:127.0.0.1@53".parse().unwrap(),
+                "tcp:::1@853:dot".parse().unwrap(),
+            ],
+        };
+        let mut argv = vec![OsString::from("kres-operator")];
+        argv.extend(h.argv());
+        let Cli::SocketHolder(back) = Cli::try_parse_from(argv).unwrap() else {
+            panic!("not holder")
+        };
+        assert_eq!(back.binds, h.binds);
+        assert_eq!(back.socket, h.socket);
     }
 
     #[test]

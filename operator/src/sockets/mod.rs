@@ -19,7 +19,7 @@ pub mod spec;
 
 pub use holder::{HeldSocket, HolderArgs, fetch, fetch_wait, rebind, run_socket_holder};
 pub use launch::{LaunchArgs, run_launch};
-pub use spec::{BindSpec, Kind, Proto, SpecError};
+pub use spec::{BindSpec, Kind, Proto, SpecError, specs_for_listen};
 
 use std::path::PathBuf;
 
