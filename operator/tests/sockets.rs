@@ -563,7 +563,9 @@ async fn supervisord_runs_holder_and_launched_workers() {
          [supervisorctl]\nserverurl=unix://{dp}/supervisor.sock\n\
          [program:sockets]\ncommand={BIN} socket-holder --socket {holder} --bind udp:{ip}@{port} --bind tcp:{ip}@{port}\n\
          priority=1\nstartsecs=0\nautorestart=true\nstdout_logfile={dp}/sockets.log\nredirect_stderr=true\n\
-         [group:kresd]\nprograms=kresd0,kresd1\n"
+         environment=NOTIFY_SOCKET=\"{}\"\n\
+         [group:kresd]\nprograms=kresd0,kresd1\n",
+        notify.path().display()
     );
     for (i, p) in [p0, p1].iter().enumerate() {
         conf += &format!(
@@ -586,7 +588,7 @@ async fn supervisord_runs_holder_and_launched_workers() {
             .expect("supervisord (apt-get install supervisor)"),
     );
     let mut pids = Vec::new();
-    for name in ["kresd:kresd0", "kresd:kresd1"] {
+    for name in ["sockets", "kresd:kresd0", "kresd:kresd1"] {
         let mut pid = 0;
         common::wait_for(
             || {
@@ -600,6 +602,10 @@ async fn supervisord_runs_holder_and_launched_workers() {
         );
         pids.push(pid);
     }
+    // The holder reports READY=1 once it serves.
+    let holder_pid = pids.remove(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    notify.wait_ready(holder_pid, deadline).await.unwrap();
     for pid in &pids {
         // The PID supervisord reports is the one kresd sends READY=1 from.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
