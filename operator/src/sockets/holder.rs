@@ -151,8 +151,20 @@ pub fn run_socket_holder(args: &HolderArgs) -> Result<Infallible, SocketsError> 
     loop {
         let conn = match rustix::net::accept_with(&listener, SocketFlags::CLOEXEC) {
             Ok(c) => c,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(herr(format!("accept: {e}"))),
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
+            Err(
+                e @ (rustix::io::Errno::BADF
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::NOTSOCK),
+            ) => {
+                return Err(herr(format!("accept: {e}")));
+            }
+            Err(e) => {
+                // EMFILE, ENOMEM, ...: transient; keep holding the sockets.
+                tracing::warn!(error = %e, "accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
         };
         if let Err(e) = serve_one(&conn, &mut held) {
             tracing::warn!(error = %e, "holder request failed");
