@@ -22,6 +22,7 @@ mod network;
 mod options;
 mod parse;
 mod schema;
+mod shape;
 mod types;
 mod validate;
 
@@ -278,3 +279,5 @@ impl ResolverConfig {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_invalid;

@@ -75,6 +75,8 @@ enum Frame {
         pointer: String,
         items: Vec<Value>,
         anchor: usize,
+        /// Nodes in this subtree so far.
+        size: usize,
     },
     Map {
         pointer: String,
@@ -82,6 +84,8 @@ enum Frame {
         /// The key read, waiting for its value.
         pending_key: Option<String>,
         anchor: usize,
+        /// Nodes in this subtree so far.
+        size: usize,
     },
 }
 
@@ -98,7 +102,14 @@ pub(crate) fn parse(text: &str) -> Result<(Value, LocationIndex), ConfigError> {
     while let Some(next) = parser.next_event() {
         let (event, span) = next.map_err(|e| ConfigError {
             pointer: String::new(),
-            message: format!("invalid YAML: {}", e.info()),
+            message: if e.info().contains("recursion limit") {
+                format!(
+                    "document is nested too deeply (the limit is {} levels)",
+                    super::parse::MAX_DEPTH
+                )
+            } else {
+                format!("invalid YAML: {}", e.info())
+            },
             location: Some(Location {
                 line: e.marker().line(),
                 column: e.marker().col() + 1,
@@ -185,6 +196,7 @@ pub(crate) fn parse(text: &str) -> Result<(Value, LocationIndex), ConfigError> {
                         pointer,
                         items: Vec::new(),
                         anchor,
+                        size: 1,
                     }
                 } else {
                     Frame::Map {
@@ -192,19 +204,21 @@ pub(crate) fn parse(text: &str) -> Result<(Value, LocationIndex), ConfigError> {
                         map: Map::new(),
                         pending_key: None,
                         anchor,
+                        size: 1,
                     }
                 });
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Frame::Seq { items, anchor, .. }) => {
-                    let size = 1 + items.len();
-                    Some((Value::Array(items), anchor, size))
-                }
-                Some(Frame::Map { map, anchor, .. }) => {
-                    let size = 1 + map.len();
-                    Some((Value::Object(map), anchor, size))
-                }
+                Some(Frame::Seq {
+                    items,
+                    anchor,
+                    size,
+                    ..
+                }) => Some((Value::Array(items), anchor, size)),
+                Some(Frame::Map {
+                    map, anchor, size, ..
+                }) => Some((Value::Object(map), anchor, size)),
                 None => None,
             },
         };
@@ -221,13 +235,22 @@ pub(crate) fn parse(text: &str) -> Result<(Value, LocationIndex), ConfigError> {
                 anchors.insert(anchor, (value.clone(), size));
             }
             match stack.last_mut() {
-                Some(Frame::Seq { items, .. }) => items.push(value),
+                Some(Frame::Seq {
+                    items, size: total, ..
+                }) => {
+                    items.push(value);
+                    *total = total.saturating_add(size);
+                }
                 Some(Frame::Map {
-                    map, pending_key, ..
+                    map,
+                    pending_key,
+                    size: total,
+                    ..
                 }) => {
                     if let Some(k) = pending_key.take() {
                         map.insert(k, value);
                     }
+                    *total = total.saturating_add(size);
                 }
                 None => root = Some(value),
             }
