@@ -106,7 +106,12 @@ macro_rules! bounded_int {
                 true
             }
             fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                json_schema!({ "type": "integer", "minimum": $min, "maximum": $max })
+                let mut schema = json_schema!({ "type": "integer", "minimum": $min });
+                // Unbounded types get no maximum (a u64::MAX bound breaks int64 consumers).
+                if u128::from(Self::MAX) < u128::from(u64::MAX) {
+                    schema.insert("maximum".into(), Self::MAX.into());
+                }
+                schema
             }
         }
     };
