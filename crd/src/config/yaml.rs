@@ -69,6 +69,12 @@ fn err_at(span: &Span, pointer: &str, message: impl Into<String>) -> ConfigError
     }
 }
 
+/// What an event does to the node count.
+enum EventKind {
+    ContainerEnd,
+    Other,
+}
+
 /// A container being built.
 enum Frame {
     Seq {
@@ -115,6 +121,14 @@ pub(crate) fn parse(text: &str) -> Result<(Value, LocationIndex), ConfigError> {
                 column: e.marker().col() + 1,
             }),
         })?;
+        let event_kind = match event {
+            Event::SequenceEnd | Event::MappingEnd => EventKind::ContainerEnd,
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                nodes = nodes.saturating_add(1);
+                EventKind::Other
+            }
+            _ => EventKind::Other,
+        };
         // A node value completed by this event, with its anchor and size.
         let completed: Option<(Value, usize, usize)> = match event {
             Event::StreamStart | Event::StreamEnd | Event::Nothing | Event::DocumentEnd => None,
@@ -223,12 +237,15 @@ pub(crate) fn parse(text: &str) -> Result<(Value, LocationIndex), ConfigError> {
             },
         };
         if let Some((value, anchor, size)) = completed {
-            nodes = nodes.saturating_add(size);
+            // Containers were counted at their start; count scalars and alias copies here.
+            if !matches!(event_kind, EventKind::ContainerEnd) {
+                nodes = nodes.saturating_add(size);
+            }
             if nodes > MAX_NODES {
                 return Err(err_at(
                     &span,
                     &current_pointer(&stack),
-                    format!("document expands to more than {MAX_NODES} nodes (alias bomb?)"),
+                    format!("document has more than {MAX_NODES} nodes (aliases expanded)"),
                 ));
             }
             if anchor != 0 {
