@@ -666,3 +666,15 @@ fn many_errors_in_a_large_document_are_bounded() {
         e.len()
     );
 }
+
+#[test]
+fn kresd5_capable_view_conditions_are_accepted() {
+    let c = ResolverConfig::from_yaml_str(
+        "views:\n  - subnets: [10.0.0.0/8]\n    dst-subnet: 192.0.2.0/24\n    protocols: [udp53, dot]\n    answer: refused\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.views[0].protocols.as_deref(),
+        Some(&[ViewProtocol::Udp53, ViewProtocol::Dot][..])
+    );
+}

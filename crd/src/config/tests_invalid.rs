@@ -479,9 +479,24 @@ const CASES: &[(&str, &str, &str)] = &[
         "tagging views (rules database) is a Knot Resolver 6.x feature",
     ),
     (
-        "views: [{subnets: [10.0.0.0/8], answer: allow, protocols: [dot]}]",
-        "/views/0/protocols",
-        "matching a view on protocol is a Knot Resolver 6.x feature",
+        "views: [{subnets: [10.0.0.0/8], answer: allow, protocols: [dot, doq]}]",
+        "/views/0/protocols/1",
+        "DNS over QUIC (protocol 'doq') is a Knot Resolver 6.x feature",
+    ),
+    (
+        "local-data: {rules: [{file: /etc/hosts2, ttl: 5m}]}",
+        "/local-data/rules/0",
+        "kresd 5.x applies one TTL and nodata setting to all hosts files",
+    ),
+    (
+        "cache: {prefetch: {prediction: {enable: true}}}",
+        "/cache/prefetch/prediction/enable",
+        "set 'expiring: true' as well",
+    ),
+    (
+        "cache: {prefetch: {expiring: true, prediction: {enable: true, window: 90s}}}",
+        "/cache/prefetch/prediction/window",
+        "whole minutes, got 90s",
     ),
     (
         "views: [{subnets: [10.0.0.0/8], answer: allow, options: {price-factor: 2.0}}]",
