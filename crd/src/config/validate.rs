@@ -250,7 +250,7 @@ fn cache(config: &ResolverConfig, e: &mut Errors) {
             );
         }
         let secs = pre.prediction.window.micros() / 1_000_000;
-        if pre.prediction.window.micros() % 60_000_000 != 0 || secs < 60 {
+        if !pre.prediction.window.micros().is_multiple_of(60_000_000) || secs < 60 {
             e.add(
                 "/cache/prefetch/prediction/window",
                 format!(
