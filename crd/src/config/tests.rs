@@ -678,3 +678,19 @@ fn kresd5_capable_view_conditions_are_accepted() {
         Some(&[ViewProtocol::Udp53, ViewProtocol::Dot][..])
     );
 }
+
+#[test]
+fn block_nesting_depth_is_limited_by_our_parser() {
+    let mut doc = String::from("lua:\n");
+    for i in 0..70 {
+        doc.push_str(&" ".repeat(i + 1));
+        doc.push_str(&format!("k{i}:\n"));
+    }
+    let e = errors_of(&doc);
+    assert_eq!(e.len(), 1, "{e}");
+    assert_eq!(
+        e.0[0].message,
+        "document is nested too deeply (the limit is 64 levels)"
+    );
+    assert_eq!(e.0[0].location.map(|l| l.line), Some(65));
+}

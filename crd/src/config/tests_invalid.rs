@@ -385,6 +385,21 @@ const CASES: &[(&str, &str, &str)] = &[
         "/forward/0/options/stub",
         "unknown key 'stub'; allowed keys: authoritative, dnssec",
     ),
+    (
+        "forward: [{subtree: a.example, servers: [{address: 192.0.2.1, bogus: 1}]}]",
+        "/forward/0/servers/0/bogus",
+        "unknown key 'bogus'; allowed keys: address, transport, pin-sha256, hostname, ca-file",
+    ),
+    (
+        "forward: [{subtree: a.example, servers: [{address: [192.0.2.1, 'x@53']}]}]",
+        "/forward/0/servers/0/address/1",
+        "failed to parse IP address 'x'",
+    ),
+    (
+        "forward: [{subtree: a.example, servers: [42]}]",
+        "/forward/0/servers/0",
+        "expected '<ip-address>[@<port>]' or a server object",
+    ),
     // fallback
     (
         "fallback: {enable: true, servers: [192.0.2.1]}",
