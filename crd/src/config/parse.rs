@@ -291,10 +291,18 @@ fn humanize(raw: &str) -> String {
             ("expected u64", "expected an integer"),
             ("expected i128", "expected an integer"),
             ("expected f64", "expected a number"),
-            ("expected a string", "expected a string"),
         ]
         .iter()
         .fold(rest.to_string(), |acc, (from, to)| acc.replace(from, to));
+        // "expected struct CacheConfig" -> "expected a mapping"; "map" -> "mapping".
+        let rest = match rest.split_once("expected struct ") {
+            Some((head, _)) => format!("{head}expected a mapping"),
+            None => rest,
+        };
+        let rest = match rest.strip_prefix("map,") {
+            Some(tail) => format!("mapping,{tail}"),
+            None => rest,
+        };
         return format!("wrong type: {rest}");
     }
     raw.to_string()

@@ -694,3 +694,13 @@ fn block_nesting_depth_is_limited_by_our_parser() {
     );
     assert_eq!(e.0[0].location.map(|l| l.line), Some(65));
 }
+
+#[test]
+fn crlf_and_tabs() {
+    let c = ResolverConfig::from_yaml_str("workers: 3\r\ncache:\r\n  size-max: 5M\r\n").unwrap();
+    assert_eq!(c.workers, Workers::Count(3));
+    assert_eq!(c.cache.size_max.mbytes(), 5);
+    let e = errors_of("cache:\n\tsize-max: 5M\n");
+    assert!(e.0[0].message.starts_with("invalid YAML"), "{e}");
+    assert_eq!(e.0[0].location.map(|l| l.line), Some(2), "{e}");
+}
