@@ -656,8 +656,14 @@ fn many_errors_in_a_large_document_are_bounded() {
     let start = std::time::Instant::now();
     let e = errors_of(&doc);
     let took = start.elapsed();
-    assert_eq!(e.len(), 100, "{}", e.0[0]);
-    assert_eq!(e.0[99].pointer, "/forward/99/servers/0");
+    let last = e.0.last().unwrap();
+    assert!(
+        last.message
+            .starts_with("too many errors; stopped after the first "),
+        "{last}"
+    );
+    assert!(e.len() >= 11 && e.len() <= 101, "{}", e.len());
+    assert_eq!(e.0[9].pointer, "/forward/9/servers/0");
     assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
     println!(
         "{} entries, {} bytes: {} errors in {took:?}",
