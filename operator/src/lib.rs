@@ -1,1 +1,3 @@
 //! kres-operator: converges a fleet of kresd workers to a declared configuration.
+
+pub mod cli;

@@ -104,3 +104,21 @@ fn rand_id() -> u16 {
         .unwrap_or_default();
     (t.subsec_nanos() ^ std::process::id()) as u16
 }
+
+/// Query with an empty EDNS NSID option (RFC 5001) and return the NSID the server sent back.
+pub fn query_nsid(server: SocketAddr, name: &str, rtype: RecordType) -> Result<Option<Vec<u8>>> {
+    use hickory_proto::op::Edns;
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
+    let reply = query_with(server, name, rtype, Duration::from_secs(2), |m| {
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        if let Ok(p) = NSIDPayload::new(Vec::new()) {
+            edns.options_mut().insert(EdnsOption::NSID(p));
+        }
+        m.set_edns(edns);
+    })?;
+    Ok(reply.edns.as_ref().and_then(|e| match e.option(EdnsCode::NSID) {
+        Some(EdnsOption::NSID(p)) => Some(p.as_ref().to_vec()),
+        _ => None,
+    }))
+}
