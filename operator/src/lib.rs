@@ -1,4 +1,6 @@
 //! kres-operator: converges a fleet of kresd workers to a declared configuration.
 
+pub mod backend;
 pub mod cli;
+pub mod kresd;
 pub mod reconcile;
