@@ -2,5 +2,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod host;
 pub mod kresd;
 pub mod reconcile;
+pub mod source;

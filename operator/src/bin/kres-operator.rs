@@ -1,5 +1,88 @@
-//! `kres-operator`: the reconciler (host mode with supervisord; Kubernetes mode later).
-fn main() {
-    eprintln!("kres-operator: not implemented yet");
-    std::process::exit(2);
+//! `kres-operator`: the reconciler. `kres-operator host --config FILE` runs a kresd fleet on this
+//! host under supervisord.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use kres_operator::host::run::{HostOptions, run_host};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(name = "kres-operator", version, about = "Reconciler operator for Knot Resolver (kresd)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the resolver on this host: kresd workers under supervisord, converged to --config.
+    Host(HostArgs),
+}
+
+#[derive(Args, Debug)]
+struct HostArgs {
+    /// The resolver configuration (Knot Resolver 6 config.yaml syntax).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Follow changes of the file (also Kubernetes ConfigMap symlink swaps). SIGHUP always re-reads.
+    #[arg(long)]
+    watch: bool,
+    /// On SIGTERM/SIGINT leave supervisord and the workers serving (default: stop them).
+    #[arg(long)]
+    keep_workers_on_exit: bool,
+    /// Run directory (default: the config's `rundir`).
+    #[arg(long, value_name = "DIR")]
+    rundir: Option<PathBuf>,
+    /// Loopback address for the workers' private probe endpoints.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    probe_address: IpAddr,
+    /// How long a new worker may take to send READY=1 and answer its probe.
+    #[arg(long, default_value = "5000", value_name = "MS")]
+    start_timeout_ms: u64,
+    /// supervisord binary.
+    #[arg(long, default_value = "supervisord", value_name = "PATH")]
+    supervisord: String,
+    /// kresd binary.
+    #[arg(long, default_value = "kresd", value_name = "PATH")]
+    kresd: String,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kres-operator: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Host(a) => runtime.block_on(run_host(HostOptions {
+            config: a.config,
+            watch: a.watch,
+            keep_workers_on_exit: a.keep_workers_on_exit,
+            rundir: a.rundir,
+            probe_address: a.probe_address,
+            start_timeout: Duration::from_millis(a.start_timeout_ms),
+            supervisord: a.supervisord,
+            kresd: a.kresd,
+        })),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kres-operator: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

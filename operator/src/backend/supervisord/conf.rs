@@ -127,6 +127,10 @@ pub struct Program {
     pub priority: u32,
     /// supervisord's `exitcodes`: an exit with one of these is final (no restart).
     pub exitcodes: &'static str,
+    /// supervisord's `startsecs` (0 for workers: readiness is READY=1 + probe).
+    pub startsecs: u32,
+    /// supervisord's `startretries`.
+    pub startretries: u32,
 }
 
 /// The `[program:x]` section.
@@ -146,7 +150,8 @@ pub fn program_conf(layout: &Layout, p: &Program) -> String {
     let _ = writeln!(s, "priority={}", p.priority);
     // Readiness is READY=1 + a DNS probe, not supervisord's startsecs (FACTS: startsecs costs
     // a second per start). A config error (rc 1) is final; a crash/kill is restarted at once.
-    let _ = writeln!(s, "startsecs=0\nstartretries=0\nautostart=true\nautorestart=unexpected");
+    let _ = writeln!(s, "startsecs={}\nstartretries={}", p.startsecs, p.startretries);
+    let _ = writeln!(s, "autostart=true\nautorestart=unexpected");
     let _ = writeln!(s, "exitcodes={}", p.exitcodes);
     let _ = writeln!(s, "stopsignal=TERM\nstopwaitsecs=5\nkillasgroup=false");
     let log = layout.logs_dir().join(format!("{}.log", p.name));

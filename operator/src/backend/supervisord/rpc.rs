@@ -209,7 +209,7 @@ impl Supervisor {
         items
             .iter()
             .map(|p| {
-                Some(ProcessInfo {
+                (|| Some(ProcessInfo {
                     name: p.get("name")?.as_str()?.to_string(),
                     state: p.get("statename")?.as_str()?.to_string(),
                     pid: p.get("pid")?.as_int()? as u32,
@@ -220,7 +220,7 @@ impl Supervisor {
                         .unwrap_or("")
                         .to_string(),
                     start: p.get("start").and_then(Value::as_int).unwrap_or(0),
-                })
+                }))()
                 .ok_or_else(|| Self::shape(m, p.clone()))
             })
             .collect()
@@ -234,10 +234,10 @@ impl Supervisor {
         items
             .iter()
             .map(|p| {
-                Some(ProgramConfig {
+                (|| Some(ProgramConfig {
                     name: p.get("name")?.as_str()?.to_string(),
                     command: p.get("command")?.as_str()?.to_string(),
-                })
+                }))()
                 .ok_or_else(|| Self::shape(m, p.clone()))
             })
             .collect()
@@ -284,9 +284,9 @@ impl Supervisor {
             .map(drop)
     }
 
-    /// The last `length` bytes of a process's stderr log.
-    pub async fn tail_stderr(&self, name: &str, length: i64) -> Result<String, RpcError> {
-        let m = "supervisor.tailProcessStderrLog";
+    /// The last `length` bytes of a process's stdout log (stderr is redirected into it).
+    pub async fn tail_stdout(&self, name: &str, length: i64) -> Result<String, RpcError> {
+        let m = "supervisor.tailProcessStdoutLog";
         let v = self.call(m, &[name.into(), 0.into(), length.into()]).await?;
         match v.as_array() {
             Some([Value::Str(s), ..]) => Ok(s.clone()),
