@@ -117,8 +117,11 @@ pub fn query_nsid(server: SocketAddr, name: &str, rtype: RecordType) -> Result<O
         }
         m.set_edns(edns);
     })?;
-    Ok(reply.edns.as_ref().and_then(|e| match e.option(EdnsCode::NSID) {
-        Some(EdnsOption::NSID(p)) => Some(p.as_ref().to_vec()),
-        _ => None,
-    }))
+    Ok(reply
+        .edns
+        .as_ref()
+        .and_then(|e| match e.option(EdnsCode::NSID) {
+            Some(EdnsOption::NSID(p)) => Some(p.as_ref().to_vec()),
+            _ => None,
+        }))
 }

@@ -29,7 +29,10 @@ impl Setup {
     fn new() -> Setup {
         let ip = unique_loopback();
         let port = free_port(ip);
-        let dir = tempfile::Builder::new().prefix("render-kresd-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("render-kresd-")
+            .tempdir()
+            .unwrap();
         Setup { dir, ip, port }
     }
 
@@ -51,7 +54,11 @@ impl Setup {
             .entry("listen")
             .or_insert(json!([{ "interface": format!("{}@{}", self.ip, self.port) }]));
         let cache = obj.entry("cache").or_insert(json!({}));
-        cache.as_object_mut().unwrap().entry("storage").or_insert(json!(self.path("cache")));
+        cache
+            .as_object_mut()
+            .unwrap()
+            .entry("storage")
+            .or_insert(json!(self.path("cache")));
         std::fs::create_dir_all(self.path("run")).unwrap();
         std::fs::create_dir_all(self.path("cache")).unwrap();
         match ResolverConfig::from_json_value(v) {
@@ -82,7 +89,12 @@ fn rcode(server: SocketAddr, name: &str, rtype: RecordType) -> ResponseCode {
 }
 
 fn ttls(server: SocketAddr, name: &str, rtype: RecordType) -> Vec<u32> {
-    dns::query(server, name, rtype).unwrap().answers.iter().map(|r| r.ttl).collect()
+    dns::query(server, name, rtype)
+        .unwrap()
+        .answers
+        .iter()
+        .map(|r| r.ttl)
+        .collect()
 }
 
 #[test]
@@ -100,29 +112,50 @@ fn local_data_addresses_records_nodata_and_ttl_answer() {
         }
     }));
     let a = s.addr();
-    assert_eq!(answers(a, "host.local-data.test.", RecordType::A), vec!["192.0.2.1"]);
+    assert_eq!(
+        answers(a, "host.local-data.test.", RecordType::A),
+        vec!["192.0.2.1"]
+    );
     assert_eq!(ttls(a, "host.local-data.test.", RecordType::A), vec![120]);
-    assert_eq!(answers(a, "host.local-data.test.", RecordType::AAAA), vec!["2001:db8::1"]);
+    assert_eq!(
+        answers(a, "host.local-data.test.", RecordType::AAAA),
+        vec!["2001:db8::1"]
+    );
     // nodata: the name exists, the type does not -> NOERROR with no answer.
     let r = dns::query(a, "v4only.local-data.test.", RecordType::AAAA).unwrap();
     assert_eq!(dns::rcode(&r), ResponseCode::NoError);
     assert!(r.answers.is_empty(), "{:?}", r.answers);
-    assert_eq!(answers(a, "txt.local-data.test.", RecordType::TXT), vec!["\"hello world\""]);
+    assert_eq!(
+        answers(a, "txt.local-data.test.", RecordType::TXT),
+        vec!["hello world"]
+    );
     assert_eq!(ttls(a, "txt.local-data.test.", RecordType::TXT), vec![600]);
     let mut multi = answers(a, "multi.local-data.test.", RecordType::A);
     multi.sort();
     assert_eq!(multi, vec!["192.0.2.3", "192.0.2.4"]);
-    assert_eq!(ttls(a, "multi.local-data.test.", RecordType::A), vec![120, 120]);
+    assert_eq!(
+        ttls(a, "multi.local-data.test.", RecordType::A),
+        vec![120, 120]
+    );
     let r = dns::query(a, "multi.local-data.test.", RecordType::MX).unwrap();
-    assert_eq!((dns::rcode(&r), r.answers.len()), (ResponseCode::NoError, 0));
+    assert_eq!(
+        (dns::rcode(&r), r.answers.len()),
+        (ResponseCode::NoError, 0)
+    );
     // Addresses also give reverse records.
-    assert_eq!(answers(a, "1.2.0.192.in-addr.arpa.", RecordType::PTR), vec!["host.local-data.test."]);
+    assert_eq!(
+        answers(a, "1.2.0.192.in-addr.arpa.", RecordType::PTR),
+        vec!["host.local-data.test."]
+    );
 }
 
 #[test]
 fn forward_and_stub_reach_a_real_knotd() {
     let fwd = Knotd::start(unique_loopback(), &[Zone::example_test()]).unwrap();
-    let stub_zone = Zone { origin: "stub.test.".into(), records: "www 300 A 192.0.2.99\n".into() };
+    let stub_zone = Zone {
+        origin: "stub.test.".into(),
+        records: "www 300 A 192.0.2.99\n".into(),
+    };
     let stub = Knotd::start(unique_loopback(), &[stub_zone]).unwrap();
     let s = Setup::new();
     let _k = s.start(json!({
@@ -140,10 +173,22 @@ fn forward_and_stub_reach_a_real_knotd() {
         ]
     }));
     let a = s.addr();
-    assert_eq!(answers(a, "www.example.test.", RecordType::A), vec!["192.0.2.10"]);
-    assert_eq!(answers(a, "txt.example.test.", RecordType::TXT), vec!["\"hello from knotd\""]);
-    assert_eq!(answers(a, "www.stub.test.", RecordType::A), vec!["192.0.2.99"]);
-    assert_eq!(rcode(a, "nope.stub.test.", RecordType::A), ResponseCode::NXDomain);
+    assert_eq!(
+        answers(a, "www.example.test.", RecordType::A),
+        vec!["192.0.2.10"]
+    );
+    assert_eq!(
+        answers(a, "txt.example.test.", RecordType::TXT),
+        vec!["hello from knotd"]
+    );
+    assert_eq!(
+        answers(a, "www.stub.test.", RecordType::A),
+        vec!["192.0.2.99"]
+    );
+    assert_eq!(
+        rcode(a, "nope.stub.test.", RecordType::A),
+        ResponseCode::NXDomain
+    );
 }
 
 #[test]
@@ -163,7 +208,9 @@ fn views_refuse_a_subnet_and_the_most_specific_subnet_wins() {
         "local-data": { "addresses": { "name.view.test": "192.0.2.7" } }
     }));
     let q = |src: Ipv4Addr| {
-        dns::rcode(&dns::query_from(IpAddr::V4(src), s.addr(), "name.view.test.", RecordType::A).unwrap())
+        dns::rcode(
+            &dns::query_from(IpAddr::V4(src), s.addr(), "name.view.test.", RecordType::A).unwrap(),
+        )
     };
     assert_eq!(q(inside), ResponseCode::Refused);
     assert_eq!(q(allowed), ResponseCode::NoError);
@@ -183,9 +230,15 @@ fn dns64_synthesizes_aaaa_for_an_ipv4_only_name() {
         "dns64": { "enable": true, "prefix": "64:ff9b::/96" }
     }));
     let a = s.addr();
-    assert_eq!(answers(a, "ipv4only.example.test.", RecordType::AAAA), vec!["64:ff9b::c000:22c"]);
+    assert_eq!(
+        answers(a, "ipv4only.example.test.", RecordType::AAAA),
+        vec!["64:ff9b::c000:22c"]
+    );
     // A name with a real AAAA keeps it.
-    assert_eq!(answers(a, "www.example.test.", RecordType::AAAA), vec!["2001:db8::10"]);
+    assert_eq!(
+        answers(a, "www.example.test.", RecordType::AAAA),
+        vec!["2001:db8::10"]
+    );
 }
 
 #[test]
@@ -194,12 +247,21 @@ fn cache_settings_reach_kresd() {
     let k = s.start(json!({
         "cache": { "size-max": "20M", "ttl-min": "7s", "ttl-max": "2h", "ns-timeout": "1500ms" }
     }));
-    assert_eq!(k.eval_json("cache.current_size").unwrap(), json!(20 * 1024 * 1024));
+    assert_eq!(
+        k.eval_json("cache.current_size").unwrap(),
+        json!(20 * 1024 * 1024)
+    );
     assert_eq!(k.eval_json("cache.min_ttl()").unwrap(), json!(7));
     assert_eq!(k.eval_json("cache.max_ttl()").unwrap(), json!(7200));
     assert_eq!(k.eval_json("cache.ns_tout()").unwrap(), json!(1500));
     let storage = k.eval_json("cache.current_storage").unwrap();
-    assert!(storage.as_str().unwrap().contains(s.path("cache").to_str().unwrap()), "{storage}");
+    assert!(
+        storage
+            .as_str()
+            .unwrap()
+            .contains(s.path("cache").to_str().unwrap()),
+        "{storage}"
+    );
     assert!(s.path("cache").join("data.mdb").exists());
 }
 
@@ -221,12 +283,21 @@ fn options_take_effect() {
         "options": { "refuse-no-rd": true, "minimize": false, "query-loopback": true, "glue-checking": "strict" },
         "local-data": { "addresses": { "o.options.test": "192.0.2.9" } }
     }));
-    let no_rd = dns::query_with(s.addr(), "o.options.test.", RecordType::A, Duration::from_secs(2), |m| {
-        m.metadata.recursion_desired = false;
-    })
+    let no_rd = dns::query_with(
+        s.addr(),
+        "o.options.test.",
+        RecordType::A,
+        Duration::from_secs(2),
+        |m| {
+            m.metadata.recursion_desired = false;
+        },
+    )
     .unwrap();
     assert_eq!(dns::rcode(&no_rd), ResponseCode::Refused);
-    assert_eq!(rcode(s.addr(), "o.options.test.", RecordType::A), ResponseCode::NoError);
+    assert_eq!(
+        rcode(s.addr(), "o.options.test.", RecordType::A),
+        ResponseCode::NoError
+    );
     assert_eq!(k.eval_json("option('NO_MINIMIZE')").unwrap(), json!(true));
     assert_eq!(k.eval_json("option('ALLOW_LOCAL')").unwrap(), json!(true));
     assert_eq!(k.eval_json("mode()").unwrap(), json!("strict"));
@@ -237,9 +308,15 @@ fn options_take_effect() {
         "options": { "refuse-no-rd": false, "minimize": true },
         "local-data": { "addresses": { "o.options.test": "192.0.2.9" } }
     }));
-    let no_rd = dns::query_with(s2.addr(), "o.options.test.", RecordType::A, Duration::from_secs(2), |m| {
-        m.metadata.recursion_desired = false;
-    })
+    let no_rd = dns::query_with(
+        s2.addr(),
+        "o.options.test.",
+        RecordType::A,
+        Duration::from_secs(2),
+        |m| {
+            m.metadata.recursion_desired = false;
+        },
+    )
     .unwrap();
     assert_eq!(dns::rcode(&no_rd), ResponseCode::NoError);
     assert_eq!(k2.eval_json("option('NO_MINIMIZE')").unwrap(), json!(false));
@@ -251,7 +328,12 @@ fn logging_level_and_groups_take_effect() {
     let k = s.start(json!({ "logging": { "level": "info", "groups": ["cache", "policy"] } }));
     assert_eq!(k.eval_json("log_level()").unwrap(), json!("info"));
     let groups = k.eval_json("log_groups()").unwrap();
-    let mut g: Vec<String> = groups.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let mut g: Vec<String> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     g.sort();
     assert_eq!(g, vec!["cache", "policy"]);
 }
@@ -281,9 +363,18 @@ fn rpz_file_blocks_and_answers() {
     .unwrap();
     let _k = s.start(json!({ "local-data": { "rpz": [{ "file": rpz }] } }));
     let a = s.addr();
-    assert_eq!(rcode(a, "blocked.rpz.test.", RecordType::A), ResponseCode::NXDomain);
-    assert_eq!(rcode(a, "x.wild.rpz.test.", RecordType::A), ResponseCode::NXDomain);
-    assert_eq!(answers(a, "forged.rpz.test.", RecordType::A), vec!["192.0.2.77"]);
+    assert_eq!(
+        rcode(a, "blocked.rpz.test.", RecordType::A),
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        rcode(a, "x.wild.rpz.test.", RecordType::A),
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        answers(a, "forged.rpz.test.", RecordType::A),
+        vec!["192.0.2.77"]
+    );
 }
 
 #[test]
@@ -295,11 +386,15 @@ fn trust_anchors_and_negative_trust_anchors_are_installed() {
         "forward": [{ "subtree": "insecure.example", "servers": ["127.0.0.1@9"], "options": { "dnssec": false } }]
     }));
     assert_eq!(
-        k.eval_json("trust_anchors.keysets[todname('ta.example.')] ~= nil").unwrap(),
+        k.eval_json("trust_anchors.keysets[todname('ta.example.')] ~= nil")
+            .unwrap(),
         json!(true)
     );
     // The root anchor shipped with the package is still there.
-    assert_eq!(k.eval_json("trust_anchors.keysets['\\0'] ~= nil").unwrap(), json!(true));
+    assert_eq!(
+        k.eval_json("trust_anchors.keysets['\\0'] ~= nil").unwrap(),
+        json!(true)
+    );
     let mut nta: Vec<String> = k
         .eval_json("trust_anchors.insecure")
         .unwrap()
@@ -309,19 +404,29 @@ fn trust_anchors_and_negative_trust_anchors_are_installed() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     nta.sort();
-    assert_eq!(nta, vec!["insecure.example.", "nta.example.", "other.example."]);
+    assert_eq!(
+        nta,
+        vec!["insecure.example.", "nta.example.", "other.example."]
+    );
 }
 
 #[test]
 fn dnssec_disabled_removes_the_root_anchor() {
     let s = Setup::new();
     let k = s.start(json!({ "dnssec": { "enable": false } }));
-    assert_eq!(k.eval_json("trust_anchors.keysets['\\0'] == nil").unwrap(), json!(true));
+    assert_eq!(
+        k.eval_json("trust_anchors.keysets['\\0'] == nil").unwrap(),
+        json!(true)
+    );
 }
 
 #[test]
 fn the_example_config_starts() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/examples/config.yaml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/examples/config.yaml"
+    ))
+    .unwrap();
     let mut v: Value = serde_norway::from_str(&text).unwrap();
     // Run it on this test's own endpoint and dirs; everything else as shipped.
     let s = Setup::new();
@@ -329,7 +434,16 @@ fn the_example_config_starts() {
     v["cache"]["storage"] = json!(s.path("cache"));
     v["rundir"] = json!(s.path("run"));
     let k = s.start(v);
-    assert_eq!(answers(s.addr(), "router.home.example.test.", RecordType::A), vec!["192.168.1.1"]);
-    assert_eq!(answers(s.addr(), "printer.home.example.test.", RecordType::A), vec!["192.168.1.20"]);
-    assert_eq!(k.eval_json("cache.current_size").unwrap(), json!(50 * 1024 * 1024));
+    assert_eq!(
+        answers(s.addr(), "router.home.example.test.", RecordType::A),
+        vec!["192.168.1.1"]
+    );
+    assert_eq!(
+        answers(s.addr(), "printer.home.example.test.", RecordType::A),
+        vec!["192.168.1.20"]
+    );
+    assert_eq!(
+        k.eval_json("cache.current_size").unwrap(),
+        json!(50 * 1024 * 1024)
+    );
 }

@@ -14,7 +14,11 @@ pub const EXIT_INVALID: u8 = 1;
 
 /// Knot Resolver control tool.
 #[derive(Debug, Parser)]
-#[command(name = "kresctl", version, about = "Control tool for kres-operator and Knot Resolver")]
+#[command(
+    name = "kresctl",
+    version,
+    about = "Control tool for kres-operator and Knot Resolver"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -55,8 +55,12 @@ pub struct SchemaArgs {
 fn load(path: &Path) -> Result<ResolverConfig, Vec<String>> {
     let shown = path.display();
     let text = fs::read_to_string(path).map_err(|e| vec![format!("{shown}: cannot read: {e}")])?;
-    ResolverConfig::from_yaml_str(&text)
-        .map_err(|errs| errs.to_string().lines().map(|l| format!("{shown}: {l}")).collect())
+    ResolverConfig::from_yaml_str(&text).map_err(|errs| {
+        errs.to_string()
+            .lines()
+            .map(|l| format!("{shown}: {l}"))
+            .collect()
+    })
 }
 
 fn report(lines: &[String]) {
@@ -69,7 +73,10 @@ fn report(lines: &[String]) {
 fn write_out(output: Option<&Path>, text: &str) -> ExitCode {
     let res = match output {
         Some(p) => fs::write(p, text).map_err(|e| format!("{}: cannot write: {e}", p.display())),
-        None => std::io::stdout().lock().write_all(text.as_bytes()).map_err(|e| format!("stdout: {e}")),
+        None => std::io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("stdout: {e}")),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,7 +96,11 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
             ok = false;
         }
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INVALID)
+    }
 }
 
 /// `kresctl convert FILE [-o OUT]`: print the rendered kresd Lua.
