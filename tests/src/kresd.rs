@@ -78,7 +78,7 @@ impl Kresd {
             .env("NOTIFY_SOCKET", &notify_path)
             .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stderr.try_clone()?)
             .stderr(stderr);
         let child = cmd
             .spawn()
@@ -117,7 +117,7 @@ impl Kresd {
         }
     }
 
-    /// kresd's stderr so far.
+    /// kresd's log so far (stdout and stderr: the configured log target may be either).
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }

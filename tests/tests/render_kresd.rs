@@ -127,7 +127,7 @@ fn local_data_addresses_records_nodata_and_ttl_answer() {
     assert!(r.answers.is_empty(), "{:?}", r.answers);
     assert_eq!(
         answers(a, "txt.local-data.test.", RecordType::TXT),
-        vec!["\"hello world\""]
+        vec!["hello world"]
     );
     assert_eq!(ttls(a, "txt.local-data.test.", RecordType::TXT), vec![600]);
     let mut multi = answers(a, "multi.local-data.test.", RecordType::A);
@@ -179,7 +179,7 @@ fn forward_and_stub_reach_a_real_knotd() {
     );
     assert_eq!(
         answers(a, "txt.example.test.", RecordType::TXT),
-        vec!["\"hello from knotd\""]
+        vec!["hello from knotd"]
     );
     assert_eq!(
         answers(a, "www.stub.test.", RecordType::A),

@@ -326,6 +326,17 @@ impl LogGroup {
     }
 }
 
+impl LogGroup {
+    /// True when kresd 5.6 knows this group (the groups added in 6.x are not).
+    pub fn in_kresd5(self) -> bool {
+        self.is_kresd_group()
+            && !matches!(
+                self,
+                Self::Rules | Self::Prlayr | Self::Defer | Self::Doq | Self::Ngtcp2
+            )
+    }
+}
+
 impl fmt::Display for LogGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -66,6 +66,7 @@ pub use types::{
 pub use view::{ViewAnswer, ViewConfig, ViewOptions, ViewProtocol};
 
 mod view;
+mod yaml;
 
 /// Default run directory (upstream: `/run/knot-resolver`).
 pub const DEFAULT_RUNDIR: &str = "/run/knot-resolver";

@@ -60,7 +60,6 @@ network:
       port: 5353
     - interface: lo@853
       kind: dot
-    - unix-socket: /run/kres/dns.sock
 views:
   - subnets: [10.0.0.0/8]
     answer: refused
@@ -80,14 +79,19 @@ forward:
   - subtree: example.test
     servers: [127.0.0.1@5354]
     options:
-      authoritative: true
       dnssec: false
+  - subtree: [auth.example]
+    servers: [192.0.2.53]
+    options:
+      authoritative: true
   - subtree: [., "příklad.cz"]
     servers:
       - address: [193.17.47.1, 185.43.135.1]
         transport: tls
         hostname: odvr.nic.cz
-      - 9.9.9.9
+      - address: 9.9.9.9@853
+        transport: tls
+        pin-sha256: YQ0VMWhwpDdFBQPv1ZEWRgF2L7IPGQ6c0WwQaLuOO+o=
 cache:
   storage: /var/cache/kres
   size-max: 1G
@@ -118,7 +122,7 @@ dns64:
 logging:
   level: info
   target: stderr
-  groups: [cache, tls_cl, policy-loader]
+  groups: [cache, tls_cl, renum]
   dnstap:
     enable: true
     unix-socket: /run/dnstap.sock
@@ -136,11 +140,11 @@ fn full_document_parses() {
     let c = ResolverConfig::from_yaml_str(FULL).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.workers, Workers::Auto);
     assert_eq!(
-        c.forward[1].subtree.items()[1].as_str(),
+        c.forward[2].subtree.items()[1].as_str(),
         "xn--pklad-zsa96e.cz."
     );
     assert_eq!(c.forward[0].subtree.items()[0].as_str(), "example.test.");
-    assert!(c.forward[1].servers[0].is_tls());
+    assert!(c.forward[2].servers[1].is_tls());
     assert_eq!(c.cache.size_max.bytes(), 1 << 30);
     assert!(
         c.local_data

@@ -50,7 +50,10 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    let quoted: Vec<String> = items.into_iter().map(|s| format!("todname({})", quote(s.as_ref()))).collect();
+    let quoted: Vec<String> = items
+        .into_iter()
+        .map(|s| format!("todname({})", quote(s.as_ref())))
+        .collect();
     format!("{{{}}}", quoted.join(", "))
 }
 
