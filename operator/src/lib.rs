@@ -5,4 +5,5 @@ pub mod cli;
 pub mod host;
 pub mod kresd;
 pub mod reconcile;
+pub mod sockets;
 pub mod source;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use kres_operator::host::run::{HostOptions, run_host};
+use kres_operator::sockets::{HolderArgs, LaunchArgs, run_launch, run_socket_holder};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -21,6 +22,12 @@ struct Cli {
 enum Command {
     /// Run the resolver on this host: kresd workers under supervisord, converged to --config.
     Host(HostArgs),
+    /// Bind the listening sockets once and hand them to launchers (supervisord program `sockets`).
+    #[command(hide = true)]
+    SocketHolder(HolderArgs),
+    /// Fetch the shared sockets and exec kresd with `-S FD[:kind]` (supervisord worker programs).
+    #[command(hide = true)]
+    Launch(LaunchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +66,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let host = match cli.command {
+        Command::Host(a) => a,
+        Command::SocketHolder(args) => return report(run_socket_holder(&args).map(|n| match n {})),
+        Command::Launch(args) => return report(run_launch(&args).map(|n| match n {})),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -66,8 +78,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Host(a) => runtime.block_on(run_host(HostOptions {
+    let a = host;
+    report(runtime.block_on(run_host(HostOptions {
             config: a.config,
             watch: a.watch,
             keep_workers_on_exit: a.keep_workers_on_exit,
@@ -76,8 +88,10 @@ fn main() -> ExitCode {
             start_timeout: Duration::from_millis(a.start_timeout_ms),
             supervisord: a.supervisord,
             kresd: a.kresd,
-        })),
-    };
+    })))
+}
+
+fn report<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

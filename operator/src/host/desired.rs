@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use kres_crd::config::ResolverConfig;
-use kres_crd::lua::{RenderOptions, SocketMode, revision};
+use kres_crd::lua::{RenderOptions, SocketMode, render, revision};
 
 use crate::reconcile::{Desired, GcSpec};
 
@@ -25,8 +25,8 @@ pub fn desired_from(
     sockets: SocketMode,
     start_timeout: Duration,
 ) -> Result<Desired, DesiredError> {
-    let config = super::render::render(cfg, &RenderOptions { sockets })
-        .map_err(DesiredError::Render)?;
+    let config = render(cfg, &RenderOptions { sockets })
+        .map_err(|e| DesiredError::Render(e.to_string()))?;
     let workers = cfg.worker_count();
     let workers = u16::try_from(workers).map_err(|_| DesiredError::Workers(workers))?;
     Ok(Desired {

@@ -9,7 +9,6 @@
 //! killed workers and a dead supervisord).
 
 pub mod desired;
-pub mod render;
 pub mod run;
 pub mod status;
 
