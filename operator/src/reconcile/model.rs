@@ -85,6 +85,7 @@ pub enum SlotState {
 
 /// One observed worker slot.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct ObservedSlot {
     /// Which slot.
     pub slot: Slot,

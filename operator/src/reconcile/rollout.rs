@@ -36,6 +36,7 @@ pub enum Phase {
 
 /// Why a revision was rejected.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Failure {
     /// The rejected revision.
     pub revision: Revision,
@@ -49,6 +50,7 @@ pub struct Failure {
 
 /// One rollout event (for `/status` and logs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Event {
     /// Unix time (ms).
     pub at_unix_ms: u64,
