@@ -7,4 +7,5 @@ pub mod control;
 pub mod dns;
 pub mod knotd;
 pub mod kresd;
+pub mod host;
 pub mod net;
