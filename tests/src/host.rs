@@ -29,7 +29,10 @@ pub fn operator_binary() -> Result<PathBuf> {
             .args(["build", "-p", "kres-operator", "--bin", "kres-operator"])
             .status()?;
         if !st.success() || !bin.exists() {
-            bail!("kres-operator binary missing at {} and could not be built", bin.display());
+            bail!(
+                "kres-operator binary missing at {} and could not be built",
+                bin.display()
+            );
         }
     }
     Ok(bin)
@@ -59,8 +62,18 @@ impl Host {
         let dir = tempfile::Builder::new().prefix("kres-host-").tempdir()?;
         let rundir = dir.path().join("run");
         let config = dir.path().join("config.yaml");
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let mut host = Host { child: None, dir, listen, probe_ip, config, rundir, runtime };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut host = Host {
+            child: None,
+            dir,
+            listen,
+            probe_ip,
+            config,
+            rundir,
+            runtime,
+        };
         host.write_config(workers, extra)?;
         host.spawn()?;
         Ok(host)
@@ -138,7 +151,12 @@ impl Host {
     }
 
     /// Wait until `ok(status)` holds; fails with the last status and the log tail.
-    pub fn wait_status(&self, what: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Result<Value> {
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         let mut last = Value::Null;
         while Instant::now() < deadline {
@@ -151,15 +169,27 @@ impl Host {
             std::thread::sleep(Duration::from_millis(25));
         }
         let log = self.log();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
-        bail!("timeout waiting for {what}; last status:\n{last:#}\noperator log tail:\n{}", tail.join("\n"))
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        bail!(
+            "timeout waiting for {what}; last status:\n{last:#}\noperator log tail:\n{}",
+            tail.join("\n")
+        )
     }
 
     /// Wait until converged on a revision other than `not` (None: any); returns the status.
     pub fn wait_converged(&self, not: Option<&str>, timeout: Duration) -> Result<Value> {
         self.wait_status("convergence", timeout, |s| {
             s["converged"] == Value::Bool(true)
-                && s["current-revision"].as_str().is_some_and(|r| Some(r) != not)
+                && s["current-revision"]
+                    .as_str()
+                    .is_some_and(|r| Some(r) != not)
         })
     }
 
@@ -190,7 +220,11 @@ impl Host {
     pub fn worker_revisions(status: &Value) -> Vec<String> {
         status["workers"]
             .as_array()
-            .map(|w| w.iter().filter_map(|w| w["revision"].as_str().map(str::to_string)).collect())
+            .map(|w| {
+                w.iter()
+                    .filter_map(|w| w["revision"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -201,7 +235,9 @@ impl Host {
 }
 
 fn kill(sig: &str, pid: u32) -> Result<()> {
-    let st = Command::new("kill").args(["-s", sig, &pid.to_string()]).status()?;
+    let st = Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .status()?;
     if !st.success() {
         bail!("kill -s {sig} {pid} failed");
     }
@@ -213,7 +249,9 @@ fn processes_of(rundir: &Path) -> Vec<u32> {
     let needle = format!("KRES_RUNDIR={}", rundir.display());
     let mut pids = vec![];
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
         if let Ok(env) = std::fs::read(e.path().join("environ"))
             && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
         {

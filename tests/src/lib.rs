@@ -5,7 +5,7 @@
 
 pub mod control;
 pub mod dns;
+pub mod host;
 pub mod knotd;
 pub mod kresd;
-pub mod host;
 pub mod net;

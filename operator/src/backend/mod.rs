@@ -35,7 +35,10 @@ pub enum BackendError {
 impl BackendError {
     /// An I/O error with context.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> BackendError {
-        BackendError::Io { context: context.into(), source }
+        BackendError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -52,12 +55,18 @@ pub trait Backend: Send + Sync {
     fn observe(&self) -> impl Future<Output = BackendResult<Observed>> + Send;
 
     /// Make `config` available as `revision` (written once; revisions are immutable).
-    fn stage(&self, revision: &Revision, config: &str)
-    -> impl Future<Output = BackendResult<()>> + Send;
+    fn stage(
+        &self,
+        revision: &Revision,
+        config: &str,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
 
     /// Start a worker on `revision` in an empty, stopped or exited slot.
-    fn start_slot(&self, slot: Slot, revision: &Revision)
-    -> impl Future<Output = BackendResult<()>> + Send;
+    fn start_slot(
+        &self,
+        slot: Slot,
+        revision: &Revision,
+    ) -> impl Future<Output = BackendResult<()>> + Send;
 
     /// Stop the slot's worker (which is ready or exited), then start one on `revision`.
     fn replace_slot(
@@ -76,8 +85,11 @@ pub trait Backend: Send + Sync {
     fn wait_change(&self, timeout: Duration) -> impl Future<Output = ()> + Send;
 
     /// The last lines a slot's worker wrote to its log (stderr).
-    fn log_tail(&self, slot: Slot, max_bytes: usize)
-    -> impl Future<Output = BackendResult<String>> + Send;
+    fn log_tail(
+        &self,
+        slot: Slot,
+        max_bytes: usize,
+    ) -> impl Future<Output = BackendResult<String>> + Send;
 
     /// Stop every worker and the process manager.
     fn shutdown(&self) -> impl Future<Output = BackendResult<()>> + Send;

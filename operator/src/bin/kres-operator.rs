@@ -12,7 +12,11 @@ use kres_operator::sockets::{HolderArgs, LaunchArgs, run_launch, run_socket_hold
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(name = "kres-operator", version, about = "Reconciler operator for Knot Resolver (kresd)")]
+#[command(
+    name = "kres-operator",
+    version,
+    about = "Reconciler operator for Knot Resolver (kresd)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -71,7 +75,10 @@ fn main() -> ExitCode {
         Command::SocketHolder(args) => return report(run_socket_holder(&args).map(|n| match n {})),
         Command::Launch(args) => return report(run_launch(&args).map(|n| match n {})),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kres-operator: tokio runtime: {e}");
@@ -80,14 +87,14 @@ fn main() -> ExitCode {
     };
     let a = host;
     report(runtime.block_on(run_host(HostOptions {
-            config: a.config,
-            watch: a.watch,
-            keep_workers_on_exit: a.keep_workers_on_exit,
-            rundir: a.rundir,
-            probe_address: a.probe_address,
-            start_timeout: Duration::from_millis(a.start_timeout_ms),
-            supervisord: a.supervisord,
-            kresd: a.kresd,
+        config: a.config,
+        watch: a.watch,
+        keep_workers_on_exit: a.keep_workers_on_exit,
+        rundir: a.rundir,
+        probe_address: a.probe_address,
+        start_timeout: Duration::from_millis(a.start_timeout_ms),
+        supervisord: a.supervisord,
+        kresd: a.kresd,
     })))
 }
 

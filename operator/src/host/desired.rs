@@ -25,8 +25,8 @@ pub fn desired_from(
     sockets: SocketMode,
     start_timeout: Duration,
 ) -> Result<Desired, DesiredError> {
-    let config = render(cfg, &RenderOptions { sockets })
-        .map_err(|e| DesiredError::Render(e.to_string()))?;
+    let config =
+        render(cfg, &RenderOptions { sockets }).map_err(|e| DesiredError::Render(e.to_string()))?;
     let workers = cfg.worker_count();
     let workers = u16::try_from(workers).map_err(|_| DesiredError::Workers(workers))?;
     Ok(Desired {

@@ -29,7 +29,10 @@ pub const IDLE_POLL: Duration = Duration::from_secs(1);
 pub const WAIT_POLL: Duration = Duration::from_millis(20);
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The reconcile loop's state.
@@ -49,7 +52,12 @@ enum Next {
 impl<B: Backend> Reconciler<B> {
     /// A reconciler publishing its status to `status` (and, if given, to a JSON file).
     pub fn new(backend: B, status: watch::Sender<Status>, status_file: Option<PathBuf>) -> Self {
-        Reconciler { backend, rollout: Rollout::default(), status, status_file }
+        Reconciler {
+            backend,
+            rollout: Rollout::default(),
+            status,
+            status_file,
+        }
     }
 
     /// The backend.
@@ -110,7 +118,8 @@ impl<B: Backend> Reconciler<B> {
             let snapshot = self.status.borrow().clone();
             if let Ok(json) = serde_json::to_vec_pretty(&snapshot) {
                 let tmp = path.with_extension("tmp");
-                if let Err(e) = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, path))
+                if let Err(e) =
+                    std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, path))
                 {
                     tracing::debug!(error = %e, "status file not written");
                 }
@@ -132,7 +141,8 @@ impl<B: Backend> Reconciler<B> {
 
     async fn try_step(&mut self, d: &Desired) -> Result<Next, BackendError> {
         if self.backend.ensure().await? {
-            self.rollout.record(unix_ms(), "backend", "process manager started");
+            self.rollout
+                .record(unix_ms(), "backend", "process manager started");
         }
         self.backend.stage(&d.revision, &d.config).await?;
         let observed = self.backend.observe().await?;
@@ -173,13 +183,15 @@ impl<B: Backend> Reconciler<B> {
         match action {
             Action::StartSlot { slot, revision } => {
                 tracing::info!(%slot, %revision, "start");
-                self.rollout.record(now, "start", format!("{slot}: start on {revision}"));
+                self.rollout
+                    .record(now, "start", format!("{slot}: start on {revision}"));
                 self.backend.start_slot(slot, &revision).await?;
                 Ok(Next::Now)
             }
             Action::ReplaceSlot { slot, revision } => {
                 tracing::info!(%slot, %revision, "replace");
-                self.rollout.record(now, "replace", format!("{slot}: replace with {revision}"));
+                self.rollout
+                    .record(now, "replace", format!("{slot}: replace with {revision}"));
                 self.backend.replace_slot(slot, &revision).await?;
                 Ok(Next::Now)
             }
@@ -189,13 +201,29 @@ impl<B: Backend> Reconciler<B> {
                 self.backend.stop_slot(slot).await?;
                 Ok(Next::Now)
             }
-            Action::MarkFailed { revision, slot, reason } => {
+            Action::MarkFailed {
+                revision,
+                slot,
+                reason,
+            } => {
                 let tail = self.backend.log_tail(slot, 4096).await.unwrap_or_default();
-                let lines: Vec<&str> =
-                    tail.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+                // kresd's own error lines, without Lua stack-traceback noise.
+                let lines: Vec<&str> = tail
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| {
+                        !l.is_empty()
+                            && !l.starts_with("stack traceback")
+                            && !l.starts_with("[C]:")
+                            && !l.contains(": in ")
+                    })
+                    .collect();
                 let last = lines[lines.len().saturating_sub(3)..].join(" | ");
-                let reason =
-                    if last.is_empty() { reason } else { format!("{reason}; worker log: {last}") };
+                let reason = if last.is_empty() {
+                    reason
+                } else {
+                    format!("{reason}; worker log: {last}")
+                };
                 tracing::warn!(%revision, %slot, %reason, "revision rejected");
                 self.rollout.mark_failed(Failure {
                     revision,
@@ -227,7 +255,8 @@ impl<B: Backend> Reconciler<B> {
 
     /// Stop every worker and the process manager (clean shutdown).
     pub async fn stop(&mut self) -> Result<(), BackendError> {
-        self.rollout.record(unix_ms(), "shutdown", "stopping workers");
+        self.rollout
+            .record(unix_ms(), "shutdown", "stopping workers");
         self.backend.shutdown().await
     }
 }

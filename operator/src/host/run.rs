@@ -80,8 +80,14 @@ fn listen_specs(cfg: &ResolverConfig) -> Result<Vec<BindSpec>, HostError> {
 pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
     let source = FileSource::open(&opts.config)?;
     let mut cfg_rx = source.subscribe();
-    let first = cfg_rx.borrow().clone().ok_or_else(|| HostError::Setup("no config".into()))?;
-    let rundir = opts.rundir.clone().unwrap_or_else(|| first.rundir.as_path().to_path_buf());
+    let first = cfg_rx
+        .borrow()
+        .clone()
+        .ok_or_else(|| HostError::Setup("no config".into()))?;
+    let rundir = opts
+        .rundir
+        .clone()
+        .unwrap_or_else(|| first.rundir.as_path().to_path_buf());
     let rundir = std::path::absolute(&rundir)
         .map_err(|e| HostError::Setup(format!("rundir {}: {e}", rundir.display())))?;
     let mut settings = SupervisordSettings::new(rundir.clone());
@@ -93,9 +99,14 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         .display()
         .to_string();
     let holder_socket = rundir.join("sockets.sock");
-    let holder = HolderArgs { socket: holder_socket.clone(), binds: listen_specs(&first)? };
+    let holder = HolderArgs {
+        socket: holder_socket.clone(),
+        binds: listen_specs(&first)?,
+    };
     let os = |v: Vec<std::ffi::OsString>| -> Vec<String> {
-        v.into_iter().map(|a| a.to_string_lossy().into_owned()).collect()
+        v.into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
     };
     settings.holder = Some([vec![exe.clone()], os(holder.argv())].concat());
     settings.launcher = vec![

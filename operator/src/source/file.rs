@@ -44,10 +44,14 @@ pub enum SourceError {
 
 /// Read and validate the config file.
 pub fn load(path: &Path) -> Result<ResolverConfig, SourceError> {
-    let text = std::fs::read(path)
-        .map_err(|source| SourceError::Read { path: path.to_path_buf(), source })?;
-    ResolverConfig::from_yaml_bytes(&text)
-        .map_err(|errors| SourceError::Invalid { path: path.to_path_buf(), errors })
+    let text = std::fs::read(path).map_err(|source| SourceError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    ResolverConfig::from_yaml_bytes(&text).map_err(|errors| SourceError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    })
 }
 
 /// What identifies one version of the file behind `path` (symlinks followed).
@@ -81,7 +85,11 @@ impl FileSource {
     pub fn open(path: &Path) -> Result<FileSource, SourceError> {
         let cfg = load(path)?;
         let (tx, _) = watch::channel(Some(Arc::new(cfg)));
-        Ok(FileSource { path: path.to_path_buf(), tx, reload: Arc::new(Notify::new()) })
+        Ok(FileSource {
+            path: path.to_path_buf(),
+            tx,
+            reload: Arc::new(Notify::new()),
+        })
     }
 
     /// Receiver of the current valid config.

@@ -108,7 +108,10 @@ pub fn supervisord_conf(layout: &Layout) -> String {
     let _ = writeln!(s, "directory={}", ini(&layout.rundir));
     let _ = writeln!(s, "minfds=1024\n");
     let _ = writeln!(s, "[rpcinterface:supervisor]");
-    let _ = writeln!(s, "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n");
+    let _ = writeln!(
+        s,
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+    );
     let _ = writeln!(s, "[include]");
     let _ = writeln!(s, "files = {}/*.conf", ini(&layout.programs_dir()));
     s
@@ -150,7 +153,11 @@ pub fn program_conf(layout: &Layout, p: &Program) -> String {
     let _ = writeln!(s, "priority={}", p.priority);
     // Readiness is READY=1 + a DNS probe, not supervisord's startsecs (FACTS: startsecs costs
     // a second per start). A config error (rc 1) is final; a crash/kill is restarted at once.
-    let _ = writeln!(s, "startsecs={}\nstartretries={}", p.startsecs, p.startretries);
+    let _ = writeln!(
+        s,
+        "startsecs={}\nstartretries={}",
+        p.startsecs, p.startretries
+    );
     let _ = writeln!(s, "autostart=true\nautorestart=unexpected");
     let _ = writeln!(s, "exitcodes={}", p.exitcodes);
     let _ = writeln!(s, "stopsignal=TERM\nstopwaitsecs=5\nkillasgroup=false");
@@ -168,13 +175,22 @@ fn ini(p: &Path) -> String {
 /// Join argv into a command line supervisord splits back (shlex): words with special characters
 /// are single-quoted.
 pub fn join_command(argv: &[String]) -> String {
-    argv.iter().map(|a| quote_word(a)).collect::<Vec<_>>().join(" ").replace('%', "%%")
+    argv.iter()
+        .map(|a| quote_word(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('%', "%%")
 }
 
 fn quote_word(w: &str) -> String {
     let plain = !w.is_empty()
-        && w.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./@:=,+".contains(&b));
-    if plain { w.to_string() } else { format!("'{}'", w.replace('\'', "'\"'\"'")) }
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./@:=,+".contains(&b));
+    if plain {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\"'\"'"))
+    }
 }
 
 /// Split a command line as supervisord reports it back (single and double quotes, backslash).
@@ -239,7 +255,11 @@ pub struct WorkerCommand {
 pub fn parse_worker_command(line: &str) -> Option<WorkerCommand> {
     let words = split_command(line);
     let after = |flag: &str| {
-        words.iter().position(|w| w == flag).and_then(|i| words.get(i + 1)).cloned()
+        words
+            .iter()
+            .position(|w| w == flag)
+            .and_then(|i| words.get(i + 1))
+            .cloned()
     };
     let config = PathBuf::from(after("-c")?);
     let revision = config.parent()?.file_name()?.to_str()?.to_string();
@@ -279,14 +299,19 @@ mod tests {
 
     #[test]
     fn worker_command_round_trips_through_supervisord_quoting() {
-        let layout = Layout { rundir: PathBuf::from("/tmp/my run%dir") };
+        let layout = Layout {
+            rundir: PathBuf::from("/tmp/my run%dir"),
+        };
         let probe: SocketAddr = "127.9.8.7:5301".parse().expect("addr");
         let argv = worker_command(&layout, &[], "kresd", "0123abcd", probe);
         let line = join_command(&argv).replace("%%", "%");
         assert_eq!(split_command(&line), argv);
         assert_eq!(
             parse_worker_command(&line),
-            Some(WorkerCommand { revision: "0123abcd".into(), probe: Some(probe) })
+            Some(WorkerCommand {
+                revision: "0123abcd".into(),
+                probe: Some(probe)
+            })
         );
     }
 
@@ -302,6 +327,9 @@ mod tests {
 
     #[test]
     fn split_handles_quotes() {
-        assert_eq!(split_command(r#"a 'b c' "d \" e" f\ g"#), vec!["a", "b c", "d \" e", "f g"]);
+        assert_eq!(
+            split_command(r#"a 'b c' "d \" e" f\ g"#),
+            vec!["a", "b c", "d \" e", "f g"]
+        );
     }
 }

@@ -97,7 +97,10 @@ pub struct SupervisordBackend {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn op(e: RpcError) -> BackendError {
@@ -119,7 +122,9 @@ fn tolerate(r: Result<(), RpcError>, faults: &[&str]) -> BackendResult<()> {
 impl SupervisordBackend {
     /// Prepare the rundir and bind the operator's NOTIFY_SOCKET. Needs a tokio runtime.
     pub fn new(settings: SupervisordSettings) -> BackendResult<SupervisordBackend> {
-        let layout = Layout { rundir: settings.rundir.clone() };
+        let layout = Layout {
+            rundir: settings.rundir.clone(),
+        };
         for dir in [
             layout.rundir.clone(),
             layout.programs_dir(),
@@ -130,7 +135,10 @@ impl SupervisordBackend {
                 .map_err(|e| BackendError::io(format!("create {}", dir.display()), e))?;
         }
         let notify = NotifyListener::bind(layout.notify_socket()).map_err(|e| {
-            BackendError::Operation(format!("NOTIFY_SOCKET {}: {e}", layout.notify_socket().display()))
+            BackendError::Operation(format!(
+                "NOTIFY_SOCKET {}: {e}",
+                layout.notify_socket().display()
+            ))
         })?;
         let events = Mutex::new(notify.subscribe());
         Ok(SupervisordBackend {
@@ -171,10 +179,16 @@ impl SupervisordBackend {
     async fn start_supervisord(&self) -> BackendResult<()> {
         let orphans = find_processes_of(&self.layout.rundir);
         if !orphans.is_empty() {
-            tracing::warn!(?orphans, "supervisord is gone; stopping its orphaned programs");
+            tracing::warn!(
+                ?orphans,
+                "supervisord is gone; stopping its orphaned programs"
+            );
             terminate(&orphans, Duration::from_secs(3)).await;
         }
-        for stale in [self.layout.supervisord_socket(), self.layout.supervisord_pidfile()] {
+        for stale in [
+            self.layout.supervisord_socket(),
+            self.layout.supervisord_pidfile(),
+        ] {
             let _ = std::fs::remove_file(stale);
         }
         let conf = self.layout.supervisord_conf();
@@ -207,7 +221,9 @@ impl SupervisordBackend {
                     return Ok(());
                 }
                 Err(e) if Instant::now() > deadline => {
-                    return Err(BackendError::Unavailable(format!("supervisord did not come up: {e}")));
+                    return Err(BackendError::Unavailable(format!(
+                        "supervisord did not come up: {e}"
+                    )));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
@@ -216,7 +232,10 @@ impl SupervisordBackend {
 
     async fn program_command(&self, name: &str) -> BackendResult<Option<String>> {
         let configs = self.rpc.all_config_info().await.map_err(op)?;
-        Ok(configs.into_iter().find(|c| c.name == name).map(|c| c.command))
+        Ok(configs
+            .into_iter()
+            .find(|c| c.name == name)
+            .map(|c| c.command))
     }
 
     /// Stop and remove a program if it exists; its `.conf` goes too.
@@ -230,7 +249,10 @@ impl SupervisordBackend {
             .find(|p| p.name == name)
             .map(|p| p.pid);
         if pid.is_some() {
-            tolerate(self.rpc.stop_process(name).await, &["NOT_RUNNING", "BAD_NAME"])?;
+            tolerate(
+                self.rpc.stop_process(name).await,
+                &["NOT_RUNNING", "BAD_NAME"],
+            )?;
             tolerate(self.rpc.remove_process_group(name).await, &["BAD_NAME"])?;
         }
         match std::fs::remove_file(self.layout.program_conf(name)) {
@@ -255,7 +277,10 @@ impl SupervisordBackend {
             &conf::program_conf(&self.layout, program),
         )?;
         self.rpc.reload_config().await.map_err(op)?;
-        tolerate(self.rpc.add_process_group(&program.name).await, &["ALREADY_ADDED"])
+        tolerate(
+            self.rpc.add_process_group(&program.name).await,
+            &["ALREADY_ADDED"],
+        )
     }
 
     fn worker_program(&self, slot: Slot, revision: &str, probe: SocketAddr) -> Program {
@@ -271,9 +296,15 @@ impl SupervisordBackend {
             command,
             env: vec![
                 ("SYSTEMD_INSTANCE".into(), slot.worker_id()),
-                ("NOTIFY_SOCKET".into(), self.layout.notify_socket().display().to_string()),
+                (
+                    "NOTIFY_SOCKET".into(),
+                    self.layout.notify_socket().display().to_string(),
+                ),
                 ("KRES_REVISION".into(), revision.to_string()),
-                ("KRES_RUNDIR".into(), self.layout.rundir.display().to_string()),
+                (
+                    "KRES_RUNDIR".into(),
+                    self.layout.rundir.display().to_string(),
+                ),
             ],
             priority: 100,
             exitcodes: "0,1",
@@ -290,7 +321,11 @@ impl SupervisordBackend {
             .await
             .map_err(op)?
             .iter()
-            .filter_map(|c| conf::parse_worker_command(&c.command)?.probe.map(|p| p.port()))
+            .filter_map(|c| {
+                conf::parse_worker_command(&c.command)?
+                    .probe
+                    .map(|p| p.port())
+            })
             .collect();
         for _ in 0..50 {
             let udp = UdpSocket::bind((self.settings.probe_ip, 0))
@@ -303,11 +338,16 @@ impl SupervisordBackend {
             }
             return Ok(addr);
         }
-        Err(BackendError::Operation(format!("no free port on {}", self.settings.probe_ip)))
+        Err(BackendError::Operation(format!(
+            "no free port on {}",
+            self.settings.probe_ip
+        )))
     }
 
     async fn ensure_holder(&self) -> BackendResult<()> {
-        let Some(argv) = &self.settings.holder else { return Ok(()) };
+        let Some(argv) = &self.settings.holder else {
+            return Ok(());
+        };
         let want = conf::join_command(argv).replace("%%", "%");
         let have = self.program_command(HOLDER_PROGRAM).await?;
         if have.as_deref() == Some(want.as_str()) {
@@ -317,7 +357,10 @@ impl SupervisordBackend {
         self.add_program(&Program {
             name: HOLDER_PROGRAM.into(),
             command: argv.clone(),
-            env: vec![("KRES_RUNDIR".into(), self.layout.rundir.display().to_string())],
+            env: vec![(
+                "KRES_RUNDIR".into(),
+                self.layout.rundir.display().to_string(),
+            )],
             priority: 10,
             exitcodes: "0",
             startsecs: 0,
@@ -332,7 +375,14 @@ impl SupervisordBackend {
         Ok(())
     }
 
-    async fn slot_from(&self, p: &ProcessInfo, revision: Revision, probe_addr: Option<SocketAddr>, slot: Slot, now: Duration) -> ObservedSlot {
+    async fn slot_from(
+        &self,
+        p: &ProcessInfo,
+        revision: Revision,
+        probe_addr: Option<SocketAddr>,
+        slot: Slot,
+        now: Duration,
+    ) -> ObservedSlot {
         let mut detail = None;
         let mut ready_since_unix_ms = None;
         let (state, since) = match p.state.as_str() {
@@ -344,11 +394,18 @@ impl SupervisordBackend {
                 } else {
                     let notified = self.notify.state(p.pid).is_some_and(|s| s.ready);
                     let adopted = self.lock().adopted.contains(&p.pid);
-                    let first = *self.lock().first_seen.entry((p.name.clone(), p.pid)).or_insert(now);
+                    let first = *self
+                        .lock()
+                        .first_seen
+                        .entry((p.name.clone(), p.pid))
+                        .or_insert(now);
                     if notified || adopted {
                         let result = match probe_addr {
                             Some(addr) => {
-                                let q = ProbeQuestion { timeout: self.settings.probe_timeout, ..ProbeQuestion::default() };
+                                let q = ProbeQuestion {
+                                    timeout: self.settings.probe_timeout,
+                                    ..ProbeQuestion::default()
+                                };
                                 probe(addr, &q).await.map(drop).map_err(|e| e.to_string())
                             }
                             None => Ok(()),
@@ -375,7 +432,11 @@ impl SupervisordBackend {
                 if !p.spawn_error.is_empty() {
                     detail = Some(p.spawn_error.clone());
                 }
-                let first = *self.lock().first_seen.entry((p.name.clone(), p.pid)).or_insert(now);
+                let first = *self
+                    .lock()
+                    .first_seen
+                    .entry((p.name.clone(), p.pid))
+                    .or_insert(now);
                 (SlotState::Starting, first)
             }
             "EXITED" => {
@@ -445,15 +506,26 @@ impl Backend for SupervisordBackend {
                 tracing::info!(workers = st.adopted.len(), "adopted running workers");
             }
         }
-        let mut observed = Observed { now, slots: vec![], gc: None };
+        let mut observed = Observed {
+            now,
+            slots: vec![],
+            gc: None,
+        };
         for p in &infos {
-            let command = configs.iter().find(|c| c.name == p.name).map(|c| c.command.as_str());
+            let command = configs
+                .iter()
+                .find(|c| c.name == p.name)
+                .map(|c| c.command.as_str());
             if p.name == GC_PROGRAM {
                 let args = command.map(conf::split_command).unwrap_or_default();
-                observed.gc = Some(GcSpec { args: args.into_iter().skip(1).collect() });
+                observed.gc = Some(GcSpec {
+                    args: args.into_iter().skip(1).collect(),
+                });
                 continue;
             }
-            let Some(slot) = conf::slot_of_program(&p.name) else { continue };
+            let Some(slot) = conf::slot_of_program(&p.name) else {
+                continue;
+            };
             let Some(cmd) = command.and_then(conf::parse_worker_command) else {
                 tracing::warn!(program = %p.name, "worker program without a revision in its command; ignored");
                 continue;
@@ -464,12 +536,18 @@ impl Backend for SupervisordBackend {
         // Forget what belongs to processes that are gone.
         let live: HashSet<u32> = infos.iter().map(|p| p.pid).filter(|p| *p > 0).collect();
         let mut st = self.lock();
-        let gone: Vec<u32> = st.ready.keys().filter(|p| !live.contains(p)).copied().collect();
+        let gone: Vec<u32> = st
+            .ready
+            .keys()
+            .filter(|p| !live.contains(p))
+            .copied()
+            .collect();
         for pid in gone {
             st.ready.remove(&pid);
             self.notify.forget(pid);
         }
-        st.first_seen.retain(|(_, pid), _| *pid == 0 || live.contains(pid));
+        st.first_seen
+            .retain(|(_, pid), _| *pid == 0 || live.contains(pid));
         st.adopted.retain(|pid| live.contains(pid));
         Ok(observed)
     }
@@ -488,14 +566,18 @@ impl Backend for SupervisordBackend {
     async fn start_slot(&self, slot: Slot, revision: &Revision) -> BackendResult<()> {
         let name = conf::program_name(slot);
         let previous = self.program_command(&name).await?;
-        let probe = previous.as_deref().and_then(conf::parse_worker_command).and_then(|c| c.probe);
+        let probe = previous
+            .as_deref()
+            .and_then(conf::parse_worker_command)
+            .and_then(|c| c.probe);
         self.remove_program(&name).await?;
         let probe = match probe {
             Some(p) => p,
             None => self.allocate_probe().await?,
         };
         self.lock().exited_seen.remove(&name);
-        self.add_program(&self.worker_program(slot, revision, probe)).await
+        self.add_program(&self.worker_program(slot, revision, probe))
+            .await
     }
 
     async fn replace_slot(&self, slot: Slot, revision: &Revision) -> BackendResult<()> {
@@ -514,7 +596,10 @@ impl Backend for SupervisordBackend {
         self.add_program(&Program {
             name: GC_PROGRAM.into(),
             command,
-            env: vec![("KRES_RUNDIR".into(), self.layout.rundir.display().to_string())],
+            env: vec![(
+                "KRES_RUNDIR".into(),
+                self.layout.rundir.display().to_string(),
+            )],
             priority: 200,
             exitcodes: "0",
             startsecs: 1,
@@ -569,14 +654,20 @@ fn write_file(path: &Path, content: &str) -> BackendResult<()> {
 fn find_processes_of(rundir: &Path) -> Vec<u32> {
     let needle = format!("KRES_RUNDIR={}", rundir.display());
     let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
     let mut pids = vec![];
     for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == me {
             continue;
         }
-        let Ok(env) = std::fs::read(e.path().join("environ")) else { continue };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
         if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
             pids.push(pid);
         }
@@ -596,7 +687,10 @@ async fn terminate(pids: &[u32], grace: Duration) {
     };
     signal(Signal::TERM);
     let deadline = Instant::now() + grace;
-    let alive = || pids.iter().any(|p| Path::new(&format!("/proc/{p}/environ")).exists() && !is_zombie(*p));
+    let alive = || {
+        pids.iter()
+            .any(|p| Path::new(&format!("/proc/{p}/environ")).exists() && !is_zombie(*p))
+    };
     while alive() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -608,7 +702,10 @@ async fn terminate(pids: &[u32], grace: Duration) {
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 

@@ -62,9 +62,10 @@ impl RpcError {
     /// The fault name (`BAD_NAME`, `NOT_RUNNING`, ...), when this is a fault.
     pub fn fault_name(&self) -> Option<&str> {
         match self {
-            RpcError::XmlRpc { source: XmlRpcError::Fault { message, .. }, .. } => {
-                Some(message.split(':').next().unwrap_or(message))
-            }
+            RpcError::XmlRpc {
+                source: XmlRpcError::Fault { message, .. },
+                ..
+            } => Some(message.split(':').next().unwrap_or(message)),
             _ => None,
         }
     }
@@ -111,7 +112,10 @@ pub struct Supervisor {
 impl Supervisor {
     /// A client for the supervisord listening on `socket`.
     pub fn new(socket: &Path) -> Supervisor {
-        Supervisor { socket: socket.to_path_buf(), timeout: Duration::from_secs(10) }
+        Supervisor {
+            socket: socket.to_path_buf(),
+            timeout: Duration::from_secs(10),
+        }
     }
 
     /// Call `method` with `params`.
@@ -127,17 +131,24 @@ impl Supervisor {
     ) -> Result<Value, RpcError> {
         let body = xmlrpc::encode_call(method, params);
         let fut = self.exchange(method, body);
-        let text = tokio::time::timeout(limit, fut).await.map_err(|_| RpcError::Timeout {
-            socket: self.socket.clone(),
+        let text = tokio::time::timeout(limit, fut)
+            .await
+            .map_err(|_| RpcError::Timeout {
+                socket: self.socket.clone(),
+                method: method.to_string(),
+                after: limit,
+            })??;
+        xmlrpc::decode_response(&text).map_err(|source| RpcError::XmlRpc {
             method: method.to_string(),
-            after: limit,
-        })??;
-        xmlrpc::decode_response(&text)
-            .map_err(|source| RpcError::XmlRpc { method: method.to_string(), source })
+            source,
+        })
     }
 
     async fn exchange(&self, method: &str, body: String) -> Result<String, RpcError> {
-        let io = |source| RpcError::Io { socket: self.socket.clone(), source };
+        let io = |source| RpcError::Io {
+            socket: self.socket.clone(),
+            source,
+        };
         let mut stream = UnixStream::connect(&self.socket).await.map_err(io)?;
         let request = format!(
             "POST /RPC2 HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/xml\r\n\
@@ -145,7 +156,10 @@ impl Supervisor {
             body.len()
         );
         stream.write_all(request.as_bytes()).await.map_err(io)?;
-        let http = |message: String| RpcError::Http { method: method.to_string(), message };
+        let http = |message: String| RpcError::Http {
+            method: method.to_string(),
+            message,
+        };
         let mut buf = Vec::with_capacity(4096);
         let mut chunk = [0u8; 8192];
         let header_end = loop {
@@ -167,7 +181,9 @@ impl Supervisor {
             .lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>())
+                k.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>())
             })
             .transpose()
             .map_err(|_| http("bad Content-Length".into()))?;
@@ -191,14 +207,19 @@ impl Supervisor {
     }
 
     fn shape(method: &str, value: Value) -> RpcError {
-        RpcError::Shape { method: method.to_string(), value }
+        RpcError::Shape {
+            method: method.to_string(),
+            value,
+        }
     }
 
     /// supervisord's PID (also a liveness check).
     pub async fn pid(&self) -> Result<u32, RpcError> {
         let m = "supervisor.getPID";
         let v = self.call(m, &[]).await?;
-        v.as_int().map(|p| p as u32).ok_or_else(|| Self::shape(m, v))
+        v.as_int()
+            .map(|p| p as u32)
+            .ok_or_else(|| Self::shape(m, v))
     }
 
     /// All processes.
@@ -209,18 +230,20 @@ impl Supervisor {
         items
             .iter()
             .map(|p| {
-                (|| Some(ProcessInfo {
-                    name: p.get("name")?.as_str()?.to_string(),
-                    state: p.get("statename")?.as_str()?.to_string(),
-                    pid: p.get("pid")?.as_int()? as u32,
-                    exit_status: p.get("exitstatus").and_then(Value::as_int).unwrap_or(0),
-                    spawn_error: p
-                        .get("spawnerr")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    start: p.get("start").and_then(Value::as_int).unwrap_or(0),
-                }))()
+                (|| {
+                    Some(ProcessInfo {
+                        name: p.get("name")?.as_str()?.to_string(),
+                        state: p.get("statename")?.as_str()?.to_string(),
+                        pid: p.get("pid")?.as_int()? as u32,
+                        exit_status: p.get("exitstatus").and_then(Value::as_int).unwrap_or(0),
+                        spawn_error: p
+                            .get("spawnerr")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        start: p.get("start").and_then(Value::as_int).unwrap_or(0),
+                    })
+                })()
                 .ok_or_else(|| Self::shape(m, p.clone()))
             })
             .collect()
@@ -234,10 +257,12 @@ impl Supervisor {
         items
             .iter()
             .map(|p| {
-                (|| Some(ProgramConfig {
-                    name: p.get("name")?.as_str()?.to_string(),
-                    command: p.get("command")?.as_str()?.to_string(),
-                }))()
+                (|| {
+                    Some(ProgramConfig {
+                        name: p.get("name")?.as_str()?.to_string(),
+                        command: p.get("command")?.as_str()?.to_string(),
+                    })
+                })()
                 .ok_or_else(|| Self::shape(m, p.clone()))
             })
             .collect()
@@ -254,7 +279,10 @@ impl Supervisor {
                 .filter_map(|n| n.as_str().map(str::to_string))
                 .collect()
         };
-        let outer = v.as_array().and_then(|a| a.first()).and_then(Value::as_array);
+        let outer = v
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(Value::as_array);
         match outer {
             Some([a, c, r]) => Ok([names(a), names(c), names(r)]),
             _ => Err(Self::shape(m, v)),
@@ -263,17 +291,23 @@ impl Supervisor {
 
     /// Add a process group from the (reloaded) configuration; its programs autostart.
     pub async fn add_process_group(&self, name: &str) -> Result<(), RpcError> {
-        self.call("supervisor.addProcessGroup", &[name.into()]).await.map(drop)
+        self.call("supervisor.addProcessGroup", &[name.into()])
+            .await
+            .map(drop)
     }
 
     /// Remove a stopped process group.
     pub async fn remove_process_group(&self, name: &str) -> Result<(), RpcError> {
-        self.call("supervisor.removeProcessGroup", &[name.into()]).await.map(drop)
+        self.call("supervisor.removeProcessGroup", &[name.into()])
+            .await
+            .map(drop)
     }
 
     /// Start a process (without waiting for `startsecs`).
     pub async fn start_process(&self, name: &str) -> Result<(), RpcError> {
-        self.call("supervisor.startProcess", &[name.into(), false.into()]).await.map(drop)
+        self.call("supervisor.startProcess", &[name.into(), false.into()])
+            .await
+            .map(drop)
     }
 
     /// Stop a process and wait until it is stopped (up to supervisord's `stopwaitsecs`).
@@ -287,7 +321,9 @@ impl Supervisor {
     /// The last `length` bytes of a process's stdout log (stderr is redirected into it).
     pub async fn tail_stdout(&self, name: &str, length: i64) -> Result<String, RpcError> {
         let m = "supervisor.tailProcessStdoutLog";
-        let v = self.call(m, &[name.into(), 0.into(), length.into()]).await?;
+        let v = self
+            .call(m, &[name.into(), 0.into(), length.into()])
+            .await?;
         match v.as_array() {
             Some([Value::Str(s), ..]) => Ok(s.clone()),
             _ => Err(Self::shape(m, v)),

@@ -186,7 +186,11 @@ pub fn decode_response(body: &str) -> Result<Value, XmlRpcError> {
             let v = p.value()?;
             p.close("fault")?;
             let code = v.get("faultCode").and_then(Value::as_int).unwrap_or(0);
-            let message = v.get("faultString").and_then(Value::as_str).unwrap_or("").to_string();
+            let message = v
+                .get("faultString")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             Err(XmlRpcError::Fault { code, message })
         }
         _ => return Err(p.err("expected <params> or <fault>")),
@@ -208,7 +212,10 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn err(&self, message: &str) -> XmlRpcError {
-        XmlRpcError::Malformed { at: self.pos, message: message.to_string() }
+        XmlRpcError::Malformed {
+            at: self.pos,
+            message: message.to_string(),
+        }
     }
 
     fn skip_ws(&mut self) {
@@ -269,7 +276,9 @@ impl Parser<'_> {
     /// Raw text up to the next `<`, unescaped.
     fn text(&mut self) -> Result<String, XmlRpcError> {
         let rest = &self.s[self.pos..];
-        let end = rest.find('<').ok_or_else(|| self.err("unterminated text"))?;
+        let end = rest
+            .find('<')
+            .ok_or_else(|| self.err("unterminated text"))?;
         self.pos += end;
         unescape(&rest[..end]).ok_or_else(|| self.err("bad entity"))
     }
@@ -381,7 +390,10 @@ mod tests {
 
     #[test]
     fn encodes_a_call_with_escaping() {
-        let body = encode_call("supervisor.startProcess", &["a<&>".into(), false.into(), 3.into()]);
+        let body = encode_call(
+            "supervisor.startProcess",
+            &["a<&>".into(), false.into(), 3.into()],
+        );
         assert_eq!(
             body,
             "<?xml version=\"1.0\"?><methodCall><methodName>supervisor.startProcess</methodName>\
@@ -408,7 +420,10 @@ mod tests {
         assert_eq!(items[0].get("pid").and_then(Value::as_int), Some(31516));
         assert_eq!(items[0].get("spawnerr").and_then(Value::as_str), Some(""));
         assert_eq!(items[0].get("ok").and_then(Value::as_bool), Some(true));
-        assert_eq!(items[0].get("desc").and_then(Value::as_str), Some("a & b <c>"));
+        assert_eq!(
+            items[0].get("desc").and_then(Value::as_str),
+            Some("a & b <c>")
+        );
     }
 
     #[test]
@@ -419,21 +434,35 @@ mod tests {
             </struct></value></fault></methodResponse>";
         assert_eq!(
             decode_response(body),
-            Err(XmlRpcError::Fault { code: 91, message: "STILL_RUNNING: a".into() })
+            Err(XmlRpcError::Fault {
+                code: 91,
+                message: "STILL_RUNNING: a".into()
+            })
         );
     }
 
     #[test]
     fn rejects_garbage_without_panicking() {
-        for body in ["", "<", "<methodResponse>", "<methodResponse><params><param><value><int>x",
-            "<methodResponse><params><param><value><array><data><value>", "&", "<a><b></c>"] {
+        for body in [
+            "",
+            "<",
+            "<methodResponse>",
+            "<methodResponse><params><param><value><int>x",
+            "<methodResponse><params><param><value><array><data><value>",
+            "&",
+            "<a><b></c>",
+        ] {
             assert!(decode_response(body).is_err(), "{body}");
         }
     }
 
     #[test]
     fn nested_arrays_round_trip_through_the_encoder() {
-        let v = Value::Array(vec![Value::Array(vec!["a".into()]), Value::Nil, Value::Double(1.5)]);
+        let v = Value::Array(vec![
+            Value::Array(vec!["a".into()]),
+            Value::Nil,
+            Value::Double(1.5),
+        ]);
         let mut s = String::from("<methodResponse><params><param>");
         encode_value(&mut s, &v);
         s.push_str("</param></params></methodResponse>");
