@@ -27,7 +27,9 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The host integration tests run the kres-operator binary: build it first.
 test-rust:
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 test: deps lint test-rust

@@ -4,3 +4,6 @@
 //!
 //! - [`config`]: `ResolverConfig`, the Knot Resolver 6 `config.yaml` model, and its validation.
 //! - [`lua`]: rendering a validated config into kresd 5.x Lua; the one escaping function.
+
+pub mod config;
+pub mod lua;

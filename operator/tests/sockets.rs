@@ -178,15 +178,20 @@ fn holder_bind_error_is_clear_and_nonzero() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("kind 'doh2' cannot be passed"));
-    // And a launcher without a holder fails clearly, without running kresd.
+    // And a launcher without a holder fails clearly after --holder-wait, without running kresd.
+    let t = Instant::now();
     let out = Command::new(BIN)
         .arg("launch")
         .arg("--holder")
         .arg(&path)
-        .args(["--", "kresd", "-n"])
+        .args(["--holder-wait", "0.3", "--", "kresd", "-n"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "waited for the holder"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("socket holder") && stderr.contains("connect"),
@@ -229,10 +234,18 @@ async fn workers_share_sockets_and_answer_on_own_probe_endpoint() {
     let ip = unique_loopback();
     let port = free_port(ip);
     let service = SocketAddr::from((ip, port));
-    let h = Holder::start(
-        dir.path(),
-        &[format!("udp:{ip}@{port}"), format!("tcp:{ip}@{port}")],
-    );
+    let port6 = std::net::UdpSocket::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let service6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port6));
+    let binds = [
+        format!("udp:{ip}@{port}"),
+        format!("tcp:{ip}@{port}"),
+        format!("udp:[::1]@{port6}"),
+    ];
+    let h = Holder::start(dir.path(), &binds);
     let notify = NotifyListener::bind(dir.path().join("notify")).unwrap();
     let rundir = rundir_with_config();
     let w1 = Worker::launch(&h.path, rundir.path(), probe_addr(), notify.path());
@@ -240,6 +253,10 @@ async fn workers_share_sockets_and_answer_on_own_probe_endpoint() {
     // READY comes from the launcher's PID: launch execs kresd in place.
     ready(&notify, &w1).await;
     ready(&notify, &w2).await;
+    assert_eq!(
+        dns::resolve(service6, "localhost.", RecordType::A).unwrap(),
+        vec!["127.0.0.1"]
+    );
     assert_eq!(
         dns::resolve(service, "localhost.", RecordType::A).unwrap(),
         vec!["127.0.0.1"]
@@ -281,7 +298,24 @@ async fn workers_share_sockets_and_answer_on_own_probe_endpoint() {
         );
     }
     assert_eq!(tcp_query(service, "localhost."), ResponseCode::NoError);
-    drop(w2);
+    // The holder dies (supervisord would restart it): workers keep serving, and a new holder
+    // binds the same addresses (SO_REUSEPORT) while w2 still holds the old sockets.
+    drop(h);
+    assert_eq!(
+        dns::resolve(service, "localhost.", RecordType::A).unwrap(),
+        vec!["127.0.0.1"]
+    );
+    let h = Holder::start(dir.path(), &binds);
+    let w3 = Worker::launch(&h.path, rundir.path(), probe_addr(), notify.path());
+    ready(&notify, &w3).await;
+    for addr in [w2.probe, w3.probe, service, service6] {
+        assert_eq!(
+            dns::resolve(addr, "localhost.", RecordType::A).unwrap(),
+            vec!["127.0.0.1"],
+            "{addr}"
+        );
+    }
+    drop((w2, w3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,4 +373,265 @@ async fn restarting_a_worker_loses_no_query() {
     assert!(sent > 100, "client ran ({sent} queries)");
     assert_eq!(lost, 0, "{lost} of {sent} queries lost");
     drop(stable);
+}
+
+/// dnsperf's "Queries sent/lost" lines.
+fn dnsperf_counts(out: &str) -> (u64, u64) {
+    let field = |key: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no '{key}' in dnsperf output:\n{out}"))
+    };
+    (field("Queries sent:"), field("Queries lost:"))
+}
+
+/// Three workers serve `service` while dnsperf sends 20,000 queries/s for 3 s; one worker after
+/// the other is restarted (SIGTERM, exit, start, READY) every 250 ms. `shared`: workers
+/// receive the holder's sockets through `launch`; otherwise each kresd binds the address
+/// itself (SO_REUSEPORT), for comparison. Returns (restarts, sent, lost).
+async fn dnsperf_under_restarts(shared: bool) -> (u32, u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let ip = unique_loopback();
+    let port = free_port(ip);
+    let h = Holder::start(
+        dir.path(),
+        &[format!("udp:{ip}@{port}"), format!("tcp:{ip}@{port}")],
+    );
+    let notify = NotifyListener::bind(dir.path().join("notify")).unwrap();
+    let rundir = rundir_with_config();
+    if !shared {
+        drop(h);
+        std::fs::write(
+            rundir.path().join("config.lua"),
+            format!("modules.load('stats')\nnet.listen('{ip}', {port})\n"),
+        )
+        .unwrap();
+    }
+    let start = |probe: SocketAddr| {
+        if shared {
+            Worker::launch(
+                &dir.path().join("holder.sock"),
+                rundir.path(),
+                probe,
+                notify.path(),
+            )
+        } else {
+            let child = Command::new("kresd")
+                .args(["-n", "-c", "config.lua"])
+                .arg(rundir.path())
+                .env("NOTIFY_SOCKET", notify.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("kresd");
+            Worker { child, probe }
+        }
+    };
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let w = start(probe_addr());
+        ready(&notify, &w).await;
+        workers.push(w);
+    }
+    let data = dir.path().join("queries");
+    std::fs::write(&data, "localhost A\nlocalhost AAAA\n").unwrap();
+    let perf = Command::new("dnsperf")
+        .args([
+            "-s",
+            &ip.to_string(),
+            "-p",
+            &port.to_string(),
+            "-c",
+            "4",
+            "-t",
+            "1",
+            "-l",
+            "3",
+            "-Q",
+            "20000",
+            "-d",
+        ])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dnsperf must be installed (apt-get install dnsperf)");
+    let t = Instant::now();
+    let mut restarts = 0;
+    while t.elapsed() < Duration::from_millis(2500) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let i = restarts as usize % workers.len();
+        let old = workers.remove(i);
+        let probe = old.probe;
+        old.stop();
+        let w = start(probe);
+        ready(&notify, &w).await;
+        workers.insert(i, w);
+        restarts += 1;
+    }
+    let out = perf.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (sent, lost) = dnsperf_counts(&text);
+    (restarts, sent, lost)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark (3 s of dnsperf at 20k qps): cargo test -p kres-operator --test sockets -- --ignored"]
+async fn dnsperf_zero_loss_with_shared_sockets() {
+    let (restarts, sent, lost) = dnsperf_under_restarts(true).await;
+    eprintln!("shared sockets: {restarts} restarts, {sent} queries sent, {lost} lost");
+    assert!(
+        restarts >= 5 && sent >= 40_000,
+        "{restarts} restarts, {sent} sent"
+    );
+    assert_eq!(lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark, for comparison with the shared-socket run"]
+async fn dnsperf_with_per_worker_reuseport_binds() {
+    let (restarts, sent, lost) = dnsperf_under_restarts(false).await;
+    eprintln!(
+        "per-worker SO_REUSEPORT binds: {restarts} restarts, {sent} queries sent, {lost} lost"
+    );
+    assert!(
+        restarts >= 5 && sent >= 40_000,
+        "{restarts} restarts, {sent} sent"
+    );
+}
+
+/// supervisord, terminated (with its programs) on drop if the test fails midway.
+struct Supervisord(Child);
+
+impl Drop for Supervisord {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            common::signal(self.0.id(), "TERM");
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// `supervisorctl -c CONF ARGS...` output.
+fn supervisorctl(conf: &Path, args: &[&str]) -> String {
+    let out = Command::new("supervisorctl")
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .output()
+        .expect("supervisorctl (apt-get install supervisor)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The command lines the host backend uses, run by the real supervisord 4.2.5: program
+/// `sockets` (the holder) and two workers through `launch`. supervisord closes inherited FDs
+/// in its children; the launcher fetches its sockets itself, so that does not matter. When
+/// running as root (the host-mode default), workers drop to `knot-resolver` and serve port 53.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisord_runs_holder_and_launched_workers() {
+    let root = rustix::process::geteuid().is_root();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ip = unique_loopback();
+    let port = if root { 53 } else { free_port(ip) };
+    let service = SocketAddr::from((ip, port));
+    let (p0, p1) = (probe_addr(), probe_addr());
+    std::fs::write(d.join("config.lua"), "modules.load('stats')\n").unwrap();
+    let user = if root {
+        let st = Command::new("chown")
+            .args(["-R", "knot-resolver:knot-resolver"])
+            .arg(d)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "chown to knot-resolver (is knot-resolver installed?)"
+        );
+        "--user knot-resolver "
+    } else {
+        ""
+    };
+    let notify = NotifyListener::bind(d.join("notify")).unwrap();
+    let (dp, holder) = (d.display(), d.join("holder.sock"));
+    let holder = holder.display();
+    let mut conf = format!(
+        "[supervisord]\nlogfile={dp}/supervisord.log\npidfile={dp}/supervisord.pid\n\
+         [unix_http_server]\nfile={dp}/supervisor.sock\n\
+         [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+         [supervisorctl]\nserverurl=unix://{dp}/supervisor.sock\n\
+         [program:sockets]\ncommand={BIN} socket-holder --socket {holder} --bind udp:{ip}@{port} --bind tcp:{ip}@{port}\n\
+         priority=1\nstartsecs=0\nautorestart=true\nstdout_logfile={dp}/sockets.log\nredirect_stderr=true\n\
+         environment=NOTIFY_SOCKET=\"{}\"\n\
+         [group:kresd]\nprograms=kresd0,kresd1\n",
+        notify.path().display()
+    );
+    for (i, p) in [p0, p1].iter().enumerate() {
+        conf += &format!(
+            "[program:kresd{i}]\ncommand={BIN} launch --holder {holder} --probe-listen {}@{} {user}-- kresd -n -c config.lua {dp}\n\
+             environment=SYSTEMD_INSTANCE=\"{i}\",NOTIFY_SOCKET=\"{}\"\nstartsecs=0\nstopwaitsecs=5\n\
+             stdout_logfile={dp}/kresd{i}.log\nredirect_stderr=true\n",
+            p.ip(),
+            p.port(),
+            notify.path().display()
+        );
+    }
+    let conf_path = d.join("supervisord.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut sup = Supervisord(
+        Command::new("supervisord")
+            .arg("-n")
+            .arg("-c")
+            .arg(&conf_path)
+            .spawn()
+            .expect("supervisord (apt-get install supervisor)"),
+    );
+    let mut pids = Vec::new();
+    for name in ["sockets", "kresd:kresd0", "kresd:kresd1"] {
+        let mut pid = 0;
+        common::wait_for(
+            || {
+                pid = supervisorctl(&conf_path, &["pid", name])
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
+                pid > 0
+            },
+            name,
+        );
+        pids.push(pid);
+    }
+    // The holder reports READY=1 once it serves.
+    let holder_pid = pids.remove(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    notify.wait_ready(holder_pid, deadline).await.unwrap();
+    for pid in &pids {
+        // The PID supervisord reports is the one kresd sends READY=1 from.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        notify.wait_ready(*pid, deadline).await.unwrap_or_else(|e| {
+            panic!(
+                "{e}\n{}",
+                std::fs::read_to_string(d.join("kresd0.log")).unwrap_or_default()
+            )
+        });
+        if root {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+            assert!(
+                !uid_line.split_whitespace().skip(1).any(|u| u == "0"),
+                "worker runs unprivileged: {uid_line}"
+            );
+        }
+    }
+    for addr in [service, p0, p1] {
+        assert_eq!(
+            dns::resolve(addr, "localhost.", RecordType::A).unwrap(),
+            vec!["127.0.0.1"],
+            "{addr}"
+        );
+    }
+    assert_eq!(tcp_query(service, "localhost."), ResponseCode::NoError);
+    assert!(supervisorctl(&conf_path, &["shutdown"]).contains("Shut down"));
+    assert!(sup.0.wait().unwrap().success());
 }

@@ -120,8 +120,8 @@ pub struct PidState {
     pub status: Option<String>,
 }
 
-/// Remembered PIDs are pruned beyond this many (oldest-inserted first is not tracked; the
-/// whole map is cleared of non-ready entries, which only ever happens on a runaway fleet).
+/// Bound on remembered PIDs: when reached, entries other than ready-and-not-stopping ones are
+/// dropped (only a runaway crash loop gets there; call [`NotifyListener::forget`] normally).
 const MAX_PIDS: usize = 4096;
 
 struct Shared {

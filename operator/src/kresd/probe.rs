@@ -2,7 +2,9 @@
 //!
 //! The default question, `localhost. A`, is answered by kresd 5.6 from its built-in
 //! special-use-name rules (`127.0.0.1`, NOERROR) without any network access, so a probe tests
-//! the worker and not upstream reachability.
+//! the worker and not upstream reachability. Any reply proves the worker serves; its rcode
+//! depends on the user's policy (a catch-all `policy.DENY` turns it into NXDOMAIN), so gate on
+//! `Ok(_)` and report the rcode rather than requiring NOERROR.
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;

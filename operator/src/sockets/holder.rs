@@ -29,6 +29,23 @@ pub struct HolderArgs {
     pub binds: Vec<BindSpec>,
 }
 
+impl HolderArgs {
+    /// The arguments after the program name (`socket-holder --socket ... --bind ...`), for a
+    /// supervisord `command=` line; parsing them gives back `self`.
+    pub fn argv(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = vec![
+            "socket-holder".into(),
+            "--socket".into(),
+            self.socket.clone().into(),
+        ];
+        for b in &self.binds {
+            v.push("--bind".into());
+            v.push(b.to_string().into());
+        }
+        v
+    }
+}
+
 /// A socket received from the holder.
 #[derive(Debug)]
 pub struct HeldSocket {
@@ -134,8 +151,20 @@ pub fn run_socket_holder(args: &HolderArgs) -> Result<Infallible, SocketsError> 
     loop {
         let conn = match rustix::net::accept_with(&listener, SocketFlags::CLOEXEC) {
             Ok(c) => c,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(herr(format!("accept: {e}"))),
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
+            Err(
+                e @ (rustix::io::Errno::BADF
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::NOTSOCK),
+            ) => {
+                return Err(herr(format!("accept: {e}")));
+            }
+            Err(e) => {
+                // EMFILE, ENOMEM, ...: transient; keep holding the sockets.
+                tracing::warn!(error = %e, "accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
         };
         if let Err(e) = serve_one(&conn, &mut held) {
             tracing::warn!(error = %e, "holder request failed");
@@ -248,8 +277,10 @@ fn request(holder: &Path, req: &Request) -> Result<Vec<HeldSocket>, SocketsError
     sockopt::set_socket_timeout(&sock, sockopt::Timeout::Send, Some(CONN_TIMEOUT))
         .map_err(|e| herr(e.to_string()))?;
     let addr = SocketAddrUnix::new(holder).map_err(|e| herr(format!("path: {e}")))?;
-    rustix::net::connect(&sock, &addr)
-        .map_err(|e| herr(format!("connect: {e} (is the socket holder running?)")))?;
+    rustix::net::connect(&sock, &addr).map_err(|e| SocketsError::HolderUnavailable {
+        path: holder.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let data = serde_json::to_vec(req).map_err(|e| herr(e.to_string()))?;
     fdpass::send(&sock, &data, &[]).map_err(|e| herr(format!("send: {e}")))?;
     let (data, fds) = fdpass::recv(&sock).map_err(|e| herr(format!("receive: {e}")))?;
@@ -288,6 +319,20 @@ fn request(holder: &Path, req: &Request) -> Result<Vec<HeldSocket>, SocketsError
 /// Fetch every held socket from the holder at `holder`.
 pub fn fetch(holder: &Path) -> Result<Vec<HeldSocket>, SocketsError> {
     request(holder, &Request::Get)
+}
+
+/// [`fetch`], retrying for up to `wait` while the holder is not (yet) accepting connections
+/// (a launcher started together with the holder by supervisord).
+pub fn fetch_wait(holder: &Path, wait: Duration) -> Result<Vec<HeldSocket>, SocketsError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match fetch(holder) {
+            Err(SocketsError::HolderUnavailable { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Make the holder hold exactly `specs` (kept sockets stay the same kernel sockets); returns

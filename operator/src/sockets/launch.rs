@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use rustix::io::FdFlags;
 use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
@@ -22,6 +23,9 @@ pub struct LaunchArgs {
     /// Unix socket of the socket holder.
     #[arg(long, value_name = "PATH")]
     pub holder: PathBuf,
+    /// How long to wait for the holder to accept connections (it may be starting too).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub holder_wait: f64,
     /// This worker's private probe endpoint, IP@PORT: plain DNS over UDP, bound here
     /// exclusively (no SO_REUSEPORT), so a probe to it reaches this worker only.
     #[arg(long, value_name = "IP@PORT", value_parser = parse_ip_port)]
@@ -33,6 +37,31 @@ pub struct LaunchArgs {
     /// The kresd command line (`kresd -n -c CONFIG RUNDIR`).
     #[arg(last = true, required = true, value_name = "KRESD_COMMAND")]
     pub command: Vec<OsString>,
+}
+
+impl LaunchArgs {
+    /// The arguments after the program name (`launch --holder ... -- kresd ...`), for a
+    /// supervisord `command=` line; parsing them gives back `self`.
+    pub fn argv(&self) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![
+            "launch".into(),
+            "--holder".into(),
+            self.holder.clone().into(),
+        ];
+        v.push("--holder-wait".into());
+        v.push(self.holder_wait.to_string().into());
+        if let Some(p) = self.probe_listen {
+            v.push("--probe-listen".into());
+            v.push(format!("{}@{}", p.ip(), p.port()).into());
+        }
+        if let Some(u) = &self.user {
+            v.push("--user".into());
+            v.push(u.into());
+        }
+        v.push("--".into());
+        v.extend(self.command.iter().cloned());
+        v
+    }
 }
 
 /// Parse `IP@PORT` (IPv6 without brackets, as kresd writes it, or with).
@@ -97,7 +126,13 @@ pub fn kresd_argv(command: &[OsString], fd_args: &[String]) -> Vec<OsString> {
 
 /// Fetch, bind, prepare and `exec`; returns only on failure.
 pub fn run_launch(args: &LaunchArgs) -> Result<Infallible, SocketsError> {
-    let held = holder::fetch(&args.holder)?;
+    let wait = Duration::try_from_secs_f64(args.holder_wait).map_err(|_| {
+        SocketsError::Launch(format!(
+            "--holder-wait {}: not a duration in seconds",
+            args.holder_wait
+        ))
+    })?;
+    let held = holder::fetch_wait(&args.holder, wait)?;
     if held.is_empty() {
         return Err(SocketsError::Launch(format!(
             "socket holder {} holds no sockets",
@@ -186,6 +221,46 @@ mod tests {
             .map(OsString::from)
             .to_vec()
         );
+    }
+
+    #[derive(Debug, clap::Parser)]
+    enum Cli {
+        Launch(LaunchArgs),
+        SocketHolder(crate::sockets::HolderArgs),
+    }
+
+    #[test]
+    fn argv_round_trips_through_clap() {
+        use clap::Parser;
+        let l = LaunchArgs {
+            holder: "/run/kres/sockets.sock".into(),
+            holder_wait: 2.5,
+            probe_listen: Some("[::1]:5353".parse().unwrap()),
+            user: Some("knot-resolver".into()),
+            command: ["kresd", "-n", "-c", "kresd0.conf", "/run/kres"]
+                .map(OsString::from)
+                .to_vec(),
+        };
+        let mut argv = vec![OsString::from("kres-operator")];
+        argv.extend(l.argv());
+        let Cli::Launch(back) = Cli::try_parse_from(argv).unwrap() else {
+            panic!("not launch")
+        };
+        assert_eq!(format!("{back:?}"), format!("{l:?}"));
+        let h = crate::sockets::HolderArgs {
+            socket: "/run/kres/sockets.sock".into(),
+            binds: vec![
+                "udp:127.0.0.1@53".parse().unwrap(),
+                "tcp:::1@853:dot".parse().unwrap(),
+            ],
+        };
+        let mut argv = vec![OsString::from("kres-operator")];
+        argv.extend(h.argv());
+        let Cli::SocketHolder(back) = Cli::try_parse_from(argv).unwrap() else {
+            panic!("not holder")
+        };
+        assert_eq!(back.binds, h.binds);
+        assert_eq!(back.socket, h.socket);
     }
 
     #[test]

@@ -17,9 +17,9 @@ pub mod holder;
 pub mod launch;
 pub mod spec;
 
-pub use holder::{HeldSocket, HolderArgs, fetch, rebind, run_socket_holder};
+pub use holder::{HeldSocket, HolderArgs, fetch, fetch_wait, rebind, run_socket_holder};
 pub use launch::{LaunchArgs, run_launch};
-pub use spec::{BindSpec, Kind, Proto, SpecError};
+pub use spec::{BindSpec, Kind, Proto, SpecError, specs_for_listen};
 
 use std::path::PathBuf;
 
@@ -29,6 +29,14 @@ pub enum SocketsError {
     /// One or more sockets could not be bound (one line each).
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Bind(Vec<SpecError>),
+    /// Nothing accepts connections at the holder socket (not started yet, or gone).
+    #[error("socket holder {path}: connect: {message} (is the socket holder running?)")]
+    HolderUnavailable {
+        /// Holder socket path.
+        path: PathBuf,
+        /// OS error text.
+        message: String,
+    },
     /// Talking to the holder failed.
     #[error("socket holder {path}: {message}")]
     Holder {

@@ -259,6 +259,30 @@ impl fmt::Display for BindSpec {
     }
 }
 
+/// The specs serving one `network.listen` entry of kind `kind` (config.yaml spelling) on
+/// `addr`: `dns` is UDP + TCP; `dot`, `doh-legacy` and `webmgmt` are TCP. `doh2` is refused
+/// (kresd 5.6 cannot take it with `-S`).
+pub fn specs_for_listen(
+    kind: &str,
+    addr: SocketAddr,
+    freebind: bool,
+) -> Result<Vec<BindSpec>, SpecError> {
+    let kind = Kind::parse(kind).map_err(|reason| SpecError::Parse {
+        spec: format!("{}@{} kind {kind}", addr.ip(), addr.port()),
+        reason,
+    })?;
+    let spec = |proto| BindSpec {
+        proto,
+        addr,
+        kind,
+        freebind,
+    };
+    Ok(match kind {
+        Kind::Dns => vec![spec(Proto::Udp), spec(Proto::Tcp)],
+        _ => vec![spec(Proto::Tcp)],
+    })
+}
+
 /// The `-S` argument for descriptor `fd` serving `kind`.
 pub fn kresd_fd_arg(fd: i32, kind: Kind) -> String {
     format!("{fd}{}", kind.kresd_suffix())
@@ -284,6 +308,23 @@ mod tests {
         assert_eq!(b.to_string(), "tcp:::1@853:dot");
         assert_eq!(kresd_fd_arg(7, b.kind), "7:tls");
         assert_eq!(kresd_fd_arg(7, Kind::Dns), "7");
+    }
+
+    #[test]
+    fn listen_entries_map_to_specs() {
+        let a: SocketAddr = "[::1]:53".parse().unwrap();
+        let dns = specs_for_listen("dns", a, false).unwrap();
+        assert_eq!(
+            dns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["udp:::1@53", "tcp:::1@53"]
+        );
+        let dot = specs_for_listen("dot", a, true).unwrap();
+        assert_eq!(
+            dot.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["tcp:::1@53:dot,freebind"]
+        );
+        let err = specs_for_listen("doh2", a, false).unwrap_err().to_string();
+        assert!(err.contains("::1@53") && err.contains("doh2"), "{err}");
     }
 
     #[test]
