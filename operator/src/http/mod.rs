@@ -10,6 +10,7 @@
 pub mod client;
 pub mod doc;
 pub mod metrics;
+pub mod persist;
 pub mod plane;
 pub mod routes;
 pub mod server;
@@ -21,4 +22,4 @@ pub use plane::{
     RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus,
 };
 pub use server::{Bound, Listen, ServeError, ServerConfig, ServerHandle, serve};
-pub use worker::WorkerControl;
+pub use worker::{KresdControl, WorkerControl};

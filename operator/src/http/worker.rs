@@ -14,3 +14,32 @@ pub trait WorkerControl: Send + Sync + 'static {
     /// Evaluate `expr` (a Lua expression whose value is a JSON string, e.g. `tojson(x)`).
     async fn eval_json(&self, socket: &Path, expr: &str) -> Result<Value, String>;
 }
+
+/// [`WorkerControl`] over kresd control sockets (`kresd::control::ControlClient`), one connection
+/// per call, each call (connect included) bounded by `timeout`.
+#[derive(Debug, Clone)]
+pub struct KresdControl {
+    /// Bound of one connect + call.
+    pub timeout: std::time::Duration,
+}
+
+#[async_trait]
+impl WorkerControl for KresdControl {
+    async fn stats(&self, socket: &Path) -> Result<Value, String> {
+        let mut client = crate::kresd::control::ControlClient::connect(socket, self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .stats()
+            .await
+            .map(Value::Object)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn eval_json(&self, socket: &Path, expr: &str) -> Result<Value, String> {
+        let mut client = crate::kresd::control::ControlClient::connect(socket, self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        client.eval_json(expr).await.map_err(|e| e.to_string())
+    }
+}
