@@ -82,9 +82,10 @@ impl Host {
     /// The config text for `workers` and `extra`.
     pub fn config_text(&self, workers: u32, extra: &str) -> String {
         format!(
-            "rundir: {}\nworkers: {workers}\nnetwork:\n  listen:\n    - interface: {}@{}\n\
+            "rundir: {}\nmanagement:\n  unix-socket: {}\nworkers: {workers}\nnetwork:\n  listen:\n    - interface: {}@{}\n\
              cache:\n  storage: {}\n  size-max: 20M\n{extra}",
             self.rundir.display(),
+            self.api_socket().display(),
             self.listen.ip(),
             self.listen.port(),
             self.dir.path().join("cache").display(),
@@ -226,6 +227,11 @@ impl Host {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The operator's HTTP API socket (`management.unix-socket`, in the rundir).
+    pub fn api_socket(&self) -> PathBuf {
+        self.rundir.join("kres-api.sock")
     }
 
     /// The temp dir (logs, config).

@@ -72,7 +72,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stop => online::run(online::Online::Stop, &cli.conn),
         Command::Cache(c) => online::run(online::Online::Cache(c), &cli.conn),
         Command::Completion { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "kresctl", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "kresctl",
+                &mut std::io::stdout(),
+            );
             ExitCode::SUCCESS
         }
     }

@@ -154,10 +154,7 @@ fn print_error(reply: &Reply) {
             );
         }
     }
-    if let Some(reasons) = body
-        .pointer("/rejected/reasons")
-        .and_then(Value::as_array)
-    {
+    if let Some(reasons) = body.pointer("/rejected/reasons").and_then(Value::as_array) {
         for r in reasons {
             eprintln!("  {}", r.as_str().unwrap_or(""));
         }
@@ -262,7 +259,11 @@ fn print_status(reply: &Reply) {
         );
     }
     if let Some(gc) = st.get("cache-gc").filter(|v| !v.is_null()) {
-        println!("cache-gc:         {} (pid {})", s(gc, "/state"), s(gc, "/pid"));
+        println!(
+            "cache-gc:         {} (pid {})",
+            s(gc, "/state"),
+            s(gc, "/pid")
+        );
     }
     if let Some(f) = st.get("last-failure").filter(|v| !v.is_null()) {
         println!(

@@ -125,6 +125,7 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sighup = sig(SignalKind::hangup())?;
     let reload = source.reload_handle();
+    let api_config = source.subscribe();
     tokio::spawn(source.run(opts.watch, Duration::from_secs(1)));
 
     // Config -> desired (render + revision); an unrenderable config keeps the previous one.
@@ -163,8 +164,22 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         }
     });
 
-    let (status_tx, _status_rx) = watch::channel(Status::default());
+    let (status_tx, status_rx) = watch::channel(Status::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The HTTP API (issue 4): listener from the config's `management`.
+    let api = crate::http::host_plane::start_api(crate::http::host_plane::HostPlaneParts {
+        config_path: opts.config.clone(),
+        config: api_config,
+        reload: reload.clone(),
+        status: status_rx,
+        shutdown: shutdown_tx.clone(),
+        rundir: rundir.clone(),
+        sockets: SOCKETS,
+        start_timeout,
+        metrics: Default::default(),
+    })
+    .await
+    .map_err(|e| HostError::Setup(format!("API: {e}")))?;
     let mut reconciler = Reconciler::new(backend, status_tx, Some(status_file));
     tokio::spawn(async move {
         loop {
@@ -181,6 +196,7 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         let _ = shutdown_tx.send(true);
     });
     reconciler.run(desired_rx, shutdown_rx).await;
+    api.shutdown().await;
     if opts.keep_workers_on_exit {
         tracing::info!("leaving supervisord and the workers running");
     } else {

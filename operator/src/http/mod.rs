@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod doc;
+pub mod host_plane;
 pub mod metrics;
 pub mod persist;
 pub mod plane;

@@ -101,7 +101,12 @@ mod tests {
         std::fs::write(&real, "workers: 1\n").unwrap();
         std::os::unix::fs::symlink(&real, &link).unwrap();
         write_back(&link, "workers: 3\n").unwrap();
-        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(std::fs::read_to_string(&real).unwrap(), "workers: 3\n");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("real.yaml.bak")).unwrap(),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -296,41 +296,70 @@ where
     }
 }
 
+/// Most bytes read and thrown away from a too-large body before answering 413, so the client
+/// (still sending) reads the answer instead of a connection reset.
+const DRAIN_MAX: usize = 16 * 1024 * 1024;
+
 /// Read a body up to `limit` bytes (413 above); returns (content-type, bytes).
 async fn read_body<B>(req: Request<B>, limit: usize) -> Result<(Option<String>, Bytes), ApiError>
 where
     B: Body<Data = Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {limit} bytes"),
-        )
-    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
     let content_type = header_str(req.headers(), header::CONTENT_TYPE);
-    let collected = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
+    let mut too_large = declared.is_some_and(|n| n > limit as u64);
+    let mut body = std::pin::pin!(req.into_body());
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let drain = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
                     format!("cannot read request body: {e}"),
                 )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen > limit {
+                    too_large = true;
+                    buf.clear();
+                }
+                if too_large {
+                    if seen > DRAIN_MAX {
+                        break;
+                    }
+                } else {
+                    buf.extend_from_slice(&data);
+                }
             }
-        })?;
-    Ok((content_type, collected.to_bytes()))
+        }
+        Ok::<(), ApiError>(())
+    };
+    // A slow or stuck sender of an oversized body is not waited for long.
+    match tokio::time::timeout(Duration::from_secs(5), drain).await {
+        Ok(r) => r?,
+        Err(_) if too_large => {}
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            ));
+        }
+    }
+    if too_large {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {limit} bytes"),
+        ));
+    }
+    Ok((content_type, buf.freeze()))
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {

@@ -29,10 +29,12 @@ impl WorkerControl for KresdControl {
         let mut client = crate::kresd::control::ControlClient::connect(socket, self.timeout)
             .await
             .map_err(|e| e.to_string())?;
+        // The rendered config defines kres_operator_statistics() (loads `stats` when lazy).
         client
-            .stats()
+            .eval_json(
+                "tojson(kres_operator_statistics and kres_operator_statistics() or stats.list())",
+            )
             .await
-            .map(Value::Object)
             .map_err(|e| e.to_string())
     }
 
