@@ -611,11 +611,8 @@ impl Backend for SupervisordBackend {
     async fn wait_change(&self, timeout: Duration) {
         let mut rx = self.events.lock().await;
         let mut pending = false;
-        loop {
-            match rx.try_recv() {
-                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => pending = true,
-                Err(_) => break,
-            }
+        while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = rx.try_recv() {
+            pending = true;
         }
         if pending {
             return;
@@ -707,16 +704,4 @@ fn is_zombie(pid: u32) -> bool {
                 .map(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(true)
-}
-
-/// Where a path is: for messages.
-pub fn display(p: &Path) -> String {
-    p.display().to_string()
-}
-
-#[allow(dead_code)]
-fn _assert_send(b: &SupervisordBackend) {
-    fn is_send<T: Send>(_: T) {}
-    is_send(b.observe());
-    let _: PathBuf = b.layout.rundir.clone();
 }
