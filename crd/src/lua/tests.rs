@@ -414,3 +414,19 @@ fn six_x_only_features_are_errors() {
         "/rate-limiting/enable"
     );
 }
+
+#[test]
+fn nul_in_any_string_is_an_error_naming_the_field() {
+    let mut c = cfg("{}");
+    c.nsid = Some("a\0b".into());
+    assert_eq!(
+        render(&c, &RenderOptions::default()).unwrap_err().pointer,
+        "/nsid"
+    );
+    let mut c = cfg("{}");
+    c.dnssec.trust_anchors = vec!["ok".into(), "x\0y".into()];
+    assert_eq!(
+        render(&c, &RenderOptions::default()).unwrap_err().pointer,
+        "/dnssec/trust-anchors/1"
+    );
+}
