@@ -28,6 +28,7 @@ use tokio::sync::{Mutex, broadcast};
 use self::conf::{GC_PROGRAM, HOLDER_PROGRAM, Layout, Program};
 use self::rpc::{ProcessInfo, RpcError, Supervisor};
 use super::{Backend, BackendError, BackendResult};
+use crate::kresd::control::remove_stale_sockets;
 use crate::kresd::notify::{Notification, NotifyListener};
 use crate::kresd::probe::{ProbeQuestion, probe};
 use crate::reconcile::{GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState};
@@ -227,6 +228,16 @@ impl SupervisordBackend {
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
+        }
+    }
+
+    /// Remove control sockets of workers that are gone (SIGKILL/crash leave them behind).
+    async fn clean_control_sockets(&self) {
+        let dir = self.layout.control_dir();
+        if dir.exists()
+            && let Err(e) = remove_stale_sockets(&dir, Duration::from_millis(200)).await
+        {
+            tracing::warn!(error = %e, "stale control sockets not cleaned");
         }
     }
 
@@ -469,11 +480,18 @@ impl Backend for SupervisordBackend {
     async fn ensure(&self) -> BackendResult<bool> {
         let started = match self.rpc.pid().await {
             Ok(pid) => {
-                let mut st = self.lock();
-                if st.supervisord_pid != Some(pid) {
-                    tracing::info!(pid, "adopting running supervisord");
-                    st.supervisord_pid = Some(pid);
-                    st.adopt_pending = true;
+                let adopted = {
+                    let mut st = self.lock();
+                    let new = st.supervisord_pid != Some(pid);
+                    if new {
+                        tracing::info!(pid, "adopting running supervisord");
+                        st.supervisord_pid = Some(pid);
+                        st.adopt_pending = true;
+                    }
+                    new
+                };
+                if adopted {
+                    self.clean_control_sockets().await;
                 }
                 false
             }
@@ -482,6 +500,7 @@ impl Backend for SupervisordBackend {
                     tracing::warn!(error = %e, "supervisord stopped answering; restarting it");
                 }
                 self.start_supervisord().await?;
+                self.clean_control_sockets().await;
                 true
             }
             Err(e) => return Err(op(e)),
