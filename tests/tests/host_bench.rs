@@ -27,9 +27,11 @@ fn wait(host: &Host, timeout: Duration, ok: impl Fn(&Value) -> bool) -> anyhow::
     anyhow::bail!("timeout; log:\n{}", host.log())
 }
 
-fn converged_on_other(host: &Host, old: &str) -> impl Fn(&Value) -> bool {
+fn converged_on_other(old: &str) -> impl Fn(&Value) -> bool {
     let old = old.to_string();
-    move |s: &Value| s["converged"] == true && s["current-revision"].as_str().is_some_and(|r| r != old)
+    move |s: &Value| {
+        s["converged"] == true && s["current-revision"].as_str().is_some_and(|r| r != old)
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -71,11 +73,14 @@ fn host_bench() -> anyhow::Result<()> {
         host.wait_converged(None, Duration::from_secs(60))?;
         let mut times = vec![];
         for round in 2..5 {
-            let old = host.status()?["current-revision"].as_str().unwrap_or_default().to_string();
+            let old = host.status()?["current-revision"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             host.write_config(n, &local(round))?;
             let t = Instant::now();
             host.signal("HUP")?;
-            wait(&host, Duration::from_secs(60), converged_on_other(&host, &old))?;
+            wait(&host, Duration::from_secs(60), converged_on_other(&old))?;
             times.push(t.elapsed());
         }
         let m = median(times);
@@ -93,12 +98,17 @@ fn host_bench() -> anyhow::Result<()> {
     let queries = host.dir().join("q.txt");
     std::fs::write(&queries, "svc.test A\n")?;
     for run in 1..=3 {
-        let old = host.status()?["current-revision"].as_str().unwrap_or_default().to_string();
+        let old = host.status()?["current-revision"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let (ip, port) = (host.listen.ip().to_string(), host.listen.port().to_string());
         let q = queries.clone();
         let perf = thread::spawn(move || {
             Command::new("dnsperf")
-                .args(["-s", &ip, "-p", &port, "-l", "4", "-Q", "20000", "-c", "4", "-t", "2"])
+                .args([
+                    "-s", &ip, "-p", &port, "-l", "4", "-Q", "20000", "-c", "4", "-t", "2",
+                ])
                 .arg("-d")
                 .arg(&q)
                 .output()
@@ -106,7 +116,7 @@ fn host_bench() -> anyhow::Result<()> {
         thread::sleep(Duration::from_millis(800));
         host.write_config(4, &local(10 + run))?;
         host.signal("HUP")?;
-        wait(&host, Duration::from_secs(60), converged_on_other(&host, &old))?;
+        wait(&host, Duration::from_secs(60), converged_on_other(&old))?;
         let out = perf.join().map_err(|_| anyhow::anyhow!("dnsperf"))??;
         let report = String::from_utf8_lossy(&out.stdout).to_string();
         let field = |name: &str| {
@@ -126,7 +136,10 @@ fn host_bench() -> anyhow::Result<()> {
     }
     let pid = host.pid().unwrap_or(0);
     thread::sleep(Duration::from_secs(2));
-    println!("\noperator idle RSS (4 workers, converged): {} KiB", rss_kib(pid));
+    println!(
+        "\noperator idle RSS (4 workers, converged): {} KiB",
+        rss_kib(pid)
+    );
     drop(host);
 
     // Start-up: operator exec -> 4 workers converged (supervisord started by the operator), and
@@ -141,6 +154,8 @@ fn host_bench() -> anyhow::Result<()> {
     host.spawn()?;
     wait(&host, Duration::from_secs(60), |s| s["converged"] == true)?;
     let adopt = t.elapsed();
-    println!("cold start -> 4 workers converged: {cold:.0?}; restart + adoption -> converged: {adopt:.0?}");
+    println!(
+        "cold start -> 4 workers converged: {cold:.0?}; restart + adoption -> converged: {adopt:.0?}"
+    );
     Ok(())
 }

@@ -21,6 +21,7 @@ fn desired(rev: &str, workers: u16) -> Desired {
         workers,
         gc: None,
         start_timeout: TIMEOUT,
+        listen: vec![],
     }
 }
 
