@@ -36,3 +36,15 @@ test: deps lint test-rust
 
 fmt:
 	$(CARGO) fmt --all
+
+# A working resolver on loopback, in the foreground (Ctrl-C stops workers and supervisord).
+# Works as root and as an ordinary user: the example keeps rundir and cache under /tmp.
+run:
+	$(CARGO) run -p kres-operator --bin kres-operator -- host --config $(EXAMPLE)
+
+# Host-mode benchmarks (not tests): change -> converged for N = 1, 2, 4, 8 against a bare kresd
+# start, queries lost during a rollout under load, idle RSS and start-up time.
+bench: deps
+	$(CARGO) build --release -p kres-operator --bin kres-operator
+	$(CARGO) test --release -p kres-tests --test host_bench -- --ignored --nocapture --test-threads=1
+

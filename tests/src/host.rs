@@ -94,8 +94,13 @@ impl Host {
 
     /// Replace the config file (the operator sees it on SIGHUP).
     pub fn write_config(&self, workers: u32, extra: &str) -> Result<()> {
+        self.write_raw(&self.config_text(workers, extra))
+    }
+
+    /// Replace the config file with `text` as is.
+    pub fn write_raw(&self, text: &str) -> Result<()> {
         let tmp = self.config.with_extension("tmp");
-        std::fs::write(&tmp, self.config_text(workers, extra))?;
+        std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, &self.config)?;
         Ok(())
     }

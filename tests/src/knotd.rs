@@ -50,7 +50,11 @@ pub struct Knotd {
 impl Knotd {
     /// Start knotd on `ip` (a free port is chosen) serving `zones`.
     pub fn start(ip: std::net::Ipv4Addr, zones: &[Zone]) -> Result<Knotd> {
-        let port = crate::net::free_port(ip);
+        Knotd::start_on(ip, crate::net::free_port(ip), zones)
+    }
+
+    /// Start knotd on `ip@port` serving `zones` (ports below 1024 need root).
+    pub fn start_on(ip: std::net::Ipv4Addr, port: u16, zones: &[Zone]) -> Result<Knotd> {
         let tmp = tempfile::Builder::new().prefix("knotd-test-").tempdir()?;
         let dir = tmp.path();
         let mut conf = format!(

@@ -253,3 +253,70 @@ fn host_failure_late_in_the_roll_rolls_back() -> anyhow::Result<()> {
     assert_eq!(failed.load(Ordering::Relaxed), 0, "DNS interrupted");
     Ok(())
 }
+
+#[test]
+fn host_listen_change_rebinds_and_bad_address_is_rejected() -> anyhow::Result<()> {
+    let host = Host::start(2, &local("192.0.2.10"))?;
+    let before = host.wait_converged(None, Duration::from_secs(30))?;
+    let old = before["current-revision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (stop, _ok, failed, h) = query_loop(&host);
+
+    // Add a second address: the holder binds it, every worker is replaced to receive it.
+    let ip2 = kres_tests::net::unique_loopback();
+    let second = std::net::SocketAddr::from((ip2, kres_tests::net::free_port(ip2)));
+    let text = host.config_text(2, &local("192.0.2.10")).replace(
+        "network:\n  listen:\n",
+        &format!(
+            "network:\n  listen:\n    - interface: {}@{}\n",
+            second.ip(),
+            second.port()
+        ),
+    );
+    host.write_raw(&text)?;
+    host.signal("HUP")?;
+    let status = host.wait_converged(Some(&old), Duration::from_secs(30))?;
+    let two = status["current-revision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        resolve(second, "svc.test.", RecordType::A)?,
+        vec!["192.0.2.10"]
+    );
+    assert_eq!(
+        resolve(host.listen, "svc.test.", RecordType::A)?,
+        vec!["192.0.2.10"]
+    );
+    let pids = host.worker_pids()?;
+
+    // An address that is not on this host: the holder refuses, the change is rejected.
+    let bad = text.replace(
+        "network:\n  listen:\n",
+        "network:\n  listen:\n    - interface: 192.0.2.55@5353\n",
+    );
+    host.write_raw(&bad)?;
+    host.signal("HUP")?;
+    let status = host.wait_status("rejection", Duration::from_secs(30), |s| {
+        s["failed-revisions"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+            && s["converged"] == true
+    })?;
+    stop.store(true, Ordering::Relaxed);
+    h.join().map_err(|_| anyhow::anyhow!("query thread"))?;
+    let reason = status["last-failure"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("192.0.2.55"), "{reason}");
+    assert_eq!(status["current-revision"], two.as_str());
+    assert_eq!(host.worker_pids()?, pids);
+    assert_eq!(
+        resolve(second, "svc.test.", RecordType::A)?,
+        vec!["192.0.2.10"]
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "DNS interrupted");
+    Ok(())
+}

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::types::{
-    AutoBool, DomainName, FilePath, IdPattern, ListOrItem, TimeUnit, null_as_default,
+    AutoBool, DomainName, FilePath, IdPattern, ListOrItem, TimeUnit, null_as_default, unique_keys,
 };
 
 /// What a rule does with the whole subtree under its name.
@@ -90,7 +90,7 @@ pub struct LocalDataConfig {
     pub nodata: bool,
     /// Hostname to address(es) pairs.
     #[serde(
-        deserialize_with = "null_as_default",
+        deserialize_with = "unique_keys",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub addresses: BTreeMap<DomainName, ListOrItem<IpAddr>>,

@@ -21,7 +21,9 @@ mod monitoring;
 mod network;
 mod options;
 mod parse;
+mod reference;
 mod schema;
+mod shape;
 mod types;
 mod validate;
 
@@ -55,6 +57,7 @@ pub use network::{
 };
 pub use options::{GlueChecking, OptionsConfig};
 pub use parse::{MAX_DEPTH, MAX_INPUT_BYTES};
+pub use reference::reference_markdown;
 pub use schema::json_schema;
 pub use types::{
     AutoBool, DomainName, FilePath, Float0To65535, IdPattern, Int0To32, Int0To512, Int0To65535,
@@ -277,4 +280,8 @@ impl ResolverConfig {
 }
 
 #[cfg(test)]
+mod generated_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_invalid;

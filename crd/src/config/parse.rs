@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::ResolverConfig;
 use super::error::{ConfigError, ConfigErrors};
-use super::yaml;
+use super::{shape, yaml};
 
 /// Largest accepted input document.
 pub const MAX_INPUT_BYTES: usize = 4 * 1024 * 1024;
@@ -64,9 +64,32 @@ pub(crate) fn from_json_value(value: Value) -> Result<ResolverConfig, ConfigErro
     if let Some(depth_error) = check_depth(&value) {
         return Err(depth_error.into());
     }
+    let mut value = value;
+    strip_null_members(&mut value);
+    if !value.is_object() {
+        return Err(ConfigErrors::single(
+            "",
+            format!(
+                "the configuration must be a mapping, got {}",
+                shape::kind_name(&value)
+            ),
+        ));
+    }
     let config = deserialize_collecting(value)?;
     config.validate()?;
     Ok(config)
+}
+
+/// Removes `key: null` members: an empty YAML value means "not set" (the default).
+fn strip_null_members(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_null_members);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_null_members),
+        _ => {}
+    }
 }
 
 /// Rejects values nested deeper than [`MAX_DEPTH`] (JSON input does not pass the YAML parser).
@@ -96,8 +119,17 @@ fn check_depth(value: &Value) -> Option<ConfigError> {
 /// Deserializes, and on error removes the offending node and retries, so that every type error
 /// is reported, not just the first. Pointers refer to the original document.
 fn deserialize_collecting(mut value: Value) -> Result<ResolverConfig, ConfigErrors> {
-    let mut errors: Vec<ConfigError> = Vec::new();
+    let mut errors: Vec<ConfigError> = shape::check(&value);
     let mut removed = RemovedIndices::default();
+    // Remove the misshapen nodes, last first so that array indices stay valid.
+    let mut pointers: Vec<String> = errors.iter().map(|e| e.pointer.clone()).collect();
+    pointers.sort_by_key(|p| std::cmp::Reverse(pointer_key(p)));
+    for p in pointers {
+        let was_array_item = matches!(parent_of(&value, &p), Some(Value::Array(_)));
+        if remove_at(&mut value, &p) && was_array_item {
+            removed.record(&p);
+        }
+    }
     loop {
         match serde_path_to_error::deserialize::<_, ResolverConfig>(&value) {
             Ok(config) if errors.is_empty() => return Ok(config),
@@ -108,7 +140,7 @@ fn deserialize_collecting(mut value: Value) -> Result<ResolverConfig, ConfigErro
                 let done = errors
                     .iter()
                     .any(|x| x.pointer == original && x.message == message);
-                if !done {
+                if !done && !is_consequence(&errors, &original, &message) {
                     errors.push(ConfigError::new(original.clone(), message));
                 }
                 let was_array_item = matches!(parent_of(&value, &pointer), Some(Value::Array(_)));
@@ -122,6 +154,31 @@ fn deserialize_collecting(mut value: Value) -> Result<ResolverConfig, ConfigErro
             }
         }
     }
+}
+
+/// Sort key of a pointer that orders array indices numerically.
+fn pointer_key(p: &str) -> Vec<(u64, String)> {
+    p.split('/')
+        .map(|t| match t.parse::<u64>() {
+            Ok(n) => (n, String::new()),
+            Err(_) => (u64::MAX, t.to_string()),
+        })
+        .collect()
+}
+
+/// True for "missing required key 'k'" at `pointer` when an error at `pointer/k` was already
+/// reported (the key went missing because its bad value was removed).
+fn is_consequence(errors: &[ConfigError], pointer: &str, message: &str) -> bool {
+    let Some(key) = message
+        .strip_prefix("missing required key '")
+        .and_then(|r| r.strip_suffix('\''))
+    else {
+        return false;
+    };
+    let child = format!("{pointer}/{}", escape_token(key));
+    errors
+        .iter()
+        .any(|e| e.pointer == child || e.pointer.starts_with(&format!("{child}/")))
 }
 
 /// Array elements removed during error collection, by the original pointer of their array.
@@ -194,17 +251,12 @@ fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> (String, Strin
             Segment::Unknown => {}
         }
     }
-    let raw = e.inner().to_string();
-    if let Some(field) = unknown_field(&raw) {
-        pointer.push('/');
-        pointer.push_str(&escape_token(field));
-    }
-    (pointer, humanize(&raw))
+    (pointer, humanize(&e.inner().to_string()))
 }
 
 /// Rewrites serde's wording into rule-naming messages.
 fn humanize(raw: &str) -> String {
-    let ticks = |s: &str| s.replace('`', "");
+    let ticks = |s: &str| s.replace("` or `", ", ").replace('`', "");
     if let Some(rest) = raw.strip_prefix("unknown field `")
         && let Some((field, tail)) = rest.split_once('`')
     {
@@ -246,12 +298,6 @@ fn humanize(raw: &str) -> String {
         return format!("wrong type: {rest}");
     }
     raw.to_string()
-}
-
-/// The field name of a serde "unknown field `x`" message.
-fn unknown_field(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split_once('`').map(|(f, _)| f)
 }
 
 /// Escapes one JSON pointer reference token (RFC 6901).

@@ -106,7 +106,12 @@ macro_rules! bounded_int {
                 true
             }
             fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                json_schema!({ "type": "integer", "minimum": $min, "maximum": $max })
+                let mut schema = json_schema!({ "type": "integer", "minimum": $min });
+                // Unbounded types get no maximum (a u64::MAX bound breaks int64 consumers).
+                if u128::from(Self::MAX) < u128::from(u64::MAX) {
+                    schema.insert("maximum".into(), Self::MAX.into());
+                }
+                schema
             }
         }
     };
@@ -1208,6 +1213,44 @@ impl JsonSchema for AutoBool {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({ "anyOf": [{ "const": "auto" }, { "type": "boolean" }] })
     }
+}
+
+/// Deserializes a mapping whose keys are normalised on parse (domain names); two source keys
+/// that normalise to the same key are an error instead of one silently replacing the other.
+pub(crate) fn unique_keys<'de, D, K, V>(d: D) -> Result<std::collections::BTreeMap<K, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    K: Deserialize<'de> + Ord + fmt::Display,
+    V: Deserialize<'de>,
+{
+    struct MapVisitor<K, V>(std::marker::PhantomData<(K, V)>);
+    impl<'de, K, V> Visitor<'de> for MapVisitor<K, V>
+    where
+        K: Deserialize<'de> + Ord + fmt::Display,
+        V: Deserialize<'de>,
+    {
+        type Value = std::collections::BTreeMap<K, V>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = std::collections::BTreeMap::new();
+            while let Some(k) = map.next_key::<K>()? {
+                let v = map.next_value::<V>()?;
+                let shown = k.to_string();
+                if out.insert(k, v).is_some() {
+                    return Err(de::Error::custom(format!(
+                        "duplicate key: '{shown}' is given more than once (after normalisation)"
+                    )));
+                }
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(MapVisitor(std::marker::PhantomData))
 }
 
 /// Deserializes `null` or absence as `T::default()` (used for list sections).

@@ -69,12 +69,20 @@ fn err_at(span: &Span, pointer: &str, message: impl Into<String>) -> ConfigError
     }
 }
 
+/// What an event does to the node count.
+enum EventKind {
+    ContainerEnd,
+    Other,
+}
+
 /// A container being built.
 enum Frame {
     Seq {
         pointer: String,
         items: Vec<Value>,
         anchor: usize,
+        /// Nodes in this subtree so far.
+        size: usize,
     },
     Map {
         pointer: String,
@@ -82,6 +90,8 @@ enum Frame {
         /// The key read, waiting for its value.
         pending_key: Option<String>,
         anchor: usize,
+        /// Nodes in this subtree so far.
+        size: usize,
     },
 }
 
@@ -98,12 +108,27 @@ pub(crate) fn parse(text: &str) -> Result<(Value, LocationIndex), ConfigError> {
     while let Some(next) = parser.next_event() {
         let (event, span) = next.map_err(|e| ConfigError {
             pointer: String::new(),
-            message: format!("invalid YAML: {}", e.info()),
+            message: if e.info().contains("recursion limit") {
+                format!(
+                    "document is nested too deeply (the limit is {} levels)",
+                    super::parse::MAX_DEPTH
+                )
+            } else {
+                format!("invalid YAML: {}", e.info())
+            },
             location: Some(Location {
                 line: e.marker().line(),
                 column: e.marker().col() + 1,
             }),
         })?;
+        let event_kind = match event {
+            Event::SequenceEnd | Event::MappingEnd => EventKind::ContainerEnd,
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                nodes = nodes.saturating_add(1);
+                EventKind::Other
+            }
+            _ => EventKind::Other,
+        };
         // A node value completed by this event, with its anchor and size.
         let completed: Option<(Value, usize, usize)> = match event {
             Event::StreamStart | Event::StreamEnd | Event::Nothing | Event::DocumentEnd => None,
@@ -185,6 +210,7 @@ pub(crate) fn parse(text: &str) -> Result<(Value, LocationIndex), ConfigError> {
                         pointer,
                         items: Vec::new(),
                         anchor,
+                        size: 1,
                     }
                 } else {
                     Frame::Map {
@@ -192,42 +218,56 @@ pub(crate) fn parse(text: &str) -> Result<(Value, LocationIndex), ConfigError> {
                         map: Map::new(),
                         pending_key: None,
                         anchor,
+                        size: 1,
                     }
                 });
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Frame::Seq { items, anchor, .. }) => {
-                    let size = 1 + items.len();
-                    Some((Value::Array(items), anchor, size))
-                }
-                Some(Frame::Map { map, anchor, .. }) => {
-                    let size = 1 + map.len();
-                    Some((Value::Object(map), anchor, size))
-                }
+                Some(Frame::Seq {
+                    items,
+                    anchor,
+                    size,
+                    ..
+                }) => Some((Value::Array(items), anchor, size)),
+                Some(Frame::Map {
+                    map, anchor, size, ..
+                }) => Some((Value::Object(map), anchor, size)),
                 None => None,
             },
         };
         if let Some((value, anchor, size)) = completed {
-            nodes = nodes.saturating_add(size);
+            // Containers were counted at their start; count scalars and alias copies here.
+            if !matches!(event_kind, EventKind::ContainerEnd) {
+                nodes = nodes.saturating_add(size);
+            }
             if nodes > MAX_NODES {
                 return Err(err_at(
                     &span,
                     &current_pointer(&stack),
-                    format!("document expands to more than {MAX_NODES} nodes (alias bomb?)"),
+                    format!("document has more than {MAX_NODES} nodes (aliases expanded)"),
                 ));
             }
             if anchor != 0 {
                 anchors.insert(anchor, (value.clone(), size));
             }
             match stack.last_mut() {
-                Some(Frame::Seq { items, .. }) => items.push(value),
+                Some(Frame::Seq {
+                    items, size: total, ..
+                }) => {
+                    items.push(value);
+                    *total = total.saturating_add(size);
+                }
                 Some(Frame::Map {
-                    map, pending_key, ..
+                    map,
+                    pending_key,
+                    size: total,
+                    ..
                 }) => {
                     if let Some(k) = pending_key.take() {
                         map.insert(k, value);
                     }
+                    *total = total.saturating_add(size);
                 }
                 None => root = Some(value),
             }

@@ -38,6 +38,48 @@ pub(super) fn unsupported(c: &ResolverConfig) -> Result<(), RenderError> {
     Ok(())
 }
 
+/// Reject NUL characters in any string: kresd hands most strings to C, which would silently
+/// truncate them at the NUL (`/etc/a\0b` would open `/etc/a`). Valid UTF-8 otherwise passes.
+pub(super) fn no_nul(c: &ResolverConfig) -> Result<(), RenderError> {
+    fn walk(v: &serde_json::Value, ptr: &mut String) -> Result<(), RenderError> {
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => Err(RenderError::new(
+                ptr.clone(),
+                "must not contain NUL characters",
+            )),
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    let len = ptr.len();
+                    ptr.push_str(&format!("/{i}"));
+                    walk(x, ptr)?;
+                    ptr.truncate(len);
+                }
+                Ok(())
+            }
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    let len = ptr.len();
+                    ptr.push('/');
+                    ptr.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    if k.contains('\0') {
+                        return Err(RenderError::new(
+                            ptr.clone(),
+                            "must not contain NUL characters",
+                        ));
+                    }
+                    walk(x, ptr)?;
+                    ptr.truncate(len);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    let v = serde_json::to_value(c)
+        .map_err(|e| RenderError::new("", format!("cannot inspect config: {e}")))?;
+    walk(&v, &mut String::new())
+}
+
 /// `hostname` and `nsid`.
 pub(super) fn identity(c: &ResolverConfig, out: &mut LuaOut) {
     if let Some(h) = &c.hostname {

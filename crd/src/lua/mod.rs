@@ -59,6 +59,7 @@ impl RenderError {
 /// Render `config` as a kresd 5.x Lua configuration.
 pub fn render(config: &ResolverConfig, options: &RenderOptions) -> Result<String, RenderError> {
     let mut out = LuaOut::default();
+    general::no_nul(config)?;
     out.line("-- kresd 5.x configuration rendered by kres-operator from config.yaml; do not edit.");
     if !config.lua.script_only {
         general::unsupported(config)?;

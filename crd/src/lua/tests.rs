@@ -10,6 +10,19 @@ fn cfg(yaml: &str) -> ResolverConfig {
     }
 }
 
+/// Parse without validation: render must stand on its own for what validation rejects.
+fn raw(yaml: &str) -> ResolverConfig {
+    serde_norway::from_str(yaml).unwrap()
+}
+
+fn raw_err(yaml: &str) -> RenderError {
+    render(&raw(yaml), &RenderOptions::default()).unwrap_err()
+}
+
+fn lua_raw(yaml: &str) -> String {
+    render(&raw(yaml), &RenderOptions::default()).unwrap()
+}
+
 fn lua(yaml: &str) -> String {
     render(&cfg(yaml), &RenderOptions::default()).unwrap()
 }
@@ -204,11 +217,11 @@ fn dnssec_section() {
 #[test]
 fn forward_most_specific_subtree_first_and_actions() {
     let l = lua(
-        "forward:\n  - subtree: '.'\n    servers: [192.0.2.1, '192.0.2.2@5353']\n  - subtree: [example.test, a.b.example.test]\n    servers: ['127.0.0.1@5354']\n    options:\n      authoritative: true\n  - subtree: tls.test\n    servers:\n      - address: [192.0.2.3, '192.0.2.4@8853']\n        transport: tls\n        hostname: dns.example.test\n",
+        "forward:\n  - subtree: '.'\n    servers: [192.0.2.1, '192.0.2.2@5353']\n  - subtree: [example.test, a.b.example.test]\n    servers: ['127.0.0.1']\n    options:\n      authoritative: true\n  - subtree: tls.test\n    servers:\n      - address: [192.0.2.3, '192.0.2.4@8853']\n        transport: tls\n        hostname: dns.example.test\n",
     );
     for frag in [
         "kres_forward[1] = policy.FORWARD({'192.0.2.1', '192.0.2.2@5353'})",
-        "kres_forward[2] = policy.STUB({'127.0.0.1@5354'})",
+        "kres_forward[2] = policy.STUB({'127.0.0.1'})",
         "kres_forward[3] = policy.TLS_FORWARD({{'192.0.2.3', hostname = 'dns.example.test'}, {'192.0.2.4@8853', hostname = 'dns.example.test'}})",
     ] {
         pos(&l, frag);
@@ -235,11 +248,11 @@ fn forward_most_specific_subtree_first_and_actions() {
 
 #[test]
 fn forward_errors_name_the_pointer() {
-    let e = err(
+    let e = raw_err(
         "forward:\n  - subtree: a.test\n    servers:\n      - 192.0.2.1\n      - address: 192.0.2.2\n        transport: tls\n        hostname: x.test\n",
     );
     assert_eq!(e.pointer, "/forward/0/servers");
-    let e = err(
+    let e = raw_err(
         "forward:\n  - subtree: a.test\n    servers:\n      - address: 192.0.2.2\n        transport: tls\n",
     );
     assert_eq!(e.pointer, "/forward/0/servers/0");
@@ -300,21 +313,21 @@ fn local_data_order_exact_then_pass_then_subtrees_then_rpz_then_forward() {
 #[test]
 fn local_data_unsupported_cases_are_errors() {
     assert_eq!(
-        err(
+        raw_err(
             "local-data:\n  rules:\n    - name: a.test\n      address: 192.0.2.1\n      tags: [t]\n"
         )
         .pointer,
         "/local-data/rules/0/tags"
     );
     assert_eq!(
-        err("local-data:\n  rpz:\n    - file: /x\n      tags: [t]\n").pointer,
+        raw_err("local-data:\n  rpz:\n    - file: /x\n      tags: [t]\n").pointer,
         "/local-data/rpz/0/tags"
     );
 }
 
 #[test]
 fn views_most_specific_subnet_first() {
-    let l = lua(
+    let l = lua_raw(
         "views:\n  - subnets: [10.0.0.0/8]\n    answer: refused\n  - subnets: [10.1.2.3/32, '::1/128']\n    answer: allow\n    options:\n      minimize: false\n      dns64: false\n  - subnets: [10.1.0.0/16]\n    dst-subnet: 192.0.2.0/24\n    protocols: [udp53, dot]\n    answer: noanswer\n",
     );
     pos(&l, "modules.load('view < policy')");
@@ -348,7 +361,7 @@ fn views_most_specific_subnet_first() {
 #[test]
 fn dns64_logging_monitoring_lua_sections() {
     let l = lua(
-        "dns64:\n  enable: true\n  prefix: 64:ff9b::/96\n  reverse-ttl: 1m\n  exclude-subnets: ['::ffff:0:0/96']\nlogging:\n  level: info\n  target: stderr\n  groups: [cache, manager]\n  dnstap:\n    enable: true\n    unix-socket: /run/dnstap.sock\n    log-queries: true\nmonitoring:\n  metrics: always\n  graphite:\n    enable: true\n    host: 127.0.0.1\n    prefix: kres\n    interval: 2s\nlua:\n  script-file: /etc/extra.lua\n  script: |\n    print('hi')\n",
+        "dns64:\n  enable: true\n  prefix: 64:ff9b::/96\n  reverse-ttl: 1m\n  exclude-subnets: ['::ffff:0:0/96']\nlogging:\n  level: info\n  target: stderr\n  groups: [cache]\n  dnstap:\n    enable: true\n    unix-socket: /run/dnstap.sock\n    log-queries: true\nmonitoring:\n  metrics: always\n  graphite:\n    enable: true\n    host: 127.0.0.1\n    prefix: kres\n    interval: 2s\nlua:\n  script: |\n    print('hi')\n",
     );
     for frag in [
         "modules.load('dns64')\ndns64.config({prefix = '64:ff9b::', rev_ttl = 60, exclude_subnets = {'::ffff:0.0.0.0/96'}})",
@@ -356,7 +369,6 @@ fn dns64_logging_monitoring_lua_sections() {
         "dnstap.config({socket_path = '/run/dnstap.sock', client = {log_queries = true, log_responses = false, log_tcp_rtt = false}})",
         "modules.load('stats')",
         "graphite.config({host = '127.0.0.1', port = 2003, prefix = 'kres', interval = 2000, tcp = false})",
-        "dofile('/etc/extra.lua')",
         "-- lua.script: RAW LUA FROM THE CONFIGURATION, passed through unchanged and unvalidated\nprint('hi')\n",
     ] {
         pos(&l, frag);
@@ -366,9 +378,16 @@ fn dns64_logging_monitoring_lua_sections() {
         l.ends_with("print('hi')\n\n") || l.ends_with("print('hi')\n"),
         "{l}"
     );
-    pos(&lua("logging:\n  groups: [kresd]\n"), "log_level('debug')");
+    pos(
+        &lua_raw("logging:\n  groups: [kresd]\n"),
+        "log_level('debug')",
+    );
+    pos(
+        &lua("lua:\n  script-file: /etc/extra.lua\n"),
+        "dofile('/etc/extra.lua')",
+    );
     assert_eq!(
-        err("logging:\n  groups: [rules]\n").pointer,
+        raw_err("logging:\n  groups: [rules]\n").pointer,
         "/logging/groups/0"
     );
 }
@@ -383,15 +402,31 @@ fn script_only_renders_just_the_script() {
 #[test]
 fn six_x_only_features_are_errors() {
     assert_eq!(
-        err("network:\n  listen:\n    - interface: 127.0.0.1\n      kind: doq\n").pointer,
+        raw_err("network:\n  listen:\n    - interface: 127.0.0.1\n      kind: doq\n").pointer,
         "/network/listen/0/kind"
     );
     assert_eq!(
-        err("network:\n  listen:\n    - unix-socket: /run/x.sock\n").pointer,
+        raw_err("network:\n  listen:\n    - unix-socket: /run/x.sock\n").pointer,
         "/network/listen/0/unix-socket"
     );
     assert_eq!(
-        err("rate-limiting:\n  enable: true\n  rate-limit: 100\n").pointer,
+        raw_err("rate-limiting:\n  enable: true\n  rate-limit: 100\n").pointer,
         "/rate-limiting/enable"
+    );
+}
+
+#[test]
+fn nul_in_any_string_is_an_error_naming_the_field() {
+    let mut c = cfg("{}");
+    c.nsid = Some("a\0b".into());
+    assert_eq!(
+        render(&c, &RenderOptions::default()).unwrap_err().pointer,
+        "/nsid"
+    );
+    let mut c = cfg("{}");
+    c.dnssec.trust_anchors = vec!["ok".into(), "x\0y".into()];
+    assert_eq!(
+        render(&c, &RenderOptions::default()).unwrap_err().pointer,
+        "/dnssec/trust-anchors/1"
     );
 }

@@ -78,6 +78,12 @@ pub trait Backend: Send + Sync {
     /// Stop the slot's worker and remove the slot.
     fn stop_slot(&self, slot: Slot) -> impl Future<Output = BackendResult<()>> + Send;
 
+    /// Serve on these endpoints (see [`crate::reconcile::Desired::listen`]). Fails with
+    /// [`BackendError::Operation`] when they cannot be had (e.g. an address not on the host);
+    /// the previous endpoints then stay.
+    fn set_endpoints(&self, endpoints: &[String])
+    -> impl Future<Output = BackendResult<()>> + Send;
+
     /// Run the cache garbage collector with `spec`, or stop it (`None`).
     fn set_gc(&self, spec: Option<&GcSpec>) -> impl Future<Output = BackendResult<()>> + Send;
 

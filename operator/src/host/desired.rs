@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
-use kres_crd::config::ResolverConfig;
+use std::net::SocketAddr;
+
+use kres_crd::config::{InterfaceHost, ResolverConfig};
 use kres_crd::lua::{RenderOptions, SocketMode, render, revision};
 
 use crate::reconcile::{Desired, GcSpec};
+use crate::sockets::specs_for_listen;
 
 /// A config that could not be turned into a desired state.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +16,9 @@ pub enum DesiredError {
     /// Lua rendering failed.
     #[error("rendering the kresd config: {0}")]
     Render(String),
+    /// A `network.listen` entry host mode cannot serve.
+    #[error("{0}")]
+    Listen(String),
     /// `workers` out of range for a host.
     #[error("/workers: {0} workers is more than host mode supports")]
     Workers(usize),
@@ -25,8 +31,17 @@ pub fn desired_from(
     sockets: SocketMode,
     start_timeout: Duration,
 ) -> Result<Desired, DesiredError> {
-    let config =
+    let mut config =
         render(cfg, &RenderOptions { sockets }).map_err(|e| DesiredError::Render(e.to_string()))?;
+    let listen = match sockets {
+        SocketMode::Inherited => listen_specs(cfg)?,
+        SocketMode::Listen => vec![],
+    };
+    if !listen.is_empty() {
+        // The inherited sockets are part of what a worker runs: a change of them is a new
+        // revision, so every worker is replaced and fetches the new set from the holder.
+        config.push_str(&format!("-- inherited sockets: {}\n", listen.join(" ")));
+    }
     let workers = cfg.worker_count();
     let workers = u16::try_from(workers).map_err(|_| DesiredError::Workers(workers))?;
     Ok(Desired {
@@ -35,7 +50,29 @@ pub fn desired_from(
         workers,
         gc: gc_spec(cfg),
         start_timeout,
+        listen,
     })
+}
+
+/// The socket holder's bind specs for `network.listen` (IP interfaces; `dns` = UDP + TCP).
+pub fn listen_specs(cfg: &ResolverConfig) -> Result<Vec<String>, DesiredError> {
+    let mut specs = vec![];
+    for (i, l) in cfg.network.listen.iter().enumerate() {
+        let port = l.effective_port();
+        for item in l.interface.iter().flat_map(|x| x.items()) {
+            let InterfaceHost::Ip(ip) = &item.host else {
+                return Err(DesiredError::Listen(format!(
+                    "/network/listen/{i}/interface: interface names are not supported in host \
+                     mode; give IP addresses"
+                )));
+            };
+            let addr = SocketAddr::new(*ip, item.port.map(|p| p.get()).unwrap_or(port));
+            let more = specs_for_listen(l.kind.as_str(), addr, l.freebind)
+                .map_err(|e| DesiredError::Listen(format!("/network/listen/{i}: {e}")))?;
+            specs.extend(more.iter().map(ToString::to_string));
+        }
+    }
+    Ok(specs)
 }
 
 /// `kres-cache-gc` arguments for the config's `cache.garbage-collector` (None when disabled).

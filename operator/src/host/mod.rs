@@ -144,6 +144,24 @@ impl<B: Backend> Reconciler<B> {
             self.rollout
                 .record(unix_ms(), "backend", "process manager started");
         }
+        if !self.rollout.failed.contains_key(&d.revision)
+            && let Err(e) = self.backend.set_endpoints(&d.listen).await
+        {
+            match e {
+                BackendError::Operation(reason) => {
+                    // The new endpoints cannot be had: a rejected change, like a failed gate.
+                    tracing::warn!(revision = %d.revision, %reason, "revision rejected");
+                    self.rollout.note_desired(&d.revision, unix_ms());
+                    self.rollout.mark_failed(Failure {
+                        revision: d.revision.clone(),
+                        slot: None,
+                        reason,
+                        at_unix_ms: unix_ms(),
+                    });
+                }
+                e => return Err(e),
+            }
+        }
         self.backend.stage(&d.revision, &d.config).await?;
         let observed = self.backend.observe().await?;
         self.rollout.note_desired(&d.revision, unix_ms());

@@ -1,11 +1,10 @@
 //! `kres-operator host`: file source + supervisord backend + reconcile loop + signals.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kres_crd::config::{InterfaceHost, ResolverConfig};
 use kres_crd::lua::SocketMode;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -13,8 +12,8 @@ use tokio::sync::watch;
 use super::desired::desired_from;
 use super::{Reconciler, Status};
 use crate::backend::BackendError;
+use crate::backend::supervisord::conf::Layout;
 use crate::backend::supervisord::{SupervisordBackend, SupervisordSettings};
-use crate::sockets::{BindSpec, HolderArgs, specs_for_listen};
 use crate::source::file::{FileSource, SourceError};
 
 /// Options of `kres-operator host`.
@@ -55,27 +54,6 @@ pub enum HostError {
 /// How listening sockets reach kresd in host mode: bound once by the holder, inherited.
 pub const SOCKETS: SocketMode = SocketMode::Inherited;
 
-/// The holder's bind specs for the config's `network.listen` (IP interfaces).
-fn listen_specs(cfg: &ResolverConfig) -> Result<Vec<BindSpec>, HostError> {
-    let mut specs = vec![];
-    for (i, l) in cfg.network.listen.iter().enumerate() {
-        let port = l.effective_port();
-        for item in l.interface.iter().flat_map(|x| x.items()) {
-            let InterfaceHost::Ip(ip) = &item.host else {
-                return Err(HostError::Setup(format!(
-                    "/network/listen/{i}/interface: interface names are not supported in host \
-                     mode; give IP addresses"
-                )));
-            };
-            let addr = SocketAddr::new(*ip, item.port.map(|p| p.get()).unwrap_or(port));
-            let more = specs_for_listen(l.kind.as_str(), addr, l.freebind)
-                .map_err(|e| HostError::Setup(format!("/network/listen/{i}: {e}")))?;
-            specs.extend(more);
-        }
-    }
-    Ok(specs)
-}
-
 /// Run host mode until SIGTERM/SIGINT.
 pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
     let source = FileSource::open(&opts.config)?;
@@ -98,17 +76,11 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         .map_err(|e| HostError::Setup(format!("own executable: {e}")))?
         .display()
         .to_string();
-    let holder_socket = rundir.join("sockets.sock");
-    let holder = HolderArgs {
-        socket: holder_socket.clone(),
-        binds: listen_specs(&first)?,
-    };
-    let os = |v: Vec<std::ffi::OsString>| -> Vec<String> {
-        v.into_iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect()
-    };
-    settings.holder = Some([vec![exe.clone()], os(holder.argv())].concat());
+    let holder_socket = Layout {
+        rundir: rundir.clone(),
+    }
+    .holder_socket();
+    settings.holder = Some(exe.clone());
     settings.launcher = vec![
         exe,
         "launch".into(),
@@ -137,12 +109,6 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
             if let Some(cfg) = cfg {
                 if cfg.rundir.as_path() != first.rundir.as_path() {
                     tracing::warn!("rundir changes need an operator restart; keeping the old one");
-                }
-                if cfg.network.listen != first.network.listen {
-                    tracing::warn!(
-                        "network.listen changes need an operator restart (the socket holder \
-                         keeps the sockets it bound at start)"
-                    );
                 }
                 match desired_from(&cfg, SOCKETS, start_timeout) {
                     Ok(d) => {

@@ -65,6 +65,10 @@ pub struct Desired {
     pub gc: Option<GcSpec>,
     /// How long a started worker may take to become ready (READY=1 and a DNS probe answered).
     pub start_timeout: Duration,
+    /// Service endpoints in the backend's notation (host mode: the socket holder's bind
+    /// specs). Opaque to the planner: a change of endpoints is also a change of `config` (and so
+    /// of the revision), which is what makes workers pick them up.
+    pub listen: Vec<String>,
 }
 
 /// State of one worker as the backend sees it.

@@ -201,7 +201,7 @@ pub fn plan_with_phase(
         let surge_ok = match surge {
             None => {
                 // A rollback whose stale workers all stopped serving needs no spare capacity.
-                if !(proven_target && !stale.iter().any(|s| serving(s))) {
+                if !proven_target || stale.iter().any(|s| serving(s)) {
                     return (
                         roll_phase(Phase::Canary),
                         Action::StartSlot {

@@ -21,15 +21,18 @@ fn desired(rev: &str, workers: u16) -> Desired {
         workers,
         gc: None,
         start_timeout: TIMEOUT,
+        listen: vec![],
     }
 }
+
+type OutcomeFn = dyn Fn(Slot, &str) -> Outcome;
 
 /// A simulated backend: starting workers become ready (or exit / hang) on the next `Wait`.
 struct Sim {
     observed: Observed,
     rollout: Rollout,
     next_pid: u32,
-    outcome: Box<dyn Fn(Slot, &str) -> Outcome>,
+    outcome: Box<OutcomeFn>,
     actions: Vec<Action>,
     /// Minimum number of ready workers required at every step (checked once converged first).
     min_ready: Option<usize>,
@@ -306,7 +309,7 @@ fn config_change_canary_first_then_each_slot_then_canary_stopped() {
         .iter()
         .filter(|a| !matches!(a, Action::Wait { .. }))
         .collect();
-    let expected = vec![
+    let expected = [
         Action::StartSlot {
             slot: Slot::Surge,
             revision: "r2".into(),

@@ -78,17 +78,21 @@ pub struct FileSource {
     path: PathBuf,
     tx: watch::Sender<Option<Arc<ResolverConfig>>>,
     reload: Arc<Notify>,
+    /// The file version read last.
+    read: Option<Stamp>,
 }
 
 impl FileSource {
     /// Read `path` now; an invalid or missing file is an error (nothing to start with).
     pub fn open(path: &Path) -> Result<FileSource, SourceError> {
+        let read = stamp(path);
         let cfg = load(path)?;
         let (tx, _) = watch::channel(Some(Arc::new(cfg)));
         Ok(FileSource {
             path: path.to_path_buf(),
             tx,
             reload: Arc::new(Notify::new()),
+            read,
         })
     }
 
@@ -129,7 +133,7 @@ impl FileSource {
 
     /// Serve reload requests, and with `watch` poll the file every `interval`. Runs forever.
     pub async fn run(self, watch: bool, interval: Duration) {
-        let mut last = stamp(&self.path);
+        let mut last = self.read;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

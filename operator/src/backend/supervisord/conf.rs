@@ -112,6 +112,12 @@ pub fn supervisord_conf(layout: &Layout) -> String {
         s,
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
     );
+    let _ = writeln!(s, "[supervisorctl]");
+    let _ = writeln!(
+        s,
+        "serverurl=unix://{}\n",
+        ini(&layout.supervisord_socket())
+    );
     let _ = writeln!(s, "[include]");
     let _ = writeln!(s, "files = {}/*.conf", ini(&layout.programs_dir()));
     s

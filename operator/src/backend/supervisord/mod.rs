@@ -28,9 +28,11 @@ use tokio::sync::{Mutex, broadcast};
 use self::conf::{GC_PROGRAM, HOLDER_PROGRAM, Layout, Program};
 use self::rpc::{ProcessInfo, RpcError, Supervisor};
 use super::{Backend, BackendError, BackendResult};
+use crate::kresd::control::remove_stale_sockets;
 use crate::kresd::notify::{Notification, NotifyListener};
 use crate::kresd::probe::{ProbeQuestion, probe};
 use crate::reconcile::{GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState};
+use crate::sockets::{BindSpec, rebind};
 
 /// How the supervisord backend runs things.
 #[derive(Clone, Debug)]
@@ -47,8 +49,9 @@ pub struct SupervisordSettings {
     pub probe_ip: IpAddr,
     /// argv prefix that wraps kresd (the shared-socket launcher); empty: kresd binds itself.
     pub launcher: Vec<String>,
-    /// argv of the shared-socket holder program, when sockets are shared.
-    pub holder: Option<Vec<String>>,
+    /// The `kres-operator` executable that runs the shared-socket holder (`socket-holder`
+    /// subcommand), when sockets are shared.
+    pub holder: Option<String>,
     /// How long one probe waits for its reply.
     pub probe_timeout: Duration,
 }
@@ -83,6 +86,10 @@ struct State {
     adopt_pending: bool,
     /// PID of the supervisord in use.
     supervisord_pid: Option<u32>,
+    /// The endpoints the holder should hold (last `set_endpoints`).
+    endpoints: Option<Vec<String>>,
+    /// The endpoints the running holder is known to hold.
+    held: Option<Vec<String>>,
 }
 
 /// The supervisord backend.
@@ -230,6 +237,16 @@ impl SupervisordBackend {
         }
     }
 
+    /// Remove control sockets of workers that are gone (SIGKILL/crash leave them behind).
+    async fn clean_control_sockets(&self) {
+        let dir = self.layout.control_dir();
+        if dir.exists()
+            && let Err(e) = remove_stale_sockets(&dir, Duration::from_millis(200)).await
+        {
+            tracing::warn!(error = %e, "stale control sockets not cleaned");
+        }
+    }
+
     async fn program_command(&self, name: &str) -> BackendResult<Option<String>> {
         let configs = self.rpc.all_config_info().await.map_err(op)?;
         Ok(configs
@@ -344,19 +361,20 @@ impl SupervisordBackend {
         )))
     }
 
-    async fn ensure_holder(&self) -> BackendResult<()> {
-        let Some(argv) = &self.settings.holder else {
-            return Ok(());
-        };
-        let want = conf::join_command(argv).replace("%%", "%");
-        let have = self.program_command(HOLDER_PROGRAM).await?;
-        if have.as_deref() == Some(want.as_str()) {
-            return Ok(());
+    fn holder_program(&self, exe: &str, endpoints: &[String]) -> Program {
+        let mut command = vec![
+            exe.to_string(),
+            "socket-holder".into(),
+            "--socket".into(),
+            self.layout.holder_socket().display().to_string(),
+        ];
+        for e in endpoints {
+            command.push("--bind".into());
+            command.push(e.clone());
         }
-        self.remove_program(HOLDER_PROGRAM).await?;
-        self.add_program(&Program {
+        Program {
             name: HOLDER_PROGRAM.into(),
-            command: argv.clone(),
+            command,
             env: vec![(
                 "KRES_RUNDIR".into(),
                 self.layout.rundir.display().to_string(),
@@ -365,13 +383,43 @@ impl SupervisordBackend {
             exitcodes: "0",
             startsecs: 0,
             startretries: 3,
-        })
-        .await?;
+        }
+    }
+
+    /// Make sure the holder program runs (added with the current endpoints when absent or dead).
+    async fn ensure_holder(&self) -> BackendResult<()> {
+        let Some(exe) = self.settings.holder.clone() else {
+            return Ok(());
+        };
+        let Some(endpoints) = self.lock().endpoints.clone() else {
+            return Ok(());
+        };
+        let info = self
+            .rpc
+            .all_process_info()
+            .await
+            .map_err(op)?
+            .into_iter()
+            .find(|p| p.name == HOLDER_PROGRAM);
+        if info
+            .as_ref()
+            .is_some_and(|p| matches!(p.state.as_str(), "RUNNING" | "STARTING"))
+        {
+            return Ok(());
+        }
+        if let Some(p) = &info {
+            tracing::warn!(state = %p.state, "socket holder not running; starting it again");
+        }
+        self.remove_program(HOLDER_PROGRAM).await?;
+        let _ = std::fs::remove_file(self.layout.holder_socket());
+        self.add_program(&self.holder_program(&exe, &endpoints))
+            .await?;
         // Workers need the holder's socket: wait until it exists.
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.layout.holder_socket().exists() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        self.lock().held = Some(endpoints);
         Ok(())
     }
 
@@ -469,11 +517,18 @@ impl Backend for SupervisordBackend {
     async fn ensure(&self) -> BackendResult<bool> {
         let started = match self.rpc.pid().await {
             Ok(pid) => {
-                let mut st = self.lock();
-                if st.supervisord_pid != Some(pid) {
-                    tracing::info!(pid, "adopting running supervisord");
-                    st.supervisord_pid = Some(pid);
-                    st.adopt_pending = true;
+                let adopted = {
+                    let mut st = self.lock();
+                    let new = st.supervisord_pid != Some(pid);
+                    if new {
+                        tracing::info!(pid, "adopting running supervisord");
+                        st.supervisord_pid = Some(pid);
+                        st.adopt_pending = true;
+                    }
+                    new
+                };
+                if adopted {
+                    self.clean_control_sockets().await;
                 }
                 false
             }
@@ -482,6 +537,8 @@ impl Backend for SupervisordBackend {
                     tracing::warn!(error = %e, "supervisord stopped answering; restarting it");
                 }
                 self.start_supervisord().await?;
+                self.lock().held = None;
+                self.clean_control_sockets().await;
                 true
             }
             Err(e) => return Err(op(e)),
@@ -588,6 +645,59 @@ impl Backend for SupervisordBackend {
         self.remove_program(&conf::program_name(slot)).await
     }
 
+    async fn set_endpoints(&self, endpoints: &[String]) -> BackendResult<()> {
+        let Some(exe) = self.settings.holder.clone() else {
+            return Ok(());
+        };
+        let known = {
+            let mut st = self.lock();
+            st.endpoints = Some(endpoints.to_vec());
+            st.held.clone()
+        };
+        if known.as_deref() == Some(endpoints) {
+            return Ok(());
+        }
+        // Unknown (adopted holder): its command line says what it bound.
+        let held = match known {
+            Some(h) => Some(h),
+            None => self.program_command(HOLDER_PROGRAM).await?.map(|c| {
+                conf::split_command(&c)
+                    .windows(2)
+                    .filter(|w| w[0] == "--bind")
+                    .map(|w| w[1].clone())
+                    .collect::<Vec<_>>()
+            }),
+        };
+        match held {
+            None => self.ensure_holder().await,
+            Some(h) if h == endpoints => {
+                self.lock().held = Some(h);
+                Ok(())
+            }
+            Some(_) => {
+                let specs = endpoints
+                    .iter()
+                    .map(|e| e.parse::<BindSpec>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| BackendError::Operation(format!("listen: {e}")))?;
+                let socket = self.layout.holder_socket();
+                tokio::task::spawn_blocking(move || rebind(&socket, &specs))
+                    .await
+                    .map_err(|e| BackendError::Operation(format!("rebind task: {e}")))?
+                    .map_err(|e| BackendError::Operation(format!("listen: {e}")))?;
+                tracing::info!(?endpoints, "socket holder rebound");
+                // A holder started again later (supervisord restart) binds the new set.
+                let program = self.holder_program(&exe, endpoints);
+                write_file(
+                    &self.layout.program_conf(HOLDER_PROGRAM),
+                    &conf::program_conf(&self.layout, &program),
+                )?;
+                self.lock().held = Some(endpoints.to_vec());
+                Ok(())
+            }
+        }
+    }
+
     async fn set_gc(&self, spec: Option<&GcSpec>) -> BackendResult<()> {
         self.remove_program(GC_PROGRAM).await?;
         let Some(spec) = spec else { return Ok(()) };
@@ -611,11 +721,8 @@ impl Backend for SupervisordBackend {
     async fn wait_change(&self, timeout: Duration) {
         let mut rx = self.events.lock().await;
         let mut pending = false;
-        loop {
-            match rx.try_recv() {
-                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => pending = true,
-                Err(_) => break,
-            }
+        while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = rx.try_recv() {
+            pending = true;
         }
         if pending {
             return;
@@ -707,16 +814,4 @@ fn is_zombie(pid: u32) -> bool {
                 .map(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(true)
-}
-
-/// Where a path is: for messages.
-pub fn display(p: &Path) -> String {
-    p.display().to_string()
-}
-
-#[allow(dead_code)]
-fn _assert_send(b: &SupervisordBackend) {
-    fn is_send<T: Send>(_: T) {}
-    is_send(b.observe());
-    let _: PathBuf = b.layout.rundir.clone();
 }
