@@ -34,3 +34,7 @@ test: deps lint test-rust
 
 fmt:
 	$(CARGO) fmt --all
+
+# Validate + render time of the example config and of a large one (release build; prints numbers).
+bench:
+	$(CARGO) bench -p kres-crd --bench render
