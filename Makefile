@@ -42,9 +42,12 @@ fmt:
 run:
 	$(CARGO) run -p kres-operator --bin kres-operator -- host --config $(EXAMPLE)
 
-# Host-mode benchmarks (not tests): change -> converged for N = 1, 2, 4, 8 against a bare kresd
-# start, queries lost during a rollout under load, idle RSS and start-up time.
+# Benchmarks (not tests; print numbers, see docs/BENCHMARKS.md): validate + render time; host mode
+# change -> converged for N = 1, 2, 4, 8, queries lost during a rollout, idle RSS, start-up time;
+# HTTP API latency and /metrics scrape time with 8 workers.
 bench: deps
+	$(CARGO) bench -p kres-crd --bench render
 	$(CARGO) build --release -p kres-operator --bin kres-operator
 	$(CARGO) test --release -p kres-tests --test host_bench -- --ignored --nocapture --test-threads=1
+	$(CARGO) test --release -p kres-tests --test api_bench -- --ignored --nocapture --test-threads=1
 
