@@ -46,7 +46,13 @@ fn api_latency_and_scrape_time() -> Result<()> {
     run(&rt, &client, 5, Method::GET, "/metrics", "")?;
     for (name, n, m, path, body) in [
         ("GET /status", 1000, Method::GET, "/status", ""),
-        ("PUT /v1/config/workers (no-op)", 300, Method::PUT, "/v1/config/workers", "8"),
+        (
+            "PUT /v1/config/workers (no-op)",
+            300,
+            Method::PUT,
+            "/v1/config/workers",
+            "8",
+        ),
         ("GET /metrics (8 workers)", 200, Method::GET, "/metrics", ""),
     ] {
         let (p50, p99, max) = percentiles(run(&rt, &client, n, m, path, body)?);

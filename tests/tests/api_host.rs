@@ -373,6 +373,20 @@ fn api_status_health_schema_cache_and_stop() -> Result<()> {
             .is_some_and(|e| !e.is_empty() && e.len() <= 20)
     );
     assert_eq!(s["current-revision"], s["target-revision"]);
+    // The cache garbage collector is enabled by default and runs under supervisord.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = api.req(Method::GET, "/status", &[], "").json();
+        if s["cache-gc"]["state"] == "running" && s["cache-gc"]["pid"].is_u64() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cache-gc state: {:#}",
+            s["cache-gc"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     assert_eq!(api.req(Method::GET, "/healthz", &[], "").status, 200);
     assert_eq!(api.req(Method::GET, "/readyz", &[], "").status, 200);

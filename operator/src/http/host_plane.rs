@@ -19,8 +19,8 @@ use tokio::sync::{Mutex, Notify, watch};
 use super::doc::etag_of;
 use super::persist;
 use super::plane::{
-    Applied, ApplyError, ControlPlane, Failure, FieldError, Plan, PlannedRestart, RolloutEvent,
-    StatusSnapshot, WorkerSocket, WorkerStatus,
+    Applied, ApplyError, CacheGcStatus, ControlPlane, Failure, FieldError, Plan, PlannedRestart,
+    RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus,
 };
 use super::server::{Listen, ServeError, ServerConfig, ServerHandle, serve};
 use super::worker::KresdControl;
@@ -56,6 +56,8 @@ pub struct HostPlane {
     p: HostPlaneParts,
     /// Serialises writes of the config file.
     submit: Mutex<()>,
+    /// Last seen state of the cache-gc program (polled from supervisord).
+    gc: Arc<std::sync::Mutex<Option<CacheGcStatus>>>,
 }
 
 /// How long the file source may take to publish what was written.
@@ -164,6 +166,7 @@ impl HostPlane {
         Self {
             p: parts,
             submit: Mutex::new(()),
+            gc: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
@@ -365,7 +368,19 @@ impl ControlPlane for HostPlane {
     }
 
     fn status(&self) -> StatusSnapshot {
-        snapshot(&self.p.status.borrow())
+        let mut snap = snapshot(&self.p.status.borrow());
+        let enabled = self
+            .current()
+            .is_some_and(|c| c.cache.garbage_collector.enable);
+        snap.cache_gc = if enabled {
+            self.gc.lock().ok().and_then(|g| g.clone())
+        } else {
+            Some(CacheGcStatus {
+                state: "disabled".into(),
+                pid: None,
+            })
+        };
+        snap
     }
 
     async fn reload(&self) -> Result<Applied, ApplyError> {
@@ -526,6 +541,35 @@ async fn track_metrics(mut status: watch::Receiver<Status>, metrics: Arc<Operato
     }
 }
 
+/// Poll supervisord once a second for the `cache-gc` program's state (until the plane is gone).
+async fn track_gc(socket: PathBuf, slot: std::sync::Weak<std::sync::Mutex<Option<CacheGcStatus>>>) {
+    use crate::backend::supervisord::conf::GC_PROGRAM;
+    let rpc = crate::backend::supervisord::rpc::Supervisor::new(&socket);
+    loop {
+        let state = match rpc.all_process_info().await {
+            Ok(list) => Some(
+                list.into_iter()
+                    .find(|p| p.name == GC_PROGRAM)
+                    .map(|p| CacheGcStatus {
+                        state: p.state.to_ascii_lowercase(),
+                        pid: (p.pid > 0).then_some(p.pid),
+                    })
+                    .unwrap_or(CacheGcStatus {
+                        state: "not running".into(),
+                        pid: None,
+                    }),
+            ),
+            Err(_) => None,
+        };
+        let Some(slot) = slot.upgrade() else { return };
+        if let Ok(mut g) = slot.lock() {
+            *g = state;
+        }
+        drop(slot);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Start the API for host mode: listener from the config's `management`, real control plane.
 pub async fn start_api(parts: HostPlaneParts) -> Result<ServerHandle, ServeError> {
     let cfg = parts.config.borrow().clone();
@@ -534,7 +578,9 @@ pub async fn start_api(parts: HostPlaneParts) -> Result<ServerHandle, ServeError
         None => Listen::Unix(parts.rundir.join("kres-api.sock")),
     };
     tokio::spawn(track_metrics(parts.status.clone(), parts.metrics.clone()));
+    let supervisord = parts.rundir.join("supervisord.sock");
     let plane = Arc::new(HostPlane::new(parts));
+    tokio::spawn(track_gc(supervisord, Arc::downgrade(&plane.gc)));
     // Scrapes are bounded separately (200 ms per worker); this bounds cache clearing.
     let control = Arc::new(KresdControl {
         timeout: Duration::from_secs(10),

@@ -564,17 +564,16 @@ fn cache_clear_lua(req: &CacheClear) -> Result<String, Vec<FieldError>> {
         return Err(errors);
     }
     // kresd's cache.clear(name, exact_name, rr_type, chunk_size); the chunk size only applies to
-    // subtree clearing. `name` is validated to [A-Za-z0-9._*-] so it is safe inside quotes.
+    // subtree clearing. The name goes through the one Lua quoting function.
     let name = req
         .name
         .as_ref()
         .map(|n| {
-            let n = if n.ends_with('.') {
-                n.clone()
+            if n.ends_with('.') {
+                kres_crd::lua::quote(n)
             } else {
-                format!("{n}.")
-            };
-            format!("'{n}'")
+                kres_crd::lua::quote(&format!("{n}."))
+            }
         })
         .unwrap_or_else(|| "nil".to_owned());
     let rr = req
