@@ -584,3 +584,52 @@ fn kresctl_online_commands() -> Result<()> {
     assert!(!ok && err.contains("404"), "{err}");
     Ok(())
 }
+
+#[test]
+fn api_tcp_listener_only_when_configured() -> Result<()> {
+    let mut host = Host::start(1, &local("192.0.2.10"))?;
+    host.wait_converged(None, Duration::from_secs(30))?;
+    Api::new(&host)?;
+    // Restart the operator with `management.interface` instead of the unix socket.
+    let ip = kres_tests::net::unique_loopback();
+    let port = kres_tests::net::free_port(ip);
+    host.kill_operator()?;
+    let text = std::fs::read_to_string(&host.config)?.replace(
+        &format!("unix-socket: {}", host.api_socket().display()),
+        &format!("interface: {ip}@{port}"),
+    );
+    assert!(text.contains("interface: 127."), "{text}");
+    std::fs::write(&host.config, text)?;
+    let _ = std::fs::remove_file(host.api_socket());
+    host.spawn()?;
+    let bin = kres_tests::host::operator_binary()?.with_file_name("kresctl");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let out = loop {
+        let out = Command::new(&bin)
+            .args(["--url", &format!("http://{ip}:{port}"), "--json", "status"])
+            .output()?;
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        host.log()
+    );
+    let status: Value = serde_json::from_slice(&out.stdout)?;
+    assert!(status["workers"].is_array(), "{status:#}");
+    let op = host.pid().context("operator pid")?;
+    assert_eq!(
+        tcp_listeners_of(op).len(),
+        1,
+        "exactly the configured TCP listener"
+    );
+    assert!(
+        !host.api_socket().exists(),
+        "no unix socket when TCP is configured"
+    );
+    Ok(())
+}
