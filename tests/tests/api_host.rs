@@ -311,7 +311,17 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
                 r#""192.0.2.12""#,
             )
         });
-        std::thread::sleep(Duration::from_millis(60));
+        // Send the second change once the first one is rolling (desired, not converged yet).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(s) = host.status()
+                && s["desired-revision"] != rev1.as_str()
+                && s["converged"] == false
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let second = api.req(
             Method::PUT,
             "/v1/config/local-data/addresses/api.test.",
