@@ -27,10 +27,27 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The host integration tests run the kres-operator binary: build it first.
 test-rust:
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
 test: deps lint test-rust
 
 fmt:
 	$(CARGO) fmt --all
+
+# A working resolver on loopback, in the foreground (Ctrl-C stops workers and supervisord).
+# Works as root and as an ordinary user: the example keeps rundir and cache under /tmp.
+run:
+	$(CARGO) run -p kres-operator --bin kres-operator -- host --config $(EXAMPLE)
+
+# Benchmarks (not tests; print numbers, see docs/BENCHMARKS.md): validate + render time; host mode
+# change -> converged for N = 1, 2, 4, 8, queries lost during a rollout, idle RSS, start-up time;
+# HTTP API latency and /metrics scrape time with 8 workers.
+bench: deps
+	$(CARGO) bench -p kres-crd --bench render
+	$(CARGO) build --release -p kres-operator --bin kres-operator
+	$(CARGO) test --release -p kres-tests --test host_bench -- --ignored --nocapture --test-threads=1
+	$(CARGO) test --release -p kres-tests --test api_bench -- --ignored --nocapture --test-threads=1
+

@@ -6,3 +6,4 @@
 //! - [`lua`]: rendering a validated config into kresd 5.x Lua; the one escaping function.
 
 pub mod config;
+pub mod lua;

@@ -1,4 +1,11 @@
 //! kres-operator: converges a fleet of kresd workers to a declared configuration.
 
+pub mod backend;
+pub mod cli;
+pub mod host;
+pub mod http;
 pub mod kresd;
+pub mod metrics;
+pub mod reconcile;
 pub mod sockets;
+pub mod source;

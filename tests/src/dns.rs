@@ -1,6 +1,6 @@
 //! A minimal DNS client (hickory-proto) for asserting what a resolver answers.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -20,13 +20,35 @@ pub fn query_with(
     timeout: Duration,
     edit: impl FnOnce(&mut Message),
 ) -> Result<Message> {
-    let bind: SocketAddr = if server.is_ipv4() {
-        "127.0.0.1:0"
+    let src: IpAddr = if server.is_ipv4() {
+        Ipv4Addr::LOCALHOST.into()
     } else {
-        "[::1]:0"
-    }
-    .parse()?;
-    let sock = UdpSocket::bind(bind)?;
+        Ipv6Addr::LOCALHOST.into()
+    };
+    query_from_with(src, server, name, rtype, timeout, edit)
+}
+
+/// Send one query over UDP from source address `src` (e.g. a specific 127.x.y.z, to test
+/// address-based views) and return the reply.
+pub fn query_from(
+    src: IpAddr,
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+) -> Result<Message> {
+    query_from_with(src, server, name, rtype, Duration::from_secs(2), |_| {})
+}
+
+/// [`query_from`] with a timeout and an `edit` hook like [`query_with`].
+pub fn query_from_with(
+    src: IpAddr,
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    timeout: Duration,
+    edit: impl FnOnce(&mut Message),
+) -> Result<Message> {
+    let sock = UdpSocket::bind(SocketAddr::new(src, 0)).with_context(|| format!("bind {src}"))?;
     sock.set_read_timeout(Some(timeout))?;
     let id: u16 = rand_id();
     let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
@@ -81,4 +103,25 @@ fn rand_id() -> u16 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     (t.subsec_nanos() ^ std::process::id()) as u16
+}
+
+/// Query with an empty EDNS NSID option (RFC 5001) and return the NSID the server sent back.
+pub fn query_nsid(server: SocketAddr, name: &str, rtype: RecordType) -> Result<Option<Vec<u8>>> {
+    use hickory_proto::op::Edns;
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption, NSIDPayload};
+    let reply = query_with(server, name, rtype, Duration::from_secs(2), |m| {
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        if let Ok(p) = NSIDPayload::new(Vec::new()) {
+            edns.options_mut().insert(EdnsOption::NSID(p));
+        }
+        m.set_edns(edns);
+    })?;
+    Ok(reply
+        .edns
+        .as_ref()
+        .and_then(|e| match e.option(EdnsCode::NSID) {
+            Some(EdnsOption::NSID(p)) => Some(p.as_ref().to_vec()),
+            _ => None,
+        }))
 }

@@ -1,14 +1,17 @@
-//! `kres-operator`: the reconciler (host mode with supervisord; Kubernetes mode later).
-//!
-//! Minimal main with the two hidden helper subcommands of host mode (`socket-holder`, `launch`);
-//! the host reconciler adds its own subcommands next to them.
+//! `kres-operator`: the reconciler. `kres-operator host --config FILE` runs a kresd fleet on this
+//! host under supervisord.
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use kres_operator::host::run::{HostOptions, run_host};
 use kres_operator::sockets::{HolderArgs, LaunchArgs, run_launch, run_socket_holder};
+use tracing_subscriber::EnvFilter;
 
-#[derive(Debug, Parser)]
+#[derive(Parser, Debug)]
 #[command(
     name = "kres-operator",
     version,
@@ -19,8 +22,10 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the resolver on this host: kresd workers under supervisord, converged to --config.
+    Host(HostArgs),
     /// Bind the listening sockets once and hand them to launchers (supervisord program `sockets`).
     #[command(hide = true)]
     SocketHolder(HolderArgs),
@@ -29,19 +34,71 @@ enum Command {
     Launch(LaunchArgs),
 }
 
+#[derive(Args, Debug)]
+struct HostArgs {
+    /// The resolver configuration (Knot Resolver 6 config.yaml syntax).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Follow changes of the file (also Kubernetes ConfigMap symlink swaps). SIGHUP always re-reads.
+    #[arg(long)]
+    watch: bool,
+    /// On SIGTERM/SIGINT leave supervisord and the workers serving (default: stop them).
+    #[arg(long)]
+    keep_workers_on_exit: bool,
+    /// Run directory (default: the config's `rundir`).
+    #[arg(long, value_name = "DIR")]
+    rundir: Option<PathBuf>,
+    /// Loopback address for the workers' private probe endpoints.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    probe_address: IpAddr,
+    /// How long a new worker may take to send READY=1 and answer its probe.
+    #[arg(long, default_value = "5000", value_name = "MS")]
+    start_timeout_ms: u64,
+    /// supervisord binary.
+    #[arg(long, default_value = "supervisord", value_name = "PATH")]
+    supervisord: String,
+    /// kresd binary.
+    #[arg(long, default_value = "kresd", value_name = "PATH")]
+    kresd: String,
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
         .init();
-    let result = match &cli.command {
-        Command::SocketHolder(args) => run_socket_holder(args).map(|never| match never {}),
-        Command::Launch(args) => run_launch(args).map(|never| match never {}),
+    let cli = Cli::parse();
+    let host = match cli.command {
+        Command::Host(a) => a,
+        Command::SocketHolder(args) => return report(run_socket_holder(&args).map(|n| match n {})),
+        Command::Launch(args) => return report(run_launch(&args).map(|n| match n {})),
     };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kres-operator: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let a = host;
+    report(runtime.block_on(run_host(HostOptions {
+        config: a.config,
+        watch: a.watch,
+        keep_workers_on_exit: a.keep_workers_on_exit,
+        rundir: a.rundir,
+        probe_address: a.probe_address,
+        start_timeout: Duration::from_millis(a.start_timeout_ms),
+        supervisord: a.supervisord,
+        kresd: a.kresd,
+    })))
+}
+
+fn report<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,5 +1,9 @@
-//! `kresctl`: the command-line client.
-fn main() {
-    eprintln!("kresctl: not implemented yet");
-    std::process::exit(2);
+//! `kresctl`: the command-line client (offline: validate, convert, schema).
+use std::process::ExitCode;
+
+use clap::Parser;
+use kres_operator::cli::{Cli, run};
+
+fn main() -> ExitCode {
+    run(Cli::parse())
 }

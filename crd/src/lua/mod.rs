@@ -1,0 +1,88 @@
+//! Rendering a validated [`ResolverConfig`] into kresd 5.x Lua.
+//!
+//! [`render`] is deterministic (same config, same bytes); [`revision`] hashes its output.
+//! Every user string that reaches the output goes through [`quote`]; `lua.script` is the only
+//! raw passthrough and is labelled as such in the output. Settings kresd 5.6 cannot do are a
+//! [`RenderError`] naming the JSON pointer, never silently dropped.
+
+mod general;
+mod network;
+mod policy;
+mod quote;
+mod resolver;
+mod writer;
+
+pub use network::inherited_kind;
+pub use quote::quote;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::ResolverConfig;
+use writer::LuaOut;
+
+/// How `network.listen` entries reach kresd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketMode {
+    /// kresd binds every `network.listen` entry itself (`net.listen`); what `kresctl convert` prints.
+    #[default]
+    Listen,
+    /// The sockets are inherited (`kresd -S FD[:kind]`): no `net.listen` for `network.listen`.
+    Inherited,
+}
+
+/// Options that change how a config is rendered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Whether kresd binds its listening sockets itself.
+    pub sockets: SocketMode,
+}
+
+/// A setting that parses but kresd 5.x cannot do (or cannot do faithfully).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pointer}: {message}")]
+pub struct RenderError {
+    /// JSON pointer of the offending setting, e.g. `/forward/0/servers`.
+    pub pointer: String,
+    /// What kresd 5.x cannot do.
+    pub message: String,
+}
+
+impl RenderError {
+    pub(crate) fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        RenderError {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Render `config` as a kresd 5.x Lua configuration.
+pub fn render(config: &ResolverConfig, options: &RenderOptions) -> Result<String, RenderError> {
+    let mut out = LuaOut::default();
+    general::no_nul(config)?;
+    out.line("-- kresd 5.x configuration rendered by kres-operator from config.yaml; do not edit.");
+    if !config.lua.script_only {
+        general::unsupported(config)?;
+        general::identity(config, &mut out);
+        general::logging(config, &mut out)?;
+        general::monitoring(config, &mut out)?;
+        resolver::options(config, &mut out);
+        network::network(config, options, &mut out)?;
+        resolver::cache(config, &mut out)?;
+        resolver::dnssec(config, &mut out);
+        policy::policy(config, &mut out)?;
+        policy::views(config, &mut out)?;
+        resolver::dns64(config, &mut out);
+    }
+    general::lua(config, &mut out)?;
+    Ok(out.finish())
+}
+
+/// A short stable hash (16 hex digits of SHA-256) of rendered Lua, used as the revision id.
+pub fn revision(rendered: &[u8]) -> String {
+    let digest = Sha256::digest(rendered);
+    hex::encode(&digest[..8])
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+//! `network`: listening sockets, TLS, EDNS, TCP, PROXYv2, address renumbering.
+
+use crate::config::{AutoBool, InterfaceHost, ListenKind, ResolverConfig, TlsPadding};
+
+use super::writer::{LuaOut, lua_bool, str_list};
+use super::{RenderError, RenderOptions, SocketMode, quote};
+
+/// kresd 5.x's `kind` for a listen kind, or why it has none.
+fn kind_name(kind: ListenKind) -> Result<&'static str, &'static str> {
+    match kind {
+        ListenKind::Dns => Ok("dns"),
+        ListenKind::Dot => Ok("tls"),
+        ListenKind::DohLegacy => Ok("doh_legacy"),
+        ListenKind::Doh2 => Ok("doh2"),
+        ListenKind::Xdp => Ok("xdp"),
+        ListenKind::Doh2Insecure => Err("kind 'doh2-insecure' exists only in Knot Resolver 6.x"),
+        ListenKind::Doq => Err("kind 'doq' (DNS over QUIC) exists only in Knot Resolver 6.x"),
+    }
+}
+
+/// The `-S FD:kind` suffix kresd 5.x expects for an inherited socket of this listen kind
+/// (`None` for plain DNS).
+pub fn inherited_kind(kind: ListenKind) -> Option<&'static str> {
+    match kind_name(kind) {
+        Ok("dns") | Err(_) => None,
+        Ok(k) => Some(k),
+    }
+}
+
+/// The `network` section.
+pub(super) fn network(
+    c: &ResolverConfig,
+    opts: &RenderOptions,
+    out: &mut LuaOut,
+) -> Result<(), RenderError> {
+    let n = &c.network;
+    out.section("network");
+    out.line(format!("net.ipv4 = {}", lua_bool(n.do_ipv4)));
+    out.line(format!("net.ipv6 = {}", lua_bool(n.do_ipv6)));
+    if let Some(a) = &n.out_interface_v4 {
+        out.line(format!("net.outgoing_v4({})", quote(&a.to_string())));
+    }
+    if let Some(a) = &n.out_interface_v6 {
+        out.line(format!("net.outgoing_v6({})", quote(&a.to_string())));
+    }
+    out.line(format!("net.tcp_pipeline({})", n.tcp_pipeline.get()));
+    if n.edns_tcp_keepalive {
+        out.line("modules.load('edns_keepalive')");
+    } else {
+        out.line("modules.unload('edns_keepalive')");
+    }
+    out.line(format!(
+        "net.bufsize({}, {})",
+        n.edns_buffer_size.downstream.bytes(),
+        n.edns_buffer_size.upstream.bytes()
+    ));
+
+    let tls = &n.tls;
+    if tls.watchdog == AutoBool::Bool(true) {
+        return Err(RenderError::new(
+            "/network/tls/watchdog",
+            "kresd 5.x does not watch TLS certificate files",
+        ));
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => out.line(format!(
+            "net.tls({}, {})",
+            quote(cert.as_str()),
+            quote(key.as_str())
+        )),
+        (None, None) => {}
+        _ => {
+            return Err(RenderError::new(
+                "/network/tls",
+                "'cert-file' and 'key-file' must be configured together",
+            ));
+        }
+    }
+    if let Some(secret) = &tls.sticket_secret {
+        out.line(format!(
+            "net.tls_sticket_secret({})",
+            quote(secret.as_str())
+        ));
+    }
+    if let Some(file) = &tls.sticket_secret_file {
+        out.line(format!(
+            "net.tls_sticket_secret_file({})",
+            quote(file.as_str())
+        ));
+    }
+    match tls.padding {
+        TlsPadding::Enabled(b) => out.line(format!("net.tls_padding({})", lua_bool(b))),
+        TlsPadding::BlockSize(s) => out.line(format!("net.tls_padding({})", s.get())),
+    }
+
+    if !n.address_renumbering.is_empty() {
+        out.line("modules.load('renumber')");
+        let pairs: Vec<String> = n
+            .address_renumbering
+            .iter()
+            .map(|r| str_list([r.source.to_string(), r.destination.to_string()]))
+            .collect();
+        out.line(format!("renumber.config({{{}}})", pairs.join(", ")));
+    }
+
+    if n.proxy_protocol.enable {
+        let allow = n.proxy_protocol.allow.as_deref().unwrap_or_default();
+        out.line(format!(
+            "net.proxy_allowed({})",
+            str_list(allow.iter().map(|a| a.to_string()))
+        ));
+    }
+
+    if n.quic != Default::default() {
+        return Err(RenderError::new(
+            "/network/quic",
+            "kresd 5.x has no DNS over QUIC",
+        ));
+    }
+
+    let mut need_http = false;
+    let mut listens = Vec::new();
+    for (i, l) in n.listen.iter().enumerate() {
+        let ptr = format!("/network/listen/{i}");
+        let kind = kind_name(l.kind).map_err(|m| RenderError::new(format!("{ptr}/kind"), m))?;
+        if l.unix_socket.is_some() {
+            return Err(RenderError::new(
+                format!("{ptr}/unix-socket"),
+                "kresd 5.x serves DNS only on IP sockets, not on unix sockets",
+            ));
+        }
+        let Some(interfaces) = &l.interface else {
+            return Err(RenderError::new(
+                ptr,
+                "one of 'interface' or 'unix-socket' must be configured",
+            ));
+        };
+        need_http |= l.kind == ListenKind::DohLegacy;
+        let mut opts = format!("kind = '{kind}'");
+        if l.freebind {
+            opts.push_str(", freebind = true");
+        }
+        for iface in interfaces {
+            let port = iface
+                .port
+                .or(l.port)
+                .map(|p| p.get())
+                .unwrap_or_else(|| l.kind.default_port());
+            let target = match &iface.host {
+                InterfaceHost::Ip(ip) => quote(&ip.to_string()),
+                // An interface name: all its addresses (`net.<name>` in kresd 5.x).
+                InterfaceHost::Name(name) => format!("net[{}]", quote(name.as_str())),
+            };
+            listens.push(format!("net.listen({target}, {port}, {{{opts}}})"));
+        }
+    }
+    if need_http {
+        out.line("modules.load('http')");
+    }
+    match opts.sockets {
+        SocketMode::Listen => {
+            for l in listens {
+                out.line(l);
+            }
+        }
+        SocketMode::Inherited => {
+            out.line("-- network.listen: sockets are inherited from the operator (kresd -S)")
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! Files the supervisord backend writes into the rundir, and reading revision and probe address
+//! back from supervisord's view of a program (its command line): what makes adoption possible.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::reconcile::{Revision, Slot};
+
+/// Program name of the shared-socket holder.
+pub const HOLDER_PROGRAM: &str = "sockets";
+/// Program name of the cache garbage collector.
+pub const GC_PROGRAM: &str = "cache-gc";
+/// Program name prefix of kresd workers.
+pub const WORKER_PREFIX: &str = "kresd";
+
+/// Where everything lives inside the rundir.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The rundir (kresd's working directory too).
+    pub rundir: PathBuf,
+}
+
+impl Layout {
+    /// supervisord's configuration file.
+    pub fn supervisord_conf(&self) -> PathBuf {
+        self.rundir.join("supervisord.conf")
+    }
+    /// supervisord's XML-RPC unix socket.
+    pub fn supervisord_socket(&self) -> PathBuf {
+        self.rundir.join("supervisord.sock")
+    }
+    /// supervisord's pidfile.
+    pub fn supervisord_pidfile(&self) -> PathBuf {
+        self.rundir.join("supervisord.pid")
+    }
+    /// One `.conf` per program.
+    pub fn programs_dir(&self) -> PathBuf {
+        self.rundir.join("programs")
+    }
+    /// Program logs (stderr of every worker).
+    pub fn logs_dir(&self) -> PathBuf {
+        self.rundir.join("logs")
+    }
+    /// The operator's NOTIFY_SOCKET.
+    pub fn notify_socket(&self) -> PathBuf {
+        self.rundir.join("notify.sock")
+    }
+    /// The shared-socket holder's unix socket.
+    pub fn holder_socket(&self) -> PathBuf {
+        self.rundir.join("sockets.sock")
+    }
+    /// The directory of one revision.
+    pub fn revision_dir(&self, revision: &str) -> PathBuf {
+        self.rundir.join("revisions").join(revision)
+    }
+    /// The kresd config of one revision.
+    pub fn revision_config(&self, revision: &str) -> PathBuf {
+        self.revision_dir(revision).join("kresd.conf")
+    }
+    /// kresd's control sockets (`control/<pid>`).
+    pub fn control_dir(&self) -> PathBuf {
+        self.rundir.join("control")
+    }
+    /// The status snapshot written for humans and tests.
+    pub fn status_file(&self) -> PathBuf {
+        self.rundir.join("status.json")
+    }
+    /// A program's `.conf` file.
+    pub fn program_conf(&self, program: &str) -> PathBuf {
+        self.programs_dir().join(format!("{program}.conf"))
+    }
+}
+
+/// The supervisord program name of a slot.
+pub fn program_name(slot: Slot) -> String {
+    match slot {
+        Slot::Worker(i) => format!("{WORKER_PREFIX}{i}"),
+        Slot::Surge => format!("{WORKER_PREFIX}-canary"),
+    }
+}
+
+/// The slot of a program name, if it is a worker.
+pub fn slot_of_program(name: &str) -> Option<Slot> {
+    let rest = name.strip_prefix(WORKER_PREFIX)?;
+    if rest == "-canary" {
+        return Some(Slot::Surge);
+    }
+    if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    rest.parse().ok().map(Slot::Worker)
+}
+
+/// supervisord.conf: unix socket (0600) and pidfile in the rundir, programs included from
+/// `programs/*.conf`.
+pub fn supervisord_conf(layout: &Layout) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "; written by kres-operator; regenerated at every start");
+    let _ = writeln!(s, "[unix_http_server]");
+    let _ = writeln!(s, "file={}", ini(&layout.supervisord_socket()));
+    let _ = writeln!(s, "chmod=0600\n");
+    let _ = writeln!(s, "[supervisord]");
+    let _ = writeln!(s, "pidfile={}", ini(&layout.supervisord_pidfile()));
+    let _ = writeln!(s, "logfile={}", ini(&layout.rundir.join("supervisord.log")));
+    let _ = writeln!(s, "logfile_maxbytes=1MB\nlogfile_backups=1\nloglevel=info");
+    let _ = writeln!(s, "childlogdir={}", ini(&layout.logs_dir()));
+    let _ = writeln!(s, "directory={}", ini(&layout.rundir));
+    let _ = writeln!(s, "minfds=1024\n");
+    let _ = writeln!(s, "[rpcinterface:supervisor]");
+    let _ = writeln!(
+        s,
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+    );
+    let _ = writeln!(s, "[supervisorctl]");
+    let _ = writeln!(
+        s,
+        "serverurl=unix://{}\n",
+        ini(&layout.supervisord_socket())
+    );
+    let _ = writeln!(s, "[include]");
+    let _ = writeln!(s, "files = {}/*.conf", ini(&layout.programs_dir()));
+    s
+}
+
+/// One supervisord program.
+#[derive(Clone, Debug)]
+pub struct Program {
+    /// Program (and group) name.
+    pub name: String,
+    /// argv.
+    pub command: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Start order (lower first).
+    pub priority: u32,
+    /// supervisord's `exitcodes`: an exit with one of these is final (no restart).
+    pub exitcodes: &'static str,
+    /// supervisord's `startsecs` (0 for workers: readiness is READY=1 + probe).
+    pub startsecs: u32,
+    /// supervisord's `startretries`.
+    pub startretries: u32,
+}
+
+/// The `[program:x]` section.
+pub fn program_conf(layout: &Layout, p: &Program) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "[program:{}]", p.name);
+    let _ = writeln!(s, "command={}", join_command(&p.command));
+    let _ = writeln!(s, "directory={}", ini(&layout.rundir));
+    let env: Vec<String> = p
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('%', "%%").replace('"', "")))
+        .collect();
+    if !env.is_empty() {
+        let _ = writeln!(s, "environment={}", env.join(","));
+    }
+    let _ = writeln!(s, "priority={}", p.priority);
+    // Readiness is READY=1 + a DNS probe, not supervisord's startsecs (FACTS: startsecs costs
+    // a second per start). A config error (rc 1) is final; a crash/kill is restarted at once.
+    let _ = writeln!(
+        s,
+        "startsecs={}\nstartretries={}",
+        p.startsecs, p.startretries
+    );
+    let _ = writeln!(s, "autostart=true\nautorestart=unexpected");
+    let _ = writeln!(s, "exitcodes={}", p.exitcodes);
+    let _ = writeln!(s, "stopsignal=TERM\nstopwaitsecs=5\nkillasgroup=false");
+    let log = layout.logs_dir().join(format!("{}.log", p.name));
+    let _ = writeln!(s, "redirect_stderr=true");
+    let _ = writeln!(s, "stdout_logfile={}", ini(&log));
+    let _ = writeln!(s, "stdout_logfile_maxbytes=1MB\nstdout_logfile_backups=1");
+    s
+}
+
+fn ini(p: &Path) -> String {
+    p.display().to_string().replace('%', "%%")
+}
+
+/// Join argv into a command line supervisord splits back (shlex): words with special characters
+/// are single-quoted.
+pub fn join_command(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| quote_word(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('%', "%%")
+}
+
+fn quote_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./@:=,+".contains(&b));
+    if plain {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\"'\"'"))
+    }
+}
+
+/// Split a command line as supervisord reports it back (single and double quotes, backslash).
+pub fn split_command(line: &str) -> Vec<String> {
+    let mut words = vec![];
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for c in chars.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                    cur.push(c);
+                }
+            }
+            '"' => {
+                in_word = true;
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => cur.extend(chars.next()),
+                        c => cur.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                cur.extend(chars.next());
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+/// What a worker's command line says about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerCommand {
+    /// Revision (the directory name of the `-c` config path).
+    pub revision: Revision,
+    /// The private probe endpoint (`-a IP@PORT`).
+    pub probe: Option<SocketAddr>,
+}
+
+/// Recover revision and probe endpoint from a worker's command line.
+pub fn parse_worker_command(line: &str) -> Option<WorkerCommand> {
+    let words = split_command(line);
+    let after = |flag: &str| {
+        words
+            .iter()
+            .position(|w| w == flag)
+            .and_then(|i| words.get(i + 1))
+            .cloned()
+    };
+    let config = PathBuf::from(after("-c")?);
+    let revision = config.parent()?.file_name()?.to_str()?.to_string();
+    let probe = after("-a").and_then(|a| {
+        let (ip, port) = a.rsplit_once('@')?;
+        Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
+    });
+    Some(WorkerCommand { revision, probe })
+}
+
+/// The command of a slot's worker: `kresd -n -a PROBE -c REVISION_CONFIG RUNDIR`, optionally
+/// wrapped by `launcher` (which receives the shared listening sockets and execs kresd with
+/// `-S FD` arguments added).
+pub fn worker_command(
+    layout: &Layout,
+    launcher: &[String],
+    kresd: &str,
+    revision: &str,
+    probe: SocketAddr,
+) -> Vec<String> {
+    let mut argv: Vec<String> = launcher.to_vec();
+    argv.extend([
+        kresd.to_string(),
+        "-n".into(),
+        "-a".into(),
+        format!("{}@{}", probe.ip(), probe.port()),
+        "-c".into(),
+        layout.revision_config(revision).display().to_string(),
+        layout.rundir.display().to_string(),
+    ]);
+    argv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_command_round_trips_through_supervisord_quoting() {
+        let layout = Layout {
+            rundir: PathBuf::from("/tmp/my run%dir"),
+        };
+        let probe: SocketAddr = "127.9.8.7:5301".parse().expect("addr");
+        let argv = worker_command(&layout, &[], "kresd", "0123abcd", probe);
+        let line = join_command(&argv).replace("%%", "%");
+        assert_eq!(split_command(&line), argv);
+        assert_eq!(
+            parse_worker_command(&line),
+            Some(WorkerCommand {
+                revision: "0123abcd".into(),
+                probe: Some(probe)
+            })
+        );
+    }
+
+    #[test]
+    fn program_names_map_to_slots() {
+        for slot in [Slot::Worker(0), Slot::Worker(12), Slot::Surge] {
+            assert_eq!(slot_of_program(&program_name(slot)), Some(slot));
+        }
+        for other in ["sockets", "cache-gc", "kresd", "kresdx", "kresd-1"] {
+            assert_eq!(slot_of_program(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn split_handles_quotes() {
+        assert_eq!(
+            split_command(r#"a 'b c' "d \" e" f\ g"#),
+            vec!["a", "b c", "d \" e", "f g"]
+        );
+    }
+}

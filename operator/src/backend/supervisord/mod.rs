@@ -1,0 +1,817 @@
+//! The host backend: kresd workers as supervisord programs, driven over XML-RPC.
+//!
+//! - supervisord runs from `RUNDIR/supervisord.conf` with its socket and pidfile in the rundir;
+//!   the operator starts it when none answers (after clearing away orphans of a dead one) and
+//!   adopts it when one does. supervisord daemonizes into its own session, so signals aimed at
+//!   the operator (SIGHUP, Ctrl-C) never reach kresd, and workers outlive the operator.
+//! - One program (and group) per slot: `kresd<i>` and `kresd-canary`, plus `cache-gc` and, with
+//!   shared sockets, the holder `sockets`. Programs are added/removed with `reloadConfig` +
+//!   `addProcessGroup` / `removeProcessGroup`.
+//! - A worker's revision and private probe endpoint are in its command line
+//!   (`-c RUNDIR/revisions/<rev>/kresd.conf`, `-a IP@PORT`), so a restarted operator recovers
+//!   them from `getAllConfigInfo`.
+//! - Ready = `READY=1` from the worker's PID on the operator's `NOTIFY_SOCKET`, then a DNS probe
+//!   answered on the worker's private endpoint. Workers that already ran when the operator
+//!   adopted supervisord only need the probe.
+
+pub mod conf;
+pub mod rpc;
+pub mod xmlrpc;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Mutex, broadcast};
+
+use self::conf::{GC_PROGRAM, HOLDER_PROGRAM, Layout, Program};
+use self::rpc::{ProcessInfo, RpcError, Supervisor};
+use super::{Backend, BackendError, BackendResult};
+use crate::kresd::control::remove_stale_sockets;
+use crate::kresd::notify::{Notification, NotifyListener};
+use crate::kresd::probe::{ProbeQuestion, probe};
+use crate::reconcile::{GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState};
+use crate::sockets::{BindSpec, rebind};
+
+/// How the supervisord backend runs things.
+#[derive(Clone, Debug)]
+pub struct SupervisordSettings {
+    /// The rundir: supervisord's files, revisions, logs, kresd's working directory.
+    pub rundir: PathBuf,
+    /// The supervisord binary.
+    pub supervisord: String,
+    /// The kresd binary.
+    pub kresd: String,
+    /// The kres-cache-gc binary.
+    pub cache_gc: String,
+    /// Address for the workers' private probe endpoints (a free port each).
+    pub probe_ip: IpAddr,
+    /// argv prefix that wraps kresd (the shared-socket launcher); empty: kresd binds itself.
+    pub launcher: Vec<String>,
+    /// The `kres-operator` executable that runs the shared-socket holder (`socket-holder`
+    /// subcommand), when sockets are shared.
+    pub holder: Option<String>,
+    /// How long one probe waits for its reply.
+    pub probe_timeout: Duration,
+}
+
+impl SupervisordSettings {
+    /// Defaults for `rundir`: Debian's binaries from `PATH`, probes on 127.0.0.1.
+    pub fn new(rundir: PathBuf) -> SupervisordSettings {
+        SupervisordSettings {
+            rundir,
+            supervisord: "supervisord".into(),
+            kresd: "kresd".into(),
+            cache_gc: "kres-cache-gc".into(),
+            probe_ip: IpAddr::from([127, 0, 0, 1]),
+            launcher: vec![],
+            holder: None,
+            probe_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// PIDs that passed READY + probe, with when (monotonic, unix ms).
+    ready: HashMap<u32, (Duration, u64)>,
+    /// When a (program, pid) was first seen not ready.
+    first_seen: HashMap<(String, u32), Duration>,
+    /// When a program was first seen exited.
+    exited_seen: HashMap<String, Duration>,
+    /// PIDs already running when this supervisord was adopted: they need only the probe.
+    adopted: HashSet<u32>,
+    /// The adopted set is computed at the next observation.
+    adopt_pending: bool,
+    /// PID of the supervisord in use.
+    supervisord_pid: Option<u32>,
+    /// The endpoints the holder should hold (last `set_endpoints`).
+    endpoints: Option<Vec<String>>,
+    /// The endpoints the running holder is known to hold.
+    held: Option<Vec<String>>,
+}
+
+/// The supervisord backend.
+pub struct SupervisordBackend {
+    settings: SupervisordSettings,
+    layout: Layout,
+    rpc: Supervisor,
+    notify: NotifyListener,
+    events: Mutex<broadcast::Receiver<Notification>>,
+    state: std::sync::Mutex<State>,
+    epoch: Instant,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn op(e: RpcError) -> BackendError {
+    if e.is_unreachable() {
+        BackendError::Unavailable(e.to_string())
+    } else {
+        BackendError::Operation(e.to_string())
+    }
+}
+
+/// Ignore the faults that mean "already in the wanted state".
+fn tolerate(r: Result<(), RpcError>, faults: &[&str]) -> BackendResult<()> {
+    match r {
+        Err(e) if e.fault_name().is_some_and(|f| faults.contains(&f)) => Ok(()),
+        r => r.map_err(op),
+    }
+}
+
+impl SupervisordBackend {
+    /// Prepare the rundir and bind the operator's NOTIFY_SOCKET. Needs a tokio runtime.
+    pub fn new(settings: SupervisordSettings) -> BackendResult<SupervisordBackend> {
+        let layout = Layout {
+            rundir: settings.rundir.clone(),
+        };
+        for dir in [
+            layout.rundir.clone(),
+            layout.programs_dir(),
+            layout.logs_dir(),
+            layout.rundir.join("revisions"),
+        ] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| BackendError::io(format!("create {}", dir.display()), e))?;
+        }
+        let notify = NotifyListener::bind(layout.notify_socket()).map_err(|e| {
+            BackendError::Operation(format!(
+                "NOTIFY_SOCKET {}: {e}",
+                layout.notify_socket().display()
+            ))
+        })?;
+        let events = Mutex::new(notify.subscribe());
+        Ok(SupervisordBackend {
+            rpc: Supervisor::new(&layout.supervisord_socket()),
+            settings,
+            layout,
+            notify,
+            events,
+            state: std::sync::Mutex::new(State::default()),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// The files' layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The XML-RPC client.
+    pub fn rpc(&self) -> &Supervisor {
+        &self.rpc
+    }
+
+    /// PID of the supervisord in use, once known.
+    pub fn supervisord_pid(&self) -> Option<u32> {
+        self.lock().supervisord_pid
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    /// Start supervisord from our config, after clearing away processes left by a dead one.
+    async fn start_supervisord(&self) -> BackendResult<()> {
+        let orphans = find_processes_of(&self.layout.rundir);
+        if !orphans.is_empty() {
+            tracing::warn!(
+                ?orphans,
+                "supervisord is gone; stopping its orphaned programs"
+            );
+            terminate(&orphans, Duration::from_secs(3)).await;
+        }
+        for stale in [
+            self.layout.supervisord_socket(),
+            self.layout.supervisord_pidfile(),
+        ] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let conf = self.layout.supervisord_conf();
+        write_file(&conf, &conf::supervisord_conf(&self.layout))?;
+        tracing::info!(conf = %conf.display(), "starting supervisord");
+        let out = tokio::process::Command::new(&self.settings.supervisord)
+            .arg("-c")
+            .arg(&conf)
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| BackendError::io(format!("run {}", self.settings.supervisord), e))?;
+        if !out.status.success() {
+            return Err(BackendError::Operation(format!(
+                "supervisord exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.rpc.pid().await {
+                Ok(pid) => {
+                    let mut st = self.lock();
+                    st.supervisord_pid = Some(pid);
+                    st.adopted.clear();
+                    st.adopt_pending = false;
+                    tracing::info!(pid, "supervisord up");
+                    return Ok(());
+                }
+                Err(e) if Instant::now() > deadline => {
+                    return Err(BackendError::Unavailable(format!(
+                        "supervisord did not come up: {e}"
+                    )));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Remove control sockets of workers that are gone (SIGKILL/crash leave them behind).
+    async fn clean_control_sockets(&self) {
+        let dir = self.layout.control_dir();
+        if dir.exists()
+            && let Err(e) = remove_stale_sockets(&dir, Duration::from_millis(200)).await
+        {
+            tracing::warn!(error = %e, "stale control sockets not cleaned");
+        }
+    }
+
+    async fn program_command(&self, name: &str) -> BackendResult<Option<String>> {
+        let configs = self.rpc.all_config_info().await.map_err(op)?;
+        Ok(configs
+            .into_iter()
+            .find(|c| c.name == name)
+            .map(|c| c.command))
+    }
+
+    /// Stop and remove a program if it exists; its `.conf` goes too.
+    async fn remove_program(&self, name: &str) -> BackendResult<()> {
+        let pid = self
+            .rpc
+            .all_process_info()
+            .await
+            .map_err(op)?
+            .into_iter()
+            .find(|p| p.name == name)
+            .map(|p| p.pid);
+        if pid.is_some() {
+            tolerate(
+                self.rpc.stop_process(name).await,
+                &["NOT_RUNNING", "BAD_NAME"],
+            )?;
+            tolerate(self.rpc.remove_process_group(name).await, &["BAD_NAME"])?;
+        }
+        match std::fs::remove_file(self.layout.program_conf(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(BackendError::io(format!("remove {name}.conf"), e));
+            }
+            _ => {}
+        }
+        if let Some(pid) = pid.filter(|p| *p > 0) {
+            self.notify.forget(pid);
+            self.lock().ready.remove(&pid);
+            // A clean exit removes it; a killed worker leaves it behind.
+            let _ = std::fs::remove_file(self.layout.control_dir().join(pid.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Write a program's `.conf` and add it (it autostarts).
+    async fn add_program(&self, program: &Program) -> BackendResult<()> {
+        write_file(
+            &self.layout.program_conf(&program.name),
+            &conf::program_conf(&self.layout, program),
+        )?;
+        self.rpc.reload_config().await.map_err(op)?;
+        tolerate(
+            self.rpc.add_process_group(&program.name).await,
+            &["ALREADY_ADDED"],
+        )
+    }
+
+    fn worker_program(&self, slot: Slot, revision: &str, probe: SocketAddr) -> Program {
+        let command = conf::worker_command(
+            &self.layout,
+            &self.settings.launcher,
+            &self.settings.kresd,
+            revision,
+            probe,
+        );
+        Program {
+            name: conf::program_name(slot),
+            command,
+            env: vec![
+                ("SYSTEMD_INSTANCE".into(), slot.worker_id()),
+                (
+                    "NOTIFY_SOCKET".into(),
+                    self.layout.notify_socket().display().to_string(),
+                ),
+                ("KRES_REVISION".into(), revision.to_string()),
+                (
+                    "KRES_RUNDIR".into(),
+                    self.layout.rundir.display().to_string(),
+                ),
+            ],
+            priority: 100,
+            exitcodes: "0,1",
+            startsecs: 0,
+            startretries: 0,
+        }
+    }
+
+    /// A free port on the probe address, not used by another slot's endpoint.
+    async fn allocate_probe(&self) -> BackendResult<SocketAddr> {
+        let used: HashSet<u16> = self
+            .rpc
+            .all_config_info()
+            .await
+            .map_err(op)?
+            .iter()
+            .filter_map(|c| {
+                conf::parse_worker_command(&c.command)?
+                    .probe
+                    .map(|p| p.port())
+            })
+            .collect();
+        for _ in 0..50 {
+            let udp = UdpSocket::bind((self.settings.probe_ip, 0))
+                .map_err(|e| BackendError::io(format!("bind {}", self.settings.probe_ip), e))?;
+            let addr = udp
+                .local_addr()
+                .map_err(|e| BackendError::io("probe address".to_string(), e))?;
+            if used.contains(&addr.port()) || TcpListener::bind(addr).is_err() {
+                continue;
+            }
+            return Ok(addr);
+        }
+        Err(BackendError::Operation(format!(
+            "no free port on {}",
+            self.settings.probe_ip
+        )))
+    }
+
+    fn holder_program(&self, exe: &str, endpoints: &[String]) -> Program {
+        let mut command = vec![
+            exe.to_string(),
+            "socket-holder".into(),
+            "--socket".into(),
+            self.layout.holder_socket().display().to_string(),
+        ];
+        for e in endpoints {
+            command.push("--bind".into());
+            command.push(e.clone());
+        }
+        Program {
+            name: HOLDER_PROGRAM.into(),
+            command,
+            env: vec![(
+                "KRES_RUNDIR".into(),
+                self.layout.rundir.display().to_string(),
+            )],
+            priority: 10,
+            exitcodes: "0",
+            startsecs: 0,
+            startretries: 3,
+        }
+    }
+
+    /// Make sure the holder program runs (added with the current endpoints when absent or dead).
+    async fn ensure_holder(&self) -> BackendResult<()> {
+        let Some(exe) = self.settings.holder.clone() else {
+            return Ok(());
+        };
+        let Some(endpoints) = self.lock().endpoints.clone() else {
+            return Ok(());
+        };
+        let info = self
+            .rpc
+            .all_process_info()
+            .await
+            .map_err(op)?
+            .into_iter()
+            .find(|p| p.name == HOLDER_PROGRAM);
+        if info
+            .as_ref()
+            .is_some_and(|p| matches!(p.state.as_str(), "RUNNING" | "STARTING"))
+        {
+            return Ok(());
+        }
+        if let Some(p) = &info {
+            tracing::warn!(state = %p.state, "socket holder not running; starting it again");
+        }
+        self.remove_program(HOLDER_PROGRAM).await?;
+        let _ = std::fs::remove_file(self.layout.holder_socket());
+        self.add_program(&self.holder_program(&exe, &endpoints))
+            .await?;
+        // Workers need the holder's socket: wait until it exists.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.layout.holder_socket().exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.lock().held = Some(endpoints);
+        Ok(())
+    }
+
+    async fn slot_from(
+        &self,
+        p: &ProcessInfo,
+        revision: Revision,
+        probe_addr: Option<SocketAddr>,
+        slot: Slot,
+        now: Duration,
+    ) -> ObservedSlot {
+        let mut detail = None;
+        let mut ready_since_unix_ms = None;
+        let (state, since) = match p.state.as_str() {
+            "RUNNING" => {
+                let known = self.lock().ready.get(&p.pid).copied();
+                if let Some((at, ms)) = known {
+                    ready_since_unix_ms = Some(ms);
+                    (SlotState::Ready, at)
+                } else {
+                    let notified = self.notify.state(p.pid).is_some_and(|s| s.ready);
+                    let adopted = self.lock().adopted.contains(&p.pid);
+                    let first = *self
+                        .lock()
+                        .first_seen
+                        .entry((p.name.clone(), p.pid))
+                        .or_insert(now);
+                    if notified || adopted {
+                        let result = match probe_addr {
+                            Some(addr) => {
+                                let q = ProbeQuestion {
+                                    timeout: self.settings.probe_timeout,
+                                    ..ProbeQuestion::default()
+                                };
+                                probe(addr, &q).await.map(drop).map_err(|e| e.to_string())
+                            }
+                            None => Ok(()),
+                        };
+                        match result {
+                            Ok(()) => {
+                                let ms = unix_ms();
+                                self.lock().ready.insert(p.pid, (now, ms));
+                                ready_since_unix_ms = Some(ms);
+                                (SlotState::Ready, now)
+                            }
+                            Err(e) => {
+                                detail = Some(format!("READY=1 received but {e}"));
+                                (SlotState::Starting, first)
+                            }
+                        }
+                    } else {
+                        detail = Some("no READY=1 yet".into());
+                        (SlotState::Starting, first)
+                    }
+                }
+            }
+            "STARTING" | "BACKOFF" | "STOPPING" => {
+                if !p.spawn_error.is_empty() {
+                    detail = Some(p.spawn_error.clone());
+                }
+                let first = *self
+                    .lock()
+                    .first_seen
+                    .entry((p.name.clone(), p.pid))
+                    .or_insert(now);
+                (SlotState::Starting, first)
+            }
+            "EXITED" => {
+                detail = Some(format!("exited with status {}", p.exit_status));
+                let first = *self.lock().exited_seen.entry(p.name.clone()).or_insert(now);
+                (SlotState::Exited, first)
+            }
+            "STOPPED" => (SlotState::Stopped, now),
+            other => {
+                detail = Some(format!("supervisord state {other}: {}", p.spawn_error));
+                (SlotState::Failed, now)
+            }
+        };
+        if state != SlotState::Exited {
+            self.lock().exited_seen.remove(&p.name);
+        }
+        ObservedSlot {
+            slot,
+            revision,
+            state,
+            pid: (p.pid > 0).then_some(p.pid),
+            since,
+            ready_since_unix_ms,
+            detail,
+        }
+    }
+}
+
+impl Backend for SupervisordBackend {
+    async fn ensure(&self) -> BackendResult<bool> {
+        let started = match self.rpc.pid().await {
+            Ok(pid) => {
+                let adopted = {
+                    let mut st = self.lock();
+                    let new = st.supervisord_pid != Some(pid);
+                    if new {
+                        tracing::info!(pid, "adopting running supervisord");
+                        st.supervisord_pid = Some(pid);
+                        st.adopt_pending = true;
+                    }
+                    new
+                };
+                if adopted {
+                    self.clean_control_sockets().await;
+                }
+                false
+            }
+            Err(e) if e.is_unreachable() => {
+                if self.lock().supervisord_pid.is_some() {
+                    tracing::warn!(error = %e, "supervisord stopped answering; restarting it");
+                }
+                self.start_supervisord().await?;
+                self.lock().held = None;
+                self.clean_control_sockets().await;
+                true
+            }
+            Err(e) => return Err(op(e)),
+        };
+        self.ensure_holder().await?;
+        Ok(started)
+    }
+
+    async fn observe(&self) -> BackendResult<Observed> {
+        let infos = self.rpc.all_process_info().await.map_err(op)?;
+        let configs = self.rpc.all_config_info().await.map_err(op)?;
+        let now = self.now();
+        {
+            let mut st = self.lock();
+            if st.adopt_pending {
+                st.adopted = infos
+                    .iter()
+                    .filter(|p| p.state == "RUNNING" && conf::slot_of_program(&p.name).is_some())
+                    .map(|p| p.pid)
+                    .collect();
+                st.adopt_pending = false;
+                tracing::info!(workers = st.adopted.len(), "adopted running workers");
+            }
+        }
+        let mut observed = Observed {
+            now,
+            slots: vec![],
+            gc: None,
+        };
+        for p in &infos {
+            let command = configs
+                .iter()
+                .find(|c| c.name == p.name)
+                .map(|c| c.command.as_str());
+            if p.name == GC_PROGRAM {
+                let args = command.map(conf::split_command).unwrap_or_default();
+                observed.gc = Some(GcSpec {
+                    args: args.into_iter().skip(1).collect(),
+                });
+                continue;
+            }
+            let Some(slot) = conf::slot_of_program(&p.name) else {
+                continue;
+            };
+            let Some(cmd) = command.and_then(conf::parse_worker_command) else {
+                tracing::warn!(program = %p.name, "worker program without a revision in its command; ignored");
+                continue;
+            };
+            let s = self.slot_from(p, cmd.revision, cmd.probe, slot, now).await;
+            observed.slots.push(s);
+        }
+        // Forget what belongs to processes that are gone.
+        let live: HashSet<u32> = infos.iter().map(|p| p.pid).filter(|p| *p > 0).collect();
+        let mut st = self.lock();
+        let gone: Vec<u32> = st
+            .ready
+            .keys()
+            .filter(|p| !live.contains(p))
+            .copied()
+            .collect();
+        for pid in gone {
+            st.ready.remove(&pid);
+            self.notify.forget(pid);
+        }
+        st.first_seen
+            .retain(|(_, pid), _| *pid == 0 || live.contains(pid));
+        st.adopted.retain(|pid| live.contains(pid));
+        Ok(observed)
+    }
+
+    async fn stage(&self, revision: &Revision, config: &str) -> BackendResult<()> {
+        let path = self.layout.revision_config(revision);
+        if path.exists() {
+            return Ok(());
+        }
+        let dir = self.layout.revision_dir(revision);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BackendError::io(format!("create {}", dir.display()), e))?;
+        write_file(&path, config)
+    }
+
+    async fn start_slot(&self, slot: Slot, revision: &Revision) -> BackendResult<()> {
+        let name = conf::program_name(slot);
+        let previous = self.program_command(&name).await?;
+        let probe = previous
+            .as_deref()
+            .and_then(conf::parse_worker_command)
+            .and_then(|c| c.probe);
+        self.remove_program(&name).await?;
+        let probe = match probe {
+            Some(p) => p,
+            None => self.allocate_probe().await?,
+        };
+        self.lock().exited_seen.remove(&name);
+        self.add_program(&self.worker_program(slot, revision, probe))
+            .await
+    }
+
+    async fn replace_slot(&self, slot: Slot, revision: &Revision) -> BackendResult<()> {
+        self.start_slot(slot, revision).await
+    }
+
+    async fn stop_slot(&self, slot: Slot) -> BackendResult<()> {
+        self.remove_program(&conf::program_name(slot)).await
+    }
+
+    async fn set_endpoints(&self, endpoints: &[String]) -> BackendResult<()> {
+        let Some(exe) = self.settings.holder.clone() else {
+            return Ok(());
+        };
+        let known = {
+            let mut st = self.lock();
+            st.endpoints = Some(endpoints.to_vec());
+            st.held.clone()
+        };
+        if known.as_deref() == Some(endpoints) {
+            return Ok(());
+        }
+        // Unknown (adopted holder): its command line says what it bound.
+        let held = match known {
+            Some(h) => Some(h),
+            None => self.program_command(HOLDER_PROGRAM).await?.map(|c| {
+                conf::split_command(&c)
+                    .windows(2)
+                    .filter(|w| w[0] == "--bind")
+                    .map(|w| w[1].clone())
+                    .collect::<Vec<_>>()
+            }),
+        };
+        match held {
+            None => self.ensure_holder().await,
+            Some(h) if h == endpoints => {
+                self.lock().held = Some(h);
+                Ok(())
+            }
+            Some(_) => {
+                let specs = endpoints
+                    .iter()
+                    .map(|e| e.parse::<BindSpec>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| BackendError::Operation(format!("listen: {e}")))?;
+                let socket = self.layout.holder_socket();
+                tokio::task::spawn_blocking(move || rebind(&socket, &specs))
+                    .await
+                    .map_err(|e| BackendError::Operation(format!("rebind task: {e}")))?
+                    .map_err(|e| BackendError::Operation(format!("listen: {e}")))?;
+                tracing::info!(?endpoints, "socket holder rebound");
+                // A holder started again later (supervisord restart) binds the new set.
+                let program = self.holder_program(&exe, endpoints);
+                write_file(
+                    &self.layout.program_conf(HOLDER_PROGRAM),
+                    &conf::program_conf(&self.layout, &program),
+                )?;
+                self.lock().held = Some(endpoints.to_vec());
+                Ok(())
+            }
+        }
+    }
+
+    async fn set_gc(&self, spec: Option<&GcSpec>) -> BackendResult<()> {
+        self.remove_program(GC_PROGRAM).await?;
+        let Some(spec) = spec else { return Ok(()) };
+        let mut command = vec![self.settings.cache_gc.clone()];
+        command.extend(spec.args.iter().cloned());
+        self.add_program(&Program {
+            name: GC_PROGRAM.into(),
+            command,
+            env: vec![(
+                "KRES_RUNDIR".into(),
+                self.layout.rundir.display().to_string(),
+            )],
+            priority: 200,
+            exitcodes: "0",
+            startsecs: 1,
+            startretries: 3,
+        })
+        .await
+    }
+
+    async fn wait_change(&self, timeout: Duration) {
+        let mut rx = self.events.lock().await;
+        let mut pending = false;
+        while let Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) = rx.try_recv() {
+            pending = true;
+        }
+        if pending {
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, rx.recv()).await;
+    }
+
+    async fn log_tail(&self, slot: Slot, max_bytes: usize) -> BackendResult<String> {
+        self.rpc
+            .tail_stdout(&conf::program_name(slot), max_bytes as i64)
+            .await
+            .map_err(op)
+    }
+
+    async fn shutdown(&self) -> BackendResult<()> {
+        let pid = self.lock().supervisord_pid;
+        tolerate(self.rpc.shutdown().await, &["SHUTDOWN_STATE"])?;
+        if let Some(pid) = pid {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_file(path: &Path, content: &str) -> BackendResult<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| BackendError::io(format!("write {}", path.display()), e))
+}
+
+/// PIDs of processes whose environment says they belong to `rundir` (`KRES_RUNDIR=`).
+fn find_processes_of(rundir: &Path) -> Vec<u32> {
+    let needle = format!("KRES_RUNDIR={}", rundir.display());
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let mut pids = vec![];
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// SIGTERM `pids`, wait up to `grace`, SIGKILL what is left.
+async fn terminate(pids: &[u32], grace: Duration) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let signal = |sig: Signal| {
+        for pid in pids {
+            if let Some(p) = Pid::from_raw(*pid as i32) {
+                let _ = kill_process(p, sig);
+            }
+        }
+    };
+    signal(Signal::TERM);
+    let deadline = Instant::now() + grace;
+    let alive = || {
+        pids.iter()
+            .any(|p| Path::new(&format!("/proc/{p}/environ")).exists() && !is_zombie(*p))
+    };
+    while alive() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if alive() {
+        signal(Signal::KILL);
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}

@@ -1,0 +1,140 @@
+//! Offline `kresctl` commands: validate, convert, schema.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use kres_crd::config::{ResolverConfig, json_schema};
+use kres_crd::lua::{RenderOptions, SocketMode, render};
+
+use super::EXIT_INVALID;
+
+/// Arguments of `kresctl validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// config.yaml files to validate.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// How `kresctl convert` renders listening sockets.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum Sockets {
+    /// kresd binds every `network.listen` entry itself (`net.listen`).
+    #[default]
+    Listen,
+    /// Sockets are passed to kresd with `-S FD` (host mode); no `net.listen` for them.
+    Inherited,
+}
+
+/// Arguments of `kresctl convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The config.yaml to convert.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Write the Lua here instead of standard output.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// How listening sockets reach kresd.
+    #[arg(long, value_enum, default_value_t = Sockets::Listen)]
+    pub sockets: Sockets,
+}
+
+/// Arguments of `kresctl schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Write the schema here instead of standard output.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+}
+
+/// Read and validate one file; on failure return the error lines (`FILE: [line:col: ]pointer: message`).
+fn load(path: &Path) -> Result<ResolverConfig, Vec<String>> {
+    let shown = path.display();
+    let text = fs::read_to_string(path).map_err(|e| vec![format!("{shown}: cannot read: {e}")])?;
+    ResolverConfig::from_yaml_str(&text).map_err(|errs| {
+        errs.to_string()
+            .lines()
+            .map(|l| format!("{shown}: {l}"))
+            .collect()
+    })
+}
+
+fn report(lines: &[String]) {
+    let mut err = std::io::stderr().lock();
+    for l in lines {
+        let _ = writeln!(err, "{l}");
+    }
+}
+
+fn write_out(output: Option<&Path>, text: &str) -> ExitCode {
+    let res = match output {
+        Some(p) => fs::write(p, text).map_err(|e| format!("{}: cannot write: {e}", p.display())),
+        None => std::io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("stdout: {e}")),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&[e]);
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// `kresctl validate FILE...`: exit 0 when every file is valid, else 1 with every error listed.
+pub fn validate(args: &ValidateArgs) -> ExitCode {
+    let mut ok = true;
+    for f in &args.files {
+        if let Err(lines) = load(f) {
+            report(&lines);
+            ok = false;
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INVALID)
+    }
+}
+
+/// `kresctl convert FILE [-o OUT]`: print the rendered kresd Lua.
+pub fn convert(args: &ConvertArgs) -> ExitCode {
+    let config = match load(&args.file) {
+        Ok(c) => c,
+        Err(lines) => {
+            report(&lines);
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let sockets = match args.sockets {
+        Sockets::Listen => SocketMode::Listen,
+        Sockets::Inherited => SocketMode::Inherited,
+    };
+    match render(&config, &RenderOptions { sockets }) {
+        Ok(lua) => write_out(args.output.as_deref(), &lua),
+        Err(e) => {
+            report(&[format!("{}: {e}", args.file.display())]);
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// `kresctl schema`: print the JSON Schema of config.yaml.
+pub fn schema(args: &SchemaArgs) -> ExitCode {
+    match serde_json::to_string_pretty(&json_schema()) {
+        Ok(mut s) => {
+            s.push('\n');
+            write_out(args.output.as_deref(), &s)
+        }
+        Err(e) => {
+            report(&[format!("schema: {e}")]);
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! From a validated `ResolverConfig` to the planner's [`Desired`].
+
+use std::time::Duration;
+
+use std::net::SocketAddr;
+
+use kres_crd::config::{InterfaceHost, ResolverConfig};
+use kres_crd::lua::{RenderOptions, SocketMode, render, revision};
+
+use crate::reconcile::{Desired, GcSpec};
+use crate::sockets::specs_for_listen;
+
+/// A config that could not be turned into a desired state.
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredError {
+    /// Lua rendering failed.
+    #[error("rendering the kresd config: {0}")]
+    Render(String),
+    /// A `network.listen` entry host mode cannot serve.
+    #[error("{0}")]
+    Listen(String),
+    /// `workers` out of range for a host.
+    #[error("/workers: {0} workers is more than host mode supports")]
+    Workers(usize),
+}
+
+/// Build the desired state: render the worker config (sockets inherited or bound by kresd),
+/// hash it into the revision, resolve the worker count, derive the cache-gc arguments.
+pub fn desired_from(
+    cfg: &ResolverConfig,
+    sockets: SocketMode,
+    start_timeout: Duration,
+) -> Result<Desired, DesiredError> {
+    let mut config =
+        render(cfg, &RenderOptions { sockets }).map_err(|e| DesiredError::Render(e.to_string()))?;
+    let listen = match sockets {
+        SocketMode::Inherited => listen_specs(cfg)?,
+        SocketMode::Listen => vec![],
+    };
+    if !listen.is_empty() {
+        // The inherited sockets are part of what a worker runs: a change of them is a new
+        // revision, so every worker is replaced and fetches the new set from the holder.
+        config.push_str(&format!("-- inherited sockets: {}\n", listen.join(" ")));
+    }
+    let workers = cfg.worker_count();
+    let workers = u16::try_from(workers).map_err(|_| DesiredError::Workers(workers))?;
+    Ok(Desired {
+        revision: revision(config.as_bytes()),
+        config,
+        workers,
+        gc: gc_spec(cfg),
+        start_timeout,
+        listen,
+    })
+}
+
+/// The socket holder's bind specs for `network.listen` (IP interfaces; `dns` = UDP + TCP).
+pub fn listen_specs(cfg: &ResolverConfig) -> Result<Vec<String>, DesiredError> {
+    let mut specs = vec![];
+    for (i, l) in cfg.network.listen.iter().enumerate() {
+        let port = l.effective_port();
+        for item in l.interface.iter().flat_map(|x| x.items()) {
+            let InterfaceHost::Ip(ip) = &item.host else {
+                return Err(DesiredError::Listen(format!(
+                    "/network/listen/{i}/interface: interface names are not supported in host \
+                     mode; give IP addresses"
+                )));
+            };
+            let addr = SocketAddr::new(*ip, item.port.map(|p| p.get()).unwrap_or(port));
+            let more = specs_for_listen(l.kind.as_str(), addr, l.freebind)
+                .map_err(|e| DesiredError::Listen(format!("/network/listen/{i}: {e}")))?;
+            specs.extend(more.iter().map(ToString::to_string));
+        }
+    }
+    Ok(specs)
+}
+
+/// `kres-cache-gc` arguments for the config's `cache.garbage-collector` (None when disabled).
+pub fn gc_spec(cfg: &ResolverConfig) -> Option<GcSpec> {
+    let gc = &cfg.cache.garbage_collector;
+    if !gc.enable {
+        return None;
+    }
+    let micros = |d: Duration| d.as_micros().to_string();
+    let mut args = vec![
+        "-c".to_string(),
+        cfg.cache.storage.as_str().to_string(),
+        "-d".into(),
+        gc.interval.as_duration().as_millis().max(1).to_string(),
+        "-u".into(),
+        gc.threshold.get().to_string(),
+        "-f".into(),
+        gc.release.get().to_string(),
+        "-l".into(),
+        gc.rw_deletes.get().to_string(),
+        "-L".into(),
+        gc.rw_reads.get().to_string(),
+        "-t".into(),
+        (gc.temp_keys_space.bytes() / (1024 * 1024)).to_string(),
+        "-m".into(),
+        micros(gc.rw_duration.as_duration()),
+        "-w".into(),
+        micros(gc.rw_delay.as_duration()),
+    ];
+    if gc.dry_run {
+        args.push("-n".into());
+    }
+    Some(GcSpec { args })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_config_same_revision_and_gc_follows_config() {
+        let cfg = ResolverConfig::from_yaml_str(
+            "workers: 3\ncache:\n  storage: /tmp/x\n  garbage-collector:\n    interval: 2s\n",
+        )
+        .expect("valid");
+        let a = desired_from(&cfg, SocketMode::Inherited, Duration::from_secs(5)).expect("ok");
+        let b = desired_from(&cfg, SocketMode::Inherited, Duration::from_secs(5)).expect("ok");
+        assert_eq!(a.revision, b.revision);
+        assert_eq!(a.workers, 3);
+        let gc = a.gc.expect("gc on by default");
+        assert_eq!(gc.args[..4], ["-c", "/tmp/x", "-d", "2000"]);
+        let mut off = cfg.clone();
+        off.cache.garbage_collector.enable = false;
+        assert_eq!(gc_spec(&off), None);
+        let mut other = cfg.clone();
+        other.lua.script = Some("-- x".into());
+        let c = desired_from(&other, SocketMode::Inherited, Duration::from_secs(5)).expect("ok");
+        assert_ne!(a.revision, c.revision);
+    }
+}

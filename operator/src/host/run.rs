@@ -1,0 +1,173 @@
+//! `kres-operator host`: file source + supervisord backend + reconcile loop + signals.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kres_crd::lua::SocketMode;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use super::desired::desired_from;
+use super::{Reconciler, Status};
+use crate::backend::BackendError;
+use crate::backend::supervisord::conf::Layout;
+use crate::backend::supervisord::{SupervisordBackend, SupervisordSettings};
+use crate::source::file::{FileSource, SourceError};
+
+/// Options of `kres-operator host`.
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// The config.yaml.
+    pub config: PathBuf,
+    /// Follow changes of the file.
+    pub watch: bool,
+    /// Leave supervisord and the workers running when the operator exits.
+    pub keep_workers_on_exit: bool,
+    /// Rundir override (default: the config's `rundir`).
+    pub rundir: Option<PathBuf>,
+    /// Address of the workers' private probe endpoints.
+    pub probe_address: IpAddr,
+    /// How long a worker may take to become ready.
+    pub start_timeout: Duration,
+    /// supervisord binary.
+    pub supervisord: String,
+    /// kresd binary.
+    pub kresd: String,
+}
+
+/// Why host mode could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The config file is missing or invalid at start.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The backend could not be set up.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Signal handlers or the working directory.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// How listening sockets reach kresd in host mode: bound once by the holder, inherited.
+pub const SOCKETS: SocketMode = SocketMode::Inherited;
+
+/// Run host mode until SIGTERM/SIGINT.
+pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
+    let source = FileSource::open(&opts.config)?;
+    let mut cfg_rx = source.subscribe();
+    let first = cfg_rx
+        .borrow()
+        .clone()
+        .ok_or_else(|| HostError::Setup("no config".into()))?;
+    let rundir = opts
+        .rundir
+        .clone()
+        .unwrap_or_else(|| first.rundir.as_path().to_path_buf());
+    let rundir = std::path::absolute(&rundir)
+        .map_err(|e| HostError::Setup(format!("rundir {}: {e}", rundir.display())))?;
+    let mut settings = SupervisordSettings::new(rundir.clone());
+    settings.probe_ip = opts.probe_address;
+    settings.supervisord = opts.supervisord.clone();
+    settings.kresd = opts.kresd.clone();
+    let exe = std::env::current_exe()
+        .map_err(|e| HostError::Setup(format!("own executable: {e}")))?
+        .display()
+        .to_string();
+    let holder_socket = Layout {
+        rundir: rundir.clone(),
+    }
+    .holder_socket();
+    settings.holder = Some(exe.clone());
+    settings.launcher = vec![
+        exe,
+        "launch".into(),
+        "--holder".into(),
+        holder_socket.display().to_string(),
+        "--".into(),
+    ];
+    let backend = SupervisordBackend::new(settings)?;
+    let status_file = backend.layout().status_file();
+    tracing::info!(config = %opts.config.display(), rundir = %rundir.display(), "host mode");
+
+    let sig = |kind| signal(kind).map_err(|e| HostError::Setup(format!("signal handler: {e}")));
+    let mut sigterm = sig(SignalKind::terminate())?;
+    let mut sigint = sig(SignalKind::interrupt())?;
+    let mut sighup = sig(SignalKind::hangup())?;
+    let reload = source.reload_handle();
+    let api_config = source.subscribe();
+    tokio::spawn(source.run(opts.watch, Duration::from_secs(1)));
+
+    // Config -> desired (render + revision); an unrenderable config keeps the previous one.
+    let (desired_tx, desired_rx) = watch::channel(None);
+    let start_timeout = opts.start_timeout;
+    tokio::spawn(async move {
+        loop {
+            let cfg = cfg_rx.borrow_and_update().clone();
+            if let Some(cfg) = cfg {
+                if cfg.rundir.as_path() != first.rundir.as_path() {
+                    tracing::warn!("rundir changes need an operator restart; keeping the old one");
+                }
+                match desired_from(&cfg, SOCKETS, start_timeout) {
+                    Ok(d) => {
+                        desired_tx.send_if_modified(|cur| {
+                            if cur.as_deref() == Some(&d) {
+                                return false;
+                            }
+                            tracing::info!(revision = %d.revision, workers = d.workers, "desired state");
+                            *cur = Some(Arc::new(d));
+                            true
+                        });
+                    }
+                    Err(e) => tracing::error!(error = %e, "configuration not applied"),
+                }
+            }
+            if cfg_rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let (status_tx, status_rx) = watch::channel(Status::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The HTTP API (issue 4): listener from the config's `management`.
+    let api = crate::http::host_plane::start_api(crate::http::host_plane::HostPlaneParts {
+        config_path: opts.config.clone(),
+        config: api_config,
+        reload: reload.clone(),
+        status: status_rx,
+        shutdown: shutdown_tx.clone(),
+        rundir: rundir.clone(),
+        sockets: SOCKETS,
+        start_timeout,
+        metrics: Default::default(),
+    })
+    .await
+    .map_err(|e| HostError::Setup(format!("API: {e}")))?;
+    let mut reconciler = Reconciler::new(backend, status_tx, Some(status_file));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = sighup.recv() => {
+                    tracing::info!("SIGHUP: re-reading the configuration");
+                    reload.notify_one();
+                }
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+            }
+        }
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    reconciler.run(desired_rx, shutdown_rx).await;
+    api.shutdown().await;
+    if opts.keep_workers_on_exit {
+        tracing::info!("leaving supervisord and the workers running");
+    } else {
+        reconciler.stop().await?;
+        tracing::info!("workers and supervisord stopped");
+    }
+    Ok(())
+}

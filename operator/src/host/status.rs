@@ -1,0 +1,52 @@
+//! The status snapshot: what `/status` serves (issue 4) and what `RUNDIR/status.json` shows.
+
+use serde::Serialize;
+
+use crate::reconcile::{Event, Failure, ObservedSlot, Phase, Rollout};
+
+/// A cloneable snapshot of the host's state, published through a `tokio::sync::watch`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Status {
+    /// Revision of the current desired config (None until a valid config was read).
+    pub desired_revision: Option<String>,
+    /// Revision every regular slot last ran ready on.
+    pub current_revision: Option<String>,
+    /// Revision the fleet is moving to (the desired one, or the last good one after a failure).
+    pub target_revision: Option<String>,
+    /// Rollout phase.
+    pub phase: Phase,
+    /// Whether the fleet runs the target on every slot, ready, with nothing left to do.
+    pub converged: bool,
+    /// Desired number of regular workers.
+    pub workers_desired: u16,
+    /// Every worker slot.
+    pub workers: Vec<ObservedSlot>,
+    /// Last rollout events, oldest first.
+    pub events: Vec<Event>,
+    /// The most recent failure.
+    pub last_failure: Option<Failure>,
+    /// Revisions rejected and not retried until the desired config changes.
+    pub failed_revisions: Vec<String>,
+    /// What the operator waits for, if anything.
+    pub waiting_for: Option<String>,
+    /// The last backend error, if the last step failed.
+    pub backend_error: Option<String>,
+    /// The supervisord PID (host mode).
+    pub supervisord_pid: Option<u32>,
+}
+
+impl Status {
+    /// Fill in the rollout part.
+    pub fn set_rollout(&mut self, rollout: &Rollout) {
+        self.current_revision = rollout.last_good.clone();
+        self.phase = rollout.phase.clone();
+        self.events = rollout.events.iter().cloned().collect();
+        self.last_failure = rollout.last_failure.clone();
+        self.failed_revisions = rollout.failed.keys().cloned().collect();
+        self.target_revision = match &self.desired_revision {
+            Some(d) if rollout.failed.contains_key(d) => rollout.last_good.clone(),
+            d => d.clone(),
+        };
+    }
+}

@@ -1,0 +1,3 @@
+//! Desired-config sources. Host mode reads a file ([`file`]).
+
+pub mod file;

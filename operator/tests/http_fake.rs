@@ -1,0 +1,612 @@
+//! HTTP semantics of the API (status codes, ETags, pointers, limits, listener) against an in-test
+//! fake control plane. What the fleet does is tested against real kresd in tests/tests/api_*.rs.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hyper::{Method, StatusCode};
+use kres_operator::http::client::{ApiClient, Reply, Target};
+use kres_operator::http::{
+    Applied, ApplyError, Bound, ControlPlane, FieldError, Listen, Plan, PlannedRestart,
+    ServerConfig, ServerHandle, StatusSnapshot, WorkerControl, WorkerSocket, WorkerStatus, etag_of,
+    serve,
+};
+use kres_operator::metrics::OperatorMetrics;
+use serde_json::{Value, json};
+
+/// A fake fleet: validation of a few keys, convergence after `delay_ms`, canary rejection of
+/// `lua.script` containing `error(`.
+struct Fake {
+    config: Mutex<Value>,
+    generation: AtomicU64,
+    delay_ms: AtomicU64,
+    stopped: AtomicBool,
+    ready: AtomicBool,
+    metrics: Arc<OperatorMetrics>,
+}
+
+impl Fake {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            config: Mutex::new(json!({"workers": 2, "cache": {"size-max": "100M"}, "lua": {}})),
+            generation: AtomicU64::new(0),
+            delay_ms: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            ready: AtomicBool::new(true),
+            metrics: Arc::new(OperatorMetrics::default()),
+        })
+    }
+
+    fn validate(doc: &Value) -> Result<(), ApplyError> {
+        let mut errors = Vec::new();
+        let obj = doc.as_object().cloned().unwrap_or_default();
+        for key in obj.keys() {
+            if !matches!(key.as_str(), "workers" | "cache" | "lua") {
+                errors.push(FieldError {
+                    pointer: format!("/{key}"),
+                    message: "unknown field".into(),
+                });
+            }
+        }
+        if let Some(w) = obj.get("workers")
+            && !w.as_u64().is_some_and(|n| (1..=64).contains(&n))
+        {
+            errors.push(FieldError {
+                pointer: "/workers".into(),
+                message: "must be an integer 1..=64".into(),
+            });
+        }
+        if let Some(s) = doc.pointer("/cache/size-max")
+            && !s.as_str().is_some_and(|s| s.ends_with('M'))
+        {
+            errors.push(FieldError {
+                pointer: "/cache/size-max".into(),
+                message: "must be a size like 100M".into(),
+            });
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApplyError::Invalid(errors))
+        }
+    }
+}
+
+#[async_trait]
+impl ControlPlane for Fake {
+    fn config(&self) -> Value {
+        self.config.lock().unwrap().clone()
+    }
+
+    async fn apply(&self, new: Value, base_etag: &str) -> Result<Applied, ApplyError> {
+        Self::validate(&new)?;
+        let gen_ = {
+            let mut cur = self.config.lock().unwrap();
+            let etag = etag_of(&cur);
+            if etag != base_etag {
+                return Err(ApplyError::BaseChanged { current: etag });
+            }
+            if let Some(script) = new.pointer("/lua/script").and_then(Value::as_str)
+                && script.contains("error(")
+            {
+                return Err(ApplyError::Rejected {
+                    revision: Some("bad".into()),
+                    reasons: vec![
+                        "[system] error while loading config: boom (canary kresd exited 1)".into(),
+                    ],
+                });
+            }
+            *cur = new;
+            self.generation.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        tokio::time::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))).await;
+        let cur = self.config();
+        if self.generation.load(Ordering::SeqCst) != gen_ {
+            return Err(ApplyError::Superseded { by: etag_of(&cur) });
+        }
+        Ok(Applied {
+            etag: etag_of(&cur),
+            revision: Some(format!("rev{gen_}")),
+        })
+    }
+
+    async fn dry_run(&self, new: Value) -> Result<Plan, ApplyError> {
+        Self::validate(&new)?;
+        let same = new == self.config();
+        Ok(Plan {
+            restart: if same {
+                vec![]
+            } else {
+                vec![PlannedRestart {
+                    slot: "0".into(),
+                    reason: "revision change".into(),
+                }]
+            },
+            ..Default::default()
+        })
+    }
+
+    fn status(&self) -> StatusSnapshot {
+        StatusSnapshot {
+            current_revision: Some("rev0".into()),
+            target_revision: Some("rev0".into()),
+            phase: "idle".into(),
+            workers: vec![WorkerStatus {
+                slot: "0".into(),
+                pid: Some(42),
+                revision: Some("rev0".into()),
+                state: if self.ready.load(Ordering::SeqCst) {
+                    "ready".into()
+                } else {
+                    "starting".into()
+                },
+                ready_since: None,
+            }],
+            ..Default::default()
+        }
+    }
+
+    async fn reload(&self) -> Result<Applied, ApplyError> {
+        Ok(Applied {
+            etag: etag_of(&self.config()),
+            revision: Some("rev0".into()),
+        })
+    }
+
+    async fn stop(&self) -> Result<(), ApplyError> {
+        self.stopped.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn worker_control_sockets(&self) -> Vec<WorkerSocket> {
+        vec![
+            WorkerSocket {
+                worker: "0".into(),
+                path: "/fake/0".into(),
+            },
+            WorkerSocket {
+                worker: "1".into(),
+                path: "/fake/hang".into(),
+            },
+        ]
+    }
+
+    fn schema(&self) -> Value {
+        json!({"type": "object"})
+    }
+
+    fn metrics(&self) -> Arc<OperatorMetrics> {
+        self.metrics.clone()
+    }
+}
+
+struct FakeWorkers {
+    last_eval: Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl WorkerControl for FakeWorkers {
+    async fn stats(&self, socket: &Path) -> Result<Value, String> {
+        if socket.ends_with("hang") {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        Ok(json!({"answer.total": 5, "request.udp": 5, "answer.1ms": 5}))
+    }
+
+    async fn eval_json(&self, _socket: &Path, expr: &str) -> Result<Value, String> {
+        *self.last_eval.lock().unwrap() = Some(expr.to_owned());
+        Ok(json!({"count": 3}))
+    }
+}
+
+struct Api {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    fake: Arc<Fake>,
+    workers: Arc<FakeWorkers>,
+    client: ApiClient,
+    server: Option<ServerHandle>,
+}
+
+async fn start() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/sub/api.sock");
+    let fake = Fake::new();
+    let workers = Arc::new(FakeWorkers {
+        last_eval: Mutex::new(None),
+    });
+    let mut cfg = ServerConfig::new(Listen::Unix(socket.clone()));
+    cfg.max_body_bytes = 4096;
+    cfg.change_timeout = Duration::from_secs(5);
+    let server = serve(cfg, fake.clone(), workers.clone()).await.unwrap();
+    let client = ApiClient::new(Target::Unix(socket.clone()), Duration::from_secs(10));
+    Api {
+        _dir: dir,
+        socket,
+        fake,
+        workers,
+        client,
+        server: Some(server),
+    }
+}
+
+impl Api {
+    async fn req(&self, m: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        self.client
+            .request(m, path, headers, body.to_owned())
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn socket_is_private_and_stale_socket_is_replaced() {
+    let mut api = start().await;
+    let meta = std::fs::metadata(&api.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // A second server on a live socket is refused.
+    let cfg = ServerConfig::new(Listen::Unix(api.socket.clone()));
+    let second = serve(cfg.clone(), api.fake.clone(), api.workers.clone()).await;
+    assert!(second.is_err(), "a live socket must not be stolen");
+    // A stale socket (server gone, file left) is replaced.
+    let server = api.server.take().unwrap();
+    server.shutdown().await;
+    let _stale = std::os::unix::net::UnixListener::bind(&api.socket).unwrap();
+    drop(_stale);
+    assert!(api.socket.exists());
+    let again = serve(cfg, api.fake.clone(), api.workers.clone())
+        .await
+        .unwrap();
+    assert_eq!(again.bound(), &Bound::Unix(api.socket.clone()));
+    assert_eq!(api.client.get("/healthz").await.unwrap().status, 200);
+    // A regular file in the way is never deleted.
+    let file = api.socket.with_file_name("not-a-socket");
+    std::fs::write(&file, "x").unwrap();
+    let refused = serve(
+        ServerConfig::new(Listen::Unix(file.clone())),
+        api.fake.clone(),
+        api.workers.clone(),
+    )
+    .await;
+    assert!(refused.is_err());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+    again.shutdown().await;
+}
+
+#[tokio::test]
+async fn tcp_listener_when_configured() {
+    let fake = Fake::new();
+    let workers = Arc::new(FakeWorkers {
+        last_eval: Mutex::new(None),
+    });
+    let cfg = ServerConfig::new(Listen::Tcp("127.0.0.1:0".parse().unwrap()));
+    let server = serve(cfg, fake, workers).await.unwrap();
+    let Bound::Tcp(addr) = server.bound().clone() else {
+        panic!("not tcp")
+    };
+    let client = ApiClient::new(Target::Tcp(addr.to_string()), Duration::from_secs(5));
+    assert_eq!(client.get("/healthz").await.unwrap().status, 200);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_config_pointers_etags_and_conditional_get() {
+    let api = start().await;
+    let r = api.req(Method::GET, "/v1/config", &[], "").await;
+    assert_eq!(r.status, 200);
+    let etag = r.header("etag").unwrap();
+    assert_eq!(etag, etag_of(&api.fake.config()));
+    assert_eq!(r.json()["workers"], 2);
+
+    let r = api
+        .req(Method::GET, "/v1/config/cache/size-max", &[], "")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!("100M"));
+    assert_eq!(r.header("etag").unwrap(), etag);
+
+    let r = api.req(Method::GET, "/v1/config/cache/nope", &[], "").await;
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].as_str().unwrap().contains("/cache/nope"));
+
+    let r = api
+        .req(Method::GET, "/v1/config", &[("if-none-match", &etag)], "")
+        .await;
+    assert_eq!(r.status, 304);
+
+    let r = api
+        .req(
+            Method::GET,
+            "/v1/config",
+            &[("accept", "application/yaml")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("size-max: 100M"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn put_patch_delete_and_their_errors() {
+    let api = start().await;
+    let etag0 = etag_of(&api.fake.config());
+
+    // PUT a pointer -> 200 + new ETag.
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/config/workers",
+            &[("if-match", &etag0)],
+            "3",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let etag1 = r.header("etag").unwrap();
+    assert_ne!(etag1, etag0);
+    assert_eq!(etag1, etag_of(&api.fake.config()));
+    assert_eq!(api.fake.config()["workers"], 3);
+
+    // Stale If-Match -> 412, nothing changes.
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/config/workers",
+            &[("if-match", &etag0)],
+            "4",
+        )
+        .await;
+    assert_eq!(r.status, 412);
+    assert_eq!(r.header("etag").unwrap(), etag1);
+    assert_eq!(api.fake.config()["workers"], 3);
+
+    // If-None-Match: * on an existing config -> 412.
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/config/workers",
+            &[("if-none-match", "*")],
+            "4",
+        )
+        .await;
+    assert_eq!(r.status, 412);
+
+    // YAML body.
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/config/cache",
+            &[("content-type", "application/yaml")],
+            "size-max: 200M\n",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(api.fake.config()["cache"]["size-max"], "200M");
+
+    // Invalid values -> 422 with every pointer.
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/config",
+            &[],
+            r#"{"workers": 0, "cache": {"size-max": 5}, "bogus": 1}"#,
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    let mut ptrs: Vec<String> = r.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap().to_owned())
+        .collect();
+    ptrs.sort();
+    assert_eq!(ptrs, ["/bogus", "/cache/size-max", "/workers"]);
+    assert_eq!(api.fake.config()["workers"], 3);
+
+    // Canary rejection -> 422 with kresd's line.
+    let r = api
+        .req(Method::PUT, "/v1/config/lua/script", &[], r#""error('x')""#)
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.text().contains("error while loading config"),
+        "{}",
+        r.text()
+    );
+
+    // Unparsable -> 400; unsupported type -> 415; pointer parent missing -> 404.
+    let r = api
+        .req(Method::PUT, "/v1/config/workers", &[], "{nope")
+        .await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .req(
+            Method::PUT,
+            "/v1/config/workers",
+            &[("content-type", "text/plain")],
+            "3",
+        )
+        .await;
+    assert_eq!(r.status, 415);
+    let r = api.req(Method::PUT, "/v1/config/no/such", &[], "1").await;
+    assert_eq!(r.status, 404);
+
+    // PATCH (RFC 6902).
+    let r = api
+        .req(
+            Method::PATCH,
+            "/v1/config",
+            &[("content-type", "application/json-patch+json")],
+            r#"[{"op":"test","path":"/workers","value":3},{"op":"replace","path":"/workers","value":5}]"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(api.fake.config()["workers"], 5);
+    let r = api
+        .req(
+            Method::PATCH,
+            "/v1/config",
+            &[],
+            r#"[{"op":"test","path":"/workers","value":1}]"#,
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    let r = api
+        .req(Method::PATCH, "/v1/config", &[], r#"{"op":"nope"}"#)
+        .await;
+    assert_eq!(r.status, 400);
+
+    // DELETE a key -> default; missing -> 404; root -> 405 with Allow.
+    let r = api
+        .req(Method::DELETE, "/v1/config/cache/size-max", &[], "")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(api.fake.config()["cache"], json!({}));
+    let r = api
+        .req(Method::DELETE, "/v1/config/cache/size-max", &[], "")
+        .await;
+    assert_eq!(r.status, 404);
+    let r = api.req(Method::DELETE, "/v1/config", &[], "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow").unwrap(), "GET, PUT, PATCH");
+}
+
+#[tokio::test]
+async fn dry_run_changes_nothing() {
+    let api = start().await;
+    let before = api.fake.config();
+    let r = api
+        .req(Method::PUT, "/v1/config/workers?dry-run=true", &[], "7")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["restart"][0]["slot"], "0");
+    assert_eq!(api.fake.config(), before);
+    let r = api
+        .req(Method::PUT, "/v1/config/workers?dry-run=true", &[], "2")
+        .await;
+    assert_eq!(r.json()["restart"], json!([]));
+    let r = api
+        .req(Method::PUT, "/v1/config/workers?dry-run=true", &[], "0")
+        .await;
+    assert_eq!(r.status, 422);
+}
+
+#[tokio::test]
+async fn superseded_change_gets_409_and_the_newer_wins() {
+    let api = Arc::new(start().await);
+    api.fake.delay_ms.store(400, Ordering::SeqCst);
+    let first = {
+        let api = api.clone();
+        tokio::spawn(async move { api.req(Method::PUT, "/v1/config/workers", &[], "7").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = api.req(Method::PUT, "/v1/config/workers", &[], "8").await;
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 409, "{}", first.text());
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(api.fake.config()["workers"], 8);
+}
+
+#[tokio::test]
+async fn limits_methods_and_unknown_paths() {
+    let api = start().await;
+    let big = format!("\"{}\"", "x".repeat(10_000));
+    let r = api
+        .req(Method::PUT, "/v1/config/lua/script", &[], &big)
+        .await;
+    assert_eq!(r.status, 413);
+    let r = api.req(Method::POST, "/status", &[], "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow").unwrap(), "GET");
+    let r = api.req(Method::GET, "/reload", &[], "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow").unwrap(), "POST");
+    let r = api.req(Method::GET, "/nope", &[], "").await;
+    assert_eq!(r.status, 404);
+    // Oversized head: hyper refuses it (431) instead of buffering it.
+    let huge = "a".repeat(40_000);
+    let r = api
+        .req(Method::GET, "/status", &[("x-big", &huge)], "")
+        .await;
+    assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn status_health_ready_schema_reload_stop() {
+    let api = start().await;
+    let r = api.req(Method::GET, "/status", &[], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["workers"][0]["pid"], 42);
+    assert_eq!(r.json()["current-revision"], "rev0");
+    assert_eq!(api.req(Method::GET, "/healthz", &[], "").await.status, 200);
+    assert_eq!(api.req(Method::GET, "/readyz", &[], "").await.status, 200);
+    api.fake.ready.store(false, Ordering::SeqCst);
+    assert_eq!(api.req(Method::GET, "/readyz", &[], "").await.status, 503);
+    let r = api.req(Method::GET, "/schema", &[], "").await;
+    assert_eq!(r.json()["type"], "object");
+    let r = api.req(Method::POST, "/reload", &[], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag").unwrap(), etag_of(&api.fake.config()));
+    let r = api.req(Method::POST, "/stop", &[], "").await;
+    assert_eq!(r.status, 200);
+    assert!(api.fake.stopped.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn metrics_do_not_hang_on_a_stuck_worker() {
+    let api = start().await;
+    let t = std::time::Instant::now();
+    let r = api.req(Method::GET, "/metrics", &[], "").await;
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(r.status, 200);
+    let lines: Vec<String> = r.text().lines().map(str::to_owned).collect();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).unwrap();
+    let find = |name: &str, worker: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get("worker") == Some(worker))
+            .map(|s| s.value.clone())
+    };
+    assert!(matches!(
+        find("kresd_answer_total", "0"),
+        Some(prometheus_parse::Value::Counter(v)) if v == 5.0
+    ));
+    assert!(matches!(
+        find("kres_worker_up", "1"),
+        Some(prometheus_parse::Value::Gauge(v)) if v == 0.0
+    ));
+    assert!(find("kresd_answer_total", "1").is_none());
+}
+
+#[tokio::test]
+async fn cache_clear_runs_on_one_worker_and_validates() {
+    let api = start().await;
+    let r = api
+        .req(
+            Method::POST,
+            "/cache/clear",
+            &[],
+            r#"{"name": "example.com", "exact-name": true, "rr-type": "A"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["count"], 3);
+    assert_eq!(
+        api.workers.last_eval.lock().unwrap().as_deref(),
+        Some("tojson(cache.clear('example.com.', true, kres.type.A, nil))")
+    );
+    let r = api
+        .req(Method::POST, "/cache/clear", &[], r#"{"rr-type": "A"}"#)
+        .await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["errors"][0]["pointer"], "/rr-type");
+    let r = api
+        .req(Method::POST, "/cache/clear", &[], r#"{"nope": 1}"#)
+        .await;
+    assert_eq!(r.status, 422);
+}

@@ -1,0 +1,161 @@
+//! Host-mode benchmarks (`make bench`; ignored by `cargo test`): change -> converged for
+//! N = 1, 2, 4, 8 against N+1 bare kresd starts, queries lost during a rollout under load,
+//! operator idle RSS and start-up time. Prints a Markdown table for docs/BENCHMARKS.md.
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kres_tests::host::Host;
+use kres_tests::kresd::Kresd;
+use serde_json::Value;
+
+fn local(n: u32) -> String {
+    format!("local-data:\n  addresses:\n    svc.test: 192.0.2.{n}\n")
+}
+
+fn wait(host: &Host, timeout: Duration, ok: impl Fn(&Value) -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(s) = host.status()
+            && ok(&s)
+        {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    anyhow::bail!("timeout; log:\n{}", host.log())
+}
+
+fn converged_on_other(old: &str) -> impl Fn(&Value) -> bool {
+    let old = old.to_string();
+    move |s: &Value| {
+        s["converged"] == true && s["current-revision"].as_str().is_some_and(|r| r != old)
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "benchmark: run with `make bench`"]
+fn host_bench() -> anyhow::Result<()> {
+    // Bare kresd: exec -> READY=1, median of 9.
+    let bare = median(
+        (0..9)
+            .map(|_| {
+                let t = Instant::now();
+                let k = Kresd::start("modules.load('hints > iterate')\n").expect("kresd starts");
+                let d = t.elapsed();
+                drop(k);
+                d
+            })
+            .collect(),
+    );
+    println!("bare kresd start (exec -> READY=1), median of 9: {bare:.1?}\n");
+    println!("| N | change -> converged (median of 3) | (N+1) x bare start | ratio |");
+    println!("|---|---|---|---|");
+    for n in [1u32, 2, 4, 8] {
+        let host = Host::start(n, &local(1))?;
+        host.wait_converged(None, Duration::from_secs(60))?;
+        let mut times = vec![];
+        for round in 2..5 {
+            let old = host.status()?["current-revision"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            host.write_config(n, &local(round))?;
+            let t = Instant::now();
+            host.signal("HUP")?;
+            wait(&host, Duration::from_secs(60), converged_on_other(&old))?;
+            times.push(t.elapsed());
+        }
+        let m = median(times);
+        let budget = bare * (n + 1);
+        println!(
+            "| {n} | {m:.0?} | {budget:.0?} | {:.1} |",
+            m.as_secs_f64() / budget.as_secs_f64()
+        );
+    }
+
+    // Queries lost during a rollout of 4 workers under ~20k qps (dnsperf, 4 clients).
+    println!("\n| run | queries sent | completed | lost |\n|---|---|---|---|");
+    let host = Host::start(4, &local(1))?;
+    host.wait_converged(None, Duration::from_secs(60))?;
+    let queries = host.dir().join("q.txt");
+    std::fs::write(&queries, "svc.test A\n")?;
+    for run in 1..=3 {
+        let old = host.status()?["current-revision"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let (ip, port) = (host.listen.ip().to_string(), host.listen.port().to_string());
+        let q = queries.clone();
+        let perf = thread::spawn(move || {
+            Command::new("dnsperf")
+                .args([
+                    "-s", &ip, "-p", &port, "-l", "4", "-Q", "20000", "-c", "4", "-t", "2",
+                ])
+                .arg("-d")
+                .arg(&q)
+                .output()
+        });
+        thread::sleep(Duration::from_millis(800));
+        host.write_config(4, &local(10 + run))?;
+        host.signal("HUP")?;
+        wait(&host, Duration::from_secs(60), converged_on_other(&old))?;
+        let out = perf.join().map_err(|_| anyhow::anyhow!("dnsperf"))??;
+        let report = String::from_utf8_lossy(&out.stdout).to_string();
+        let field = |name: &str| {
+            report
+                .lines()
+                .find(|l| l.contains(name))
+                .and_then(|l| l.split_whitespace().nth(2))
+                .unwrap_or("?")
+                .to_string()
+        };
+        println!(
+            "| {run} | {} | {} | {} |",
+            field("Queries sent"),
+            field("Queries completed"),
+            field("Queries lost")
+        );
+    }
+    let pid = host.pid().unwrap_or(0);
+    thread::sleep(Duration::from_secs(2));
+    println!(
+        "\noperator idle RSS (4 workers, converged): {} KiB",
+        rss_kib(pid)
+    );
+    drop(host);
+
+    // Start-up: operator exec -> 4 workers converged (supervisord started by the operator), and
+    // a restarted operator adopting a running fleet.
+    let t = Instant::now();
+    let mut host = Host::start(4, &local(1))?;
+    wait(&host, Duration::from_secs(60), |s| s["converged"] == true)?;
+    let cold = t.elapsed();
+    host.kill_operator()?;
+    std::fs::remove_file(host.rundir.join("status.json"))?;
+    let t = Instant::now();
+    host.spawn()?;
+    wait(&host, Duration::from_secs(60), |s| s["converged"] == true)?;
+    let adopt = t.elapsed();
+    println!(
+        "cold start -> 4 workers converged: {cold:.0?}; restart + adoption -> converged: {adopt:.0?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! Host mode scaling and faults against the real supervisord + kresd: scale without touching
+//! other workers; operator SIGKILL + restart adopts the fleet without restarting any worker;
+//! a SIGKILLed worker is replaced within a second; a SIGKILLed supervisord is recovered.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use kres_tests::dns::resolve;
+use kres_tests::host::Host;
+use serde_json::Value;
+
+const LOCAL: &str = "local-data:\n  addresses:\n    svc.test: 192.0.2.10\n";
+
+fn wait_workers(host: &Host, n: usize) -> anyhow::Result<Value> {
+    host.wait_status(
+        &format!("{n} ready workers"),
+        Duration::from_secs(30),
+        |s| {
+            s["converged"] == true
+                && s["workers-desired"] == n
+                && s["workers"]
+                    .as_array()
+                    .is_some_and(|w| w.len() == n && w.iter().all(|w| w["state"] == "ready"))
+        },
+    )
+}
+
+fn subset(pids: &BTreeMap<String, u32>, names: &[&str]) -> BTreeMap<String, u32> {
+    pids.iter()
+        .filter(|(n, _)| names.contains(&n.as_str()))
+        .map(|(n, p)| (n.clone(), *p))
+        .collect()
+}
+
+#[test]
+fn host_scale_4_2_5_keeps_untouched_workers() -> anyhow::Result<()> {
+    let host = Host::start(4, LOCAL)?;
+    wait_workers(&host, 4)?;
+    let first = host.worker_pids()?;
+    assert_eq!(first.len(), 4);
+
+    host.write_config(2, LOCAL)?;
+    host.signal("HUP")?;
+    wait_workers(&host, 2)?;
+    let two = host.worker_pids()?;
+    assert_eq!(
+        two,
+        subset(&first, &["kresd0", "kresd1"]),
+        "scale-down restarted a worker"
+    );
+
+    host.write_config(5, LOCAL)?;
+    host.signal("HUP")?;
+    wait_workers(&host, 5)?;
+    let five = host.worker_pids()?;
+    assert_eq!(five.len(), 5);
+    assert_eq!(
+        subset(&five, &["kresd0", "kresd1"]),
+        two,
+        "scale-up restarted a worker"
+    );
+    assert_eq!(
+        resolve(host.listen, "svc.test.", RecordType::A)?,
+        vec!["192.0.2.10"]
+    );
+    Ok(())
+}
+
+#[test]
+fn host_survives_operator_worker_and_supervisord_kills() -> anyhow::Result<()> {
+    let mut host = Host::start(3, LOCAL)?;
+    wait_workers(&host, 3)?;
+    let pids = host.worker_pids()?;
+    let supervisord = host.supervisord_pid()?;
+
+    // SIGKILL the operator: the data plane keeps serving.
+    host.kill_operator()?;
+    for _ in 0..20 {
+        assert_eq!(
+            resolve(host.listen, "svc.test.", RecordType::A)?,
+            vec!["192.0.2.10"]
+        );
+    }
+    // A restarted operator adopts supervisord and every worker: nothing restarted.
+    std::fs::remove_file(host.rundir.join("status.json"))?;
+    host.spawn()?;
+    wait_workers(&host, 3)?;
+    assert_eq!(host.worker_pids()?, pids, "adoption restarted a worker");
+    assert_eq!(host.supervisord_pid()?, supervisord);
+    assert!(host.log().contains("adopting running supervisord"));
+
+    // SIGKILL one worker: supervisord restarts it at once, the operator sees it ready.
+    let victim = pids["kresd1"];
+    let t0 = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()?;
+    let replaced = loop {
+        let now = host.worker_pids()?;
+        if let Some(p) = now.get("kresd1").filter(|p| **p != victim) {
+            break *p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "worker not replaced within 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    host.wait_status("replacement ready", Duration::from_secs(10), |s| {
+        s["workers"].as_array().is_some_and(|w| {
+            w.iter()
+                .any(|w| w["pid"] == replaced && w["state"] == "ready")
+        })
+    })?;
+    assert_eq!(
+        resolve(host.listen, "svc.test.", RecordType::A)?,
+        vec!["192.0.2.10"]
+    );
+
+    // SIGKILL supervisord: the operator notices, clears its orphans and recovers the fleet.
+    std::process::Command::new("kill")
+        .args(["-KILL", &supervisord.to_string()])
+        .status()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_supervisord = loop {
+        if let Ok(p) = host.supervisord_pid()
+            && p != supervisord
+        {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "supervisord not restarted:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let status = host.wait_status("recovered fleet", Duration::from_secs(30), |s| {
+        s["converged"] == true
+            && s["workers"].as_array().is_some_and(|w| {
+                w.len() == 3
+                    && w.iter()
+                        .all(|w| w["state"] == "ready" && w["pid"] != replaced)
+            })
+    })?;
+    assert_ne!(new_supervisord, supervisord);
+    let after = host.worker_pids()?;
+    assert_eq!(after.len(), 3, "{status:#}");
+    for pid in pids.values() {
+        assert!(
+            !after.values().any(|p| p == pid),
+            "orphan {pid} still listed"
+        );
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}/environ")).exists() || is_zombie(*pid),
+            "orphan {pid} alive"
+        );
+    }
+    assert_eq!(
+        resolve(host.listen, "svc.test.", RecordType::A)?,
+        vec!["192.0.2.10"]
+    );
+    Ok(())
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}

@@ -1,0 +1,452 @@
+//! Rendered Lua runs on the real kresd 5.6 and every section takes effect.
+//!
+//! Each test renders a config (given as JSON, the same tree as config.yaml), starts `kresd -n -c`
+//! on a loopback address of its own, and checks the effect with DNS queries or the control socket.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use kres_crd::config::ResolverConfig;
+use kres_crd::lua::{RenderOptions, render};
+use kres_tests::dns;
+use kres_tests::knotd::{Knotd, Zone};
+use kres_tests::kresd::{Kresd, KresdOptions};
+use kres_tests::net::{free_port, unique_loopback};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// A temp dir and a loopback endpoint for one kresd.
+struct Setup {
+    dir: TempDir,
+    ip: Ipv4Addr,
+    port: u16,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let ip = unique_loopback();
+        let port = free_port(ip);
+        let dir = tempfile::Builder::new()
+            .prefix("render-kresd-")
+            .tempdir()
+            .unwrap();
+        Setup { dir, ip, port }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.ip), self.port)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Complete `v` with this setup's listen address, rundir and cache dir, then parse+validate.
+    fn config(&self, mut v: Value) -> ResolverConfig {
+        let obj = v.as_object_mut().unwrap();
+        obj.entry("rundir").or_insert(json!(self.path("run")));
+        let net = obj.entry("network").or_insert(json!({}));
+        net.as_object_mut()
+            .unwrap()
+            .entry("listen")
+            .or_insert(json!([{ "interface": format!("{}@{}", self.ip, self.port) }]));
+        let cache = obj.entry("cache").or_insert(json!({}));
+        cache
+            .as_object_mut()
+            .unwrap()
+            .entry("storage")
+            .or_insert(json!(self.path("cache")));
+        std::fs::create_dir_all(self.path("run")).unwrap();
+        std::fs::create_dir_all(self.path("cache")).unwrap();
+        match ResolverConfig::from_json_value(v) {
+            Ok(c) => c,
+            Err(e) => panic!("config invalid:\n{e}"),
+        }
+    }
+
+    fn render(&self, v: Value) -> String {
+        render(&self.config(v), &RenderOptions::default()).unwrap()
+    }
+
+    fn start(&self, v: Value) -> Kresd {
+        let lua = self.render(v);
+        match Kresd::start_in(self.dir.path(), &lua, &KresdOptions::default()) {
+            Ok(k) => k,
+            Err(e) => panic!("kresd failed: {e:#}\n--- rendered Lua ---\n{lua}"),
+        }
+    }
+}
+
+fn answers(server: SocketAddr, name: &str, rtype: RecordType) -> Vec<String> {
+    dns::resolve(server, name, rtype).unwrap_or_else(|e| panic!("{name} {rtype}: {e:#}"))
+}
+
+fn rcode(server: SocketAddr, name: &str, rtype: RecordType) -> ResponseCode {
+    dns::rcode(&dns::query(server, name, rtype).unwrap_or_else(|e| panic!("{name} {rtype}: {e:#}")))
+}
+
+fn ttls(server: SocketAddr, name: &str, rtype: RecordType) -> Vec<u32> {
+    dns::query(server, name, rtype)
+        .unwrap()
+        .answers
+        .iter()
+        .map(|r| r.ttl)
+        .collect()
+}
+
+#[test]
+fn local_data_addresses_records_nodata_and_ttl_answer() {
+    let s = Setup::new();
+    let _k = s.start(json!({
+        "local-data": {
+            "ttl": "2m",
+            "nodata": true,
+            "addresses": {
+                "host.local-data.test": ["192.0.2.1", "2001:db8::1"],
+                "v4only.local-data.test": "192.0.2.2"
+            },
+            "records": "txt.local-data.test. 600 TXT \"hello world\"\nmulti.local-data.test. A 192.0.2.3\nmulti.local-data.test. A 192.0.2.4\n"
+        }
+    }));
+    let a = s.addr();
+    assert_eq!(
+        answers(a, "host.local-data.test.", RecordType::A),
+        vec!["192.0.2.1"]
+    );
+    assert_eq!(ttls(a, "host.local-data.test.", RecordType::A), vec![120]);
+    assert_eq!(
+        answers(a, "host.local-data.test.", RecordType::AAAA),
+        vec!["2001:db8::1"]
+    );
+    // nodata: the name exists, the type does not -> NOERROR with no answer.
+    let r = dns::query(a, "v4only.local-data.test.", RecordType::AAAA).unwrap();
+    assert_eq!(dns::rcode(&r), ResponseCode::NoError);
+    assert!(r.answers.is_empty(), "{:?}", r.answers);
+    assert_eq!(
+        answers(a, "txt.local-data.test.", RecordType::TXT),
+        vec!["hello world"]
+    );
+    assert_eq!(ttls(a, "txt.local-data.test.", RecordType::TXT), vec![600]);
+    let mut multi = answers(a, "multi.local-data.test.", RecordType::A);
+    multi.sort();
+    assert_eq!(multi, vec!["192.0.2.3", "192.0.2.4"]);
+    assert_eq!(
+        ttls(a, "multi.local-data.test.", RecordType::A),
+        vec![120, 120]
+    );
+    let r = dns::query(a, "multi.local-data.test.", RecordType::MX).unwrap();
+    assert_eq!(
+        (dns::rcode(&r), r.answers.len()),
+        (ResponseCode::NoError, 0)
+    );
+    // Addresses also give reverse records.
+    assert_eq!(
+        answers(a, "1.2.0.192.in-addr.arpa.", RecordType::PTR),
+        vec!["host.local-data.test."]
+    );
+}
+
+#[test]
+fn forward_and_stub_reach_a_real_knotd() {
+    let fwd = Knotd::start(unique_loopback(), &[Zone::example_test()]).unwrap();
+    let stub_zone = Zone {
+        origin: "stub.test.".into(),
+        records: "www 300 A 192.0.2.99\n".into(),
+    };
+    // Upstream (and this project's validation) allows `authoritative` only on port 53: a stub
+    // target is addressed like an authoritative server. Every 127.x address is ours, so knotd
+    // takes port 53 on a private one (needs root or CAP_NET_BIND_SERVICE).
+    let stub = Knotd::start_on(unique_loopback(), 53, &[stub_zone]).unwrap();
+    let s = Setup::new();
+    let _k = s.start(json!({
+        "forward": [
+            {
+                "subtree": "example.test",
+                "servers": [fwd.addr.to_string().replace(':', "@")],
+                "options": { "dnssec": false }
+            },
+            {
+                "subtree": ["stub.test"],
+                "servers": [stub.addr.ip().to_string()],
+                "options": { "authoritative": true, "dnssec": false }
+            }
+        ]
+    }));
+    let a = s.addr();
+    assert_eq!(
+        answers(a, "www.example.test.", RecordType::A),
+        vec!["192.0.2.10"]
+    );
+    assert_eq!(
+        answers(a, "txt.example.test.", RecordType::TXT),
+        vec!["hello from knotd"]
+    );
+    assert_eq!(
+        answers(a, "www.stub.test.", RecordType::A),
+        vec!["192.0.2.99"]
+    );
+    assert_eq!(
+        rcode(a, "nope.stub.test.", RecordType::A),
+        ResponseCode::NXDomain
+    );
+}
+
+#[test]
+fn views_refuse_a_subnet_and_the_most_specific_subnet_wins() {
+    let s = Setup::new();
+    // Three client addresses in one /24: one refused by a /24 view, one allowed by a /32 view
+    // inside it (the more specific view must win whatever the order in the config), one outside.
+    let inside = unique_loopback();
+    let o = inside.octets();
+    let allowed = Ipv4Addr::new(o[0], o[1], o[2], o[3] ^ 0x80);
+    let outside = Ipv4Addr::new(o[0], o[1], o[2].wrapping_add(100), o[3]);
+    let _k = s.start(json!({
+        "views": [
+            { "subnets": [format!("{}.{}.{}.0/24", o[0], o[1], o[2])], "answer": "refused" },
+            { "subnets": [format!("{allowed}/32")], "answer": "allow" }
+        ],
+        "local-data": { "addresses": { "name.view.test": "192.0.2.7" } }
+    }));
+    let q = |src: Ipv4Addr| {
+        dns::rcode(
+            &dns::query_from(IpAddr::V4(src), s.addr(), "name.view.test.", RecordType::A).unwrap(),
+        )
+    };
+    assert_eq!(q(inside), ResponseCode::Refused);
+    assert_eq!(q(allowed), ResponseCode::NoError);
+    assert_eq!(q(outside), ResponseCode::NoError);
+}
+
+#[test]
+fn dns64_synthesizes_aaaa_for_an_ipv4_only_name() {
+    let knot = Knotd::start(unique_loopback(), &[Zone::example_test()]).unwrap();
+    let s = Setup::new();
+    let _k = s.start(json!({
+        "forward": [{
+            "subtree": "example.test",
+            "servers": [knot.addr.to_string().replace(':', "@")],
+            "options": { "dnssec": false }
+        }],
+        "dns64": { "enable": true, "prefix": "64:ff9b::/96" }
+    }));
+    let a = s.addr();
+    assert_eq!(
+        answers(a, "ipv4only.example.test.", RecordType::AAAA),
+        vec!["64:ff9b::c000:22c"]
+    );
+    // A name with a real AAAA keeps it.
+    assert_eq!(
+        answers(a, "www.example.test.", RecordType::AAAA),
+        vec!["2001:db8::10"]
+    );
+}
+
+#[test]
+fn cache_settings_reach_kresd() {
+    let s = Setup::new();
+    let k = s.start(json!({
+        "cache": { "size-max": "20M", "ttl-min": "7s", "ttl-max": "2h", "ns-timeout": "1500ms" }
+    }));
+    assert_eq!(
+        k.eval_json("cache.current_size").unwrap(),
+        json!(20 * 1024 * 1024)
+    );
+    assert_eq!(k.eval_json("cache.min_ttl()").unwrap(), json!(7));
+    assert_eq!(k.eval_json("cache.max_ttl()").unwrap(), json!(7200));
+    assert_eq!(k.eval_json("cache.ns_tout()").unwrap(), json!(1500));
+    let storage = k.eval_json("cache.current_storage").unwrap();
+    assert!(
+        storage
+            .as_str()
+            .unwrap()
+            .contains(s.path("cache").to_str().unwrap()),
+        "{storage}"
+    );
+    assert!(s.path("cache").join("data.mdb").exists());
+}
+
+#[test]
+fn nsid_is_sent_in_replies() {
+    let s = Setup::new();
+    let _k = s.start(json!({
+        "nsid": "resolver-under-test",
+        "local-data": { "addresses": { "n.nsid.test": "192.0.2.8" } }
+    }));
+    let nsid = dns::query_nsid(s.addr(), "n.nsid.test.", RecordType::A).unwrap();
+    assert_eq!(nsid.as_deref(), Some(&b"resolver-under-test"[..]));
+}
+
+#[test]
+fn options_take_effect() {
+    let s = Setup::new();
+    let k = s.start(json!({
+        "options": { "refuse-no-rd": true, "minimize": false, "query-loopback": true, "glue-checking": "strict" },
+        "local-data": { "addresses": { "o.options.test": "192.0.2.9" } }
+    }));
+    let no_rd = dns::query_with(
+        s.addr(),
+        "o.options.test.",
+        RecordType::A,
+        Duration::from_secs(2),
+        |m| {
+            m.metadata.recursion_desired = false;
+        },
+    )
+    .unwrap();
+    assert_eq!(dns::rcode(&no_rd), ResponseCode::Refused);
+    assert_eq!(
+        rcode(s.addr(), "o.options.test.", RecordType::A),
+        ResponseCode::NoError
+    );
+    assert_eq!(k.eval_json("option('NO_MINIMIZE')").unwrap(), json!(true));
+    assert_eq!(k.eval_json("option('ALLOW_LOCAL')").unwrap(), json!(true));
+    assert_eq!(k.eval_json("mode()").unwrap(), json!("strict"));
+
+    // The opposite settings.
+    let s2 = Setup::new();
+    let k2 = s2.start(json!({
+        "options": { "refuse-no-rd": false, "minimize": true },
+        "local-data": { "addresses": { "o.options.test": "192.0.2.9" } }
+    }));
+    let no_rd = dns::query_with(
+        s2.addr(),
+        "o.options.test.",
+        RecordType::A,
+        Duration::from_secs(2),
+        |m| {
+            m.metadata.recursion_desired = false;
+        },
+    )
+    .unwrap();
+    assert_eq!(dns::rcode(&no_rd), ResponseCode::NoError);
+    assert_eq!(k2.eval_json("option('NO_MINIMIZE')").unwrap(), json!(false));
+}
+
+#[test]
+fn logging_level_and_groups_take_effect() {
+    let s = Setup::new();
+    let k = s.start(json!({ "logging": { "level": "info", "groups": ["cache", "policy"] } }));
+    assert_eq!(k.eval_json("log_level()").unwrap(), json!("info"));
+    let groups = k.eval_json("log_groups()").unwrap();
+    let mut g: Vec<String> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    g.sort();
+    assert_eq!(g, vec!["cache", "policy"]);
+}
+
+#[test]
+fn lua_script_and_script_file_run() {
+    let s = Setup::new();
+    let k = s.start(json!({ "lua": { "script": "script_marker = 6 * 7\nhints = hints" } }));
+    assert_eq!(k.eval_json("script_marker").unwrap(), json!(42));
+
+    let s2 = Setup::new();
+    let file = s2.path("extra.lua");
+    std::fs::write(&file, "file_marker = 'from file'\n").unwrap();
+    let k2 = s2.start(json!({ "lua": { "script-file": file } }));
+    assert_eq!(k2.eval_json("file_marker").unwrap(), json!("from file"));
+}
+
+#[test]
+fn rpz_file_blocks_and_answers() {
+    let s = Setup::new();
+    let rpz = s.path("block.rpz");
+    std::fs::write(
+        &rpz,
+        "$TTL 300\n@ SOA localhost. root.localhost. 1 3600 900 604800 300\n\
+         blocked.rpz.test CNAME .\n*.wild.rpz.test CNAME .\nforged.rpz.test A 192.0.2.77\n",
+    )
+    .unwrap();
+    let _k = s.start(json!({ "local-data": { "rpz": [{ "file": rpz }] } }));
+    let a = s.addr();
+    assert_eq!(
+        rcode(a, "blocked.rpz.test.", RecordType::A),
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        rcode(a, "x.wild.rpz.test.", RecordType::A),
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        answers(a, "forged.rpz.test.", RecordType::A),
+        vec!["192.0.2.77"]
+    );
+}
+
+#[test]
+fn trust_anchors_and_negative_trust_anchors_are_installed() {
+    let s = Setup::new();
+    let ds = "ta.example. 3600 IN DS 12345 8 2 49FD46E6C4B45C55D4AC69CBD3CD34AC1AFE51DE8AE3D3EAE7B7B37BF5F3AB4E";
+    let k = s.start(json!({
+        "dnssec": { "trust-anchors": [ds], "negative-trust-anchors": ["nta.example", "other.example"] },
+        "forward": [{ "subtree": "insecure.example", "servers": ["127.0.0.1@9"], "options": { "dnssec": false } }]
+    }));
+    assert_eq!(
+        k.eval_json("trust_anchors.keysets[todname('ta.example.')] ~= nil")
+            .unwrap(),
+        json!(true)
+    );
+    // The root anchor shipped with the package is still there.
+    assert_eq!(
+        k.eval_json("trust_anchors.keysets['\\0'] ~= nil").unwrap(),
+        json!(true)
+    );
+    let mut nta: Vec<String> = k
+        .eval_json("trust_anchors.insecure")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    nta.sort();
+    assert_eq!(
+        nta,
+        vec!["insecure.example.", "nta.example.", "other.example."]
+    );
+}
+
+#[test]
+fn dnssec_disabled_removes_the_root_anchor() {
+    let s = Setup::new();
+    let k = s.start(json!({ "dnssec": { "enable": false } }));
+    assert_eq!(
+        k.eval_json("trust_anchors.keysets['\\0'] == nil").unwrap(),
+        json!(true)
+    );
+}
+
+#[test]
+fn the_example_config_starts() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/examples/config.yaml"
+    ))
+    .unwrap();
+    let mut v: Value = serde_norway::from_str(&text).unwrap();
+    // Run it on this test's own endpoint and dirs; everything else as shipped.
+    let s = Setup::new();
+    v["network"]["listen"] = json!([{ "interface": format!("{}@{}", s.ip, s.port) }]);
+    v["cache"]["storage"] = json!(s.path("cache"));
+    v["rundir"] = json!(s.path("run"));
+    let k = s.start(v);
+    assert_eq!(
+        answers(s.addr(), "router.home.example.test.", RecordType::A),
+        vec!["192.168.1.1"]
+    );
+    assert_eq!(
+        answers(s.addr(), "printer.home.example.test.", RecordType::A),
+        vec!["192.168.1.20"]
+    );
+    assert_eq!(
+        k.eval_json("cache.current_size").unwrap(),
+        json!(50 * 1024 * 1024)
+    );
+}
