@@ -9,13 +9,24 @@ use kres_crd::config::ResolverConfig;
 use kres_crd::lua::{RenderOptions, render, revision};
 
 fn large_config() -> String {
-    let mut y = String::from("network:\n  listen:\n    - interface: 127.0.0.1@5353\nlocal-data:\n  addresses:\n");
+    let mut y = String::from(
+        "network:\n  listen:\n    - interface: 127.0.0.1@5353\nlocal-data:\n  addresses:\n",
+    );
     for i in 0..1000 {
-        y.push_str(&format!("    host{i}.bench.test: [192.0.{}.{}, '2001:db8::{:x}']\n", i / 250, i % 250 + 1, i + 1));
+        y.push_str(&format!(
+            "    host{i}.bench.test: [192.0.{}.{}, '2001:db8::{:x}']\n",
+            i / 250,
+            i % 250 + 1,
+            i + 1
+        ));
     }
     y.push_str("forward:\n");
     for i in 0..100 {
-        y.push_str(&format!("  - subtree: zone{i}.bench.test\n    servers: ['127.0.0.{}@53', '127.0.1.{}']\n", i % 250 + 1, i % 250 + 1));
+        y.push_str(&format!(
+            "  - subtree: zone{i}.bench.test\n    servers: ['127.0.0.{}@53', '127.0.1.{}']\n",
+            i % 250 + 1,
+            i % 250 + 1
+        ));
     }
     y
 }
@@ -39,7 +50,11 @@ fn measure(mut f: impl FnMut(), min_iters: usize, min_time: Duration) -> Stats {
     }
     samples.sort();
     let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-    Stats { median: samples[samples.len() / 2], p99: samples[samples.len() * 99 / 100], mean }
+    Stats {
+        median: samples[samples.len() / 2],
+        p99: samples[samples.len() * 99 / 100],
+        mean,
+    }
 }
 
 fn report(name: &str, what: &str, s: &Stats) {
@@ -58,11 +73,28 @@ fn bench(name: &str, yaml: &str) {
         Err(e) => panic!("{name}: invalid: {e}"),
     };
     let lua = render(&config, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
-    println!("{name}: {} bytes of YAML -> {} bytes of Lua (revision {})", yaml.len(), lua.len(), revision(lua.as_bytes()));
+    println!(
+        "{name}: {} bytes of YAML -> {} bytes of Lua (revision {})",
+        yaml.len(),
+        lua.len(),
+        revision(lua.as_bytes())
+    );
     let budget = Duration::from_secs(2);
-    let s = measure(|| { black_box(ResolverConfig::from_yaml_str(black_box(yaml)).ok()); }, 50, budget);
+    let s = measure(
+        || {
+            black_box(ResolverConfig::from_yaml_str(black_box(yaml)).ok());
+        },
+        50,
+        budget,
+    );
     report(name, "parse+validate", &s);
-    let s = measure(|| { black_box(render(black_box(&config), &opts).ok()); }, 50, budget);
+    let s = measure(
+        || {
+            black_box(render(black_box(&config), &opts).ok());
+        },
+        50,
+        budget,
+    );
     report(name, "render", &s);
     let s = measure(
         || {
