@@ -44,6 +44,21 @@ const CASES: &[(&str, &str, &str)] = &[
         "/network/listen/0",
         "must be a mapping, got a sequence",
     ),
+    (
+        "cache: 5",
+        "/cache",
+        "wrong type: integer `5`, expected a mapping",
+    ),
+    (
+        "forward: {subtree: a.example}",
+        "/forward",
+        "wrong type: mapping, expected a sequence",
+    ),
+    (
+        "options: {minimize: [true]}",
+        "/options/minimize",
+        "wrong type: sequence, expected a boolean",
+    ),
     // management
     (
         "management: {}",
@@ -385,6 +400,21 @@ const CASES: &[(&str, &str, &str)] = &[
         "/forward/0/options/stub",
         "unknown key 'stub'; allowed keys: authoritative, dnssec",
     ),
+    (
+        "forward: [{subtree: a.example, servers: [{address: 192.0.2.1, bogus: 1}]}]",
+        "/forward/0/servers/0/bogus",
+        "unknown key 'bogus'; allowed keys: address, transport, pin-sha256, hostname, ca-file",
+    ),
+    (
+        "forward: [{subtree: a.example, servers: [{address: [192.0.2.1, 'x@53']}]}]",
+        "/forward/0/servers/0/address/1",
+        "failed to parse IP address 'x'",
+    ),
+    (
+        "forward: [{subtree: a.example, servers: [42]}]",
+        "/forward/0/servers/0",
+        "expected '<ip-address>[@<port>]' or a server object",
+    ),
     // fallback
     (
         "fallback: {enable: true, servers: [192.0.2.1]}",
@@ -479,9 +509,24 @@ const CASES: &[(&str, &str, &str)] = &[
         "tagging views (rules database) is a Knot Resolver 6.x feature",
     ),
     (
-        "views: [{subnets: [10.0.0.0/8], answer: allow, protocols: [dot]}]",
-        "/views/0/protocols",
-        "matching a view on protocol is a Knot Resolver 6.x feature",
+        "views: [{subnets: [10.0.0.0/8], answer: allow, protocols: [dot, doq]}]",
+        "/views/0/protocols/1",
+        "DNS over QUIC (protocol 'doq') is a Knot Resolver 6.x feature",
+    ),
+    (
+        "local-data: {rules: [{file: /etc/hosts2, ttl: 5m}]}",
+        "/local-data/rules/0",
+        "kresd 5.x applies one TTL and nodata setting to all hosts files",
+    ),
+    (
+        "cache: {prefetch: {prediction: {enable: true}}}",
+        "/cache/prefetch/prediction/enable",
+        "set 'expiring: true' as well",
+    ),
+    (
+        "cache: {prefetch: {expiring: true, prediction: {enable: true, window: 90s}}}",
+        "/cache/prefetch/prediction/window",
+        "whole minutes, got 90s",
     ),
     (
         "views: [{subnets: [10.0.0.0/8], answer: allow, options: {price-factor: 2.0}}]",

@@ -8,7 +8,7 @@ use super::parse::escape_token;
 use super::types::{AutoBool, InterfaceOptionalPort};
 use super::{
     CONFIG_VERSION, ForwardServer, ForwardTransport, ListenKind, LocalDataRule, ResolverConfig,
-    RuleSubtree, TlsConfig,
+    RuleSubtree, TlsConfig, ViewProtocol,
 };
 
 /// Message for a Knot Resolver 6.x-only feature that is set.
@@ -241,6 +241,25 @@ fn cache(config: &ResolverConfig, e: &mut Errors) {
             );
         }
     }
+    let pre = &c.prefetch;
+    if pre.prediction.enable {
+        if !pre.expiring {
+            e.add(
+                "/cache/prefetch/prediction/enable",
+                "kresd 5.x's predict module always prefetches expiring records; set 'expiring: true' as well",
+            );
+        }
+        let secs = pre.prediction.window.micros() / 1_000_000;
+        if !pre.prediction.window.micros().is_multiple_of(60_000_000) || secs < 60 {
+            e.add(
+                "/cache/prefetch/prediction/window",
+                format!(
+                    "kresd 5.x takes the prediction window in whole minutes, got {}",
+                    pre.prediction.window
+                ),
+            );
+        }
+    }
     if c.prefill.len() > 1 {
         e.add(
             "/cache/prefill",
@@ -417,6 +436,12 @@ fn rule(p: &str, r: &LocalDataRule, e: &mut Errors) {
     if r.tags.is_some() {
         e.add(format!("{p}/tags"), v6_only("tagging local-data rules"));
     }
+    if file && (r.ttl.is_some() || r.nodata.is_some()) {
+        e.add(
+            p,
+            "kresd 5.x applies one TTL and nodata setting to all hosts files; set 'ttl'/'nodata' in /local-data instead of in a rule with 'file'",
+        );
+    }
 }
 
 fn local_data(config: &ResolverConfig, e: &mut Errors) {
@@ -460,17 +485,15 @@ fn views(config: &ResolverConfig, e: &mut Errors) {
                 v6_only("tagging views (rules database)"),
             );
         }
-        if v.dst_subnet.is_some() {
-            e.add(
-                format!("{p}/dst-subnet"),
-                v6_only("matching a view on client and destination subnet together"),
-            );
-        }
-        if v.protocols.is_some() {
-            e.add(
-                format!("{p}/protocols"),
-                v6_only("matching a view on protocol"),
-            );
+        if let Some(protocols) = &v.protocols {
+            for (j, proto) in protocols.iter().enumerate() {
+                if *proto == ViewProtocol::Doq {
+                    e.add(
+                        format!("{p}/protocols/{j}"),
+                        v6_only("DNS over QUIC (protocol 'doq')"),
+                    );
+                }
+            }
         }
         if v.options.price_factor.get() != 1.0 {
             e.add(

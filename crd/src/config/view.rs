@@ -64,10 +64,10 @@ impl Default for ViewOptions {
 pub struct ViewConfig {
     /// Client subnets; the most specific subnet takes priority.
     pub subnets: Vec<IpNetwork>,
-    /// Destination subnet, as an additional condition (Knot Resolver 6.x only).
+    /// Destination subnet, as an additional condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_subnet: Option<IpNetwork>,
-    /// Transport protocols, as an additional condition (Knot Resolver 6.x only).
+    /// Transport protocols, as an additional condition (`doq`: Knot Resolver 6.x only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocols: Option<Vec<ViewProtocol>>,
     /// Tags linking to local-data rules (Knot Resolver 6.x only).
