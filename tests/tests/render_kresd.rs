@@ -395,13 +395,23 @@ fn rpz_file_blocks_and_answers() {
 fn trust_anchors_and_negative_trust_anchors_are_installed() {
     let s = Setup::new();
     let ds = "ta.example. 3600 IN DS 12345 8 2 49FD46E6C4B45C55D4AC69CBD3CD34AC1AFE51DE8AE3D3EAE7B7B37BF5F3AB4E";
+    let ta_file = s.path("tafile.keys");
+    std::fs::write(&ta_file, ds.replace("ta.example.", "tafile.example.") + "\n").unwrap();
     let k = s.start(json!({
-        "dnssec": { "trust-anchors": [ds], "negative-trust-anchors": ["nta.example", "other.example"] },
+        "dnssec": {
+            "trust-anchors": [ds],
+            "trust-anchors-files": [{ "file": ta_file, "read-only": true }],
+            "negative-trust-anchors": ["nta.example", "other.example"]
+        },
         "forward": [{ "subtree": "insecure.example", "servers": ["127.0.0.1@9"], "options": { "dnssec": false } }]
     }));
     assert_eq!(
         k.eval_json("trust_anchors.keysets[todname('ta.example.')] ~= nil")
             .unwrap(),
+        json!(true)
+    );
+    assert_eq!(
+        k.eval_json("trust_anchors.keysets[todname('tafile.example.')] ~= nil").unwrap(),
         json!(true)
     );
     // The root anchor shipped with the package is still there.
