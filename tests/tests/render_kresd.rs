@@ -67,6 +67,18 @@ impl Setup {
         }
     }
 
+    /// Like `start`, but without validation: for render capabilities validation does not allow yet.
+    fn start_unvalidated(&self, mut v: Value) -> Kresd {
+        v["rundir"] = json!(self.path("run"));
+        v["network"] = json!({ "listen": [{ "interface": format!("{}@{}", self.ip, self.port) }] });
+        v["cache"] = json!({ "storage": self.path("cache") });
+        std::fs::create_dir_all(self.path("run")).unwrap();
+        let config: ResolverConfig = serde_json::from_value(v).unwrap();
+        let lua = render(&config, &RenderOptions::default()).unwrap();
+        Kresd::start_in(self.dir.path(), &lua, &KresdOptions::default())
+            .unwrap_or_else(|e| panic!("kresd failed: {e:#}\n{lua}"))
+    }
+
     fn render(&self, v: Value) -> String {
         render(&self.config(v), &RenderOptions::default()).unwrap()
     }
@@ -396,7 +408,11 @@ fn trust_anchors_and_negative_trust_anchors_are_installed() {
     let s = Setup::new();
     let ds = "ta.example. 3600 IN DS 12345 8 2 49FD46E6C4B45C55D4AC69CBD3CD34AC1AFE51DE8AE3D3EAE7B7B37BF5F3AB4E";
     let ta_file = s.path("tafile.keys");
-    std::fs::write(&ta_file, ds.replace("ta.example.", "tafile.example.") + "\n").unwrap();
+    std::fs::write(
+        &ta_file,
+        ds.replace("ta.example.", "tafile.example.") + "\n",
+    )
+    .unwrap();
     let k = s.start(json!({
         "dnssec": {
             "trust-anchors": [ds],
@@ -411,7 +427,8 @@ fn trust_anchors_and_negative_trust_anchors_are_installed() {
         json!(true)
     );
     assert_eq!(
-        k.eval_json("trust_anchors.keysets[todname('tafile.example.')] ~= nil").unwrap(),
+        k.eval_json("trust_anchors.keysets[todname('tafile.example.')] ~= nil")
+            .unwrap(),
         json!(true)
     );
     // The root anchor shipped with the package is still there.
@@ -666,5 +683,35 @@ fn dnstap_sends_messages_to_its_socket() {
     assert!(
         frame.windows(wire_name.len()).any(|w| w == wire_name),
         "{frame:?}"
+    );
+}
+
+/// kresd 5.6 can match views on destination subnet and protocol too (the renderer's view rule
+/// helper); validation does not allow it yet, so this renders an unvalidated config.
+#[test]
+fn views_with_destination_and_protocol_conditions_work_on_kresd_5() {
+    let views = |s: &Setup, with_match: bool| {
+        let mut views = vec![
+            json!({ "subnets": ["127.0.0.0/8"], "dst-subnet": "192.0.2.0/24", "answer": "refused" }),
+            json!({ "subnets": ["127.0.0.0/8"], "protocols": ["tcp53"], "answer": "refused" }),
+        ];
+        if with_match {
+            views.push(json!({ "subnets": ["127.0.0.0/8"], "dst-subnet": format!("{}/32", s.ip), "protocols": ["udp53"], "answer": "refused" }));
+        }
+        json!({ "views": views, "local-data": { "addresses": { "v.views.test": "192.0.2.80" } } })
+    };
+    // Neither the other destination nor the other protocol matches a UDP query to our address.
+    let s = Setup::new();
+    let _k = s.start_unvalidated(views(&s, false));
+    assert_eq!(
+        answers(s.addr(), "v.views.test.", RecordType::A),
+        vec!["192.0.2.80"]
+    );
+    // Destination and protocol both matching: refused.
+    let s2 = Setup::new();
+    let _k2 = s2.start_unvalidated(views(&s2, true));
+    assert_eq!(
+        rcode(s2.addr(), "v.views.test.", RecordType::A),
+        ResponseCode::Refused
     );
 }
