@@ -715,3 +715,41 @@ fn views_with_destination_and_protocol_conditions_work_on_kresd_5() {
         ResponseCode::Refused
     );
 }
+
+/// `SocketMode::Inherited`: no `net.listen`; kresd serves on a socket it inherited (`-S FD`).
+/// The socket is handed over as kresd's stdin (FD 0), which `-n` leaves alone.
+#[test]
+fn inherited_socket_mode_serves_on_the_passed_socket() {
+    use kres_crd::lua::SocketMode;
+    let s = Setup::new();
+    let config =
+        s.config(json!({ "local-data": { "addresses": { "i.inherited.test": "192.0.2.90" } } }));
+    let lua = render(
+        &config,
+        &RenderOptions {
+            sockets: SocketMode::Inherited,
+        },
+    )
+    .unwrap();
+    assert!(!lua.contains("net.listen("), "{lua}");
+    let sock = std::net::UdpSocket::bind(s.addr()).unwrap();
+    let opts = KresdOptions {
+        args: vec!["-S".into(), "0".into()],
+        stdin: Some(std::os::fd::OwnedFd::from(sock)),
+        ..KresdOptions::default()
+    };
+    let k = Kresd::start_in(s.dir.path(), &lua, &opts).unwrap();
+    assert_eq!(
+        answers(s.addr(), "i.inherited.test.", RecordType::A),
+        vec!["192.0.2.90"]
+    );
+    // kresd bound nothing else itself (no default 127.0.0.1@53 fallback).
+    let list = k.eval_json("net.list()").unwrap();
+    let dns: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == json!("dns"))
+        .collect();
+    assert_eq!(dns.len(), 1, "{list}");
+}
