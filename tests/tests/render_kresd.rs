@@ -260,7 +260,10 @@ fn dns64_synthesizes_aaaa_for_an_ipv4_only_name() {
 fn cache_settings_reach_kresd() {
     let s = Setup::new();
     let k = s.start(json!({
-        "cache": { "size-max": "20M", "ttl-min": "7s", "ttl-max": "2h", "ns-timeout": "1500ms" }
+        "cache": {
+            "size-max": "20M", "ttl-min": "7s", "ttl-max": "2h", "ns-timeout": "1500ms",
+            "prefetch": { "expiring": true, "prediction": { "enable": true, "window": "10m", "period": 12 } }
+        }
     }));
     assert_eq!(
         k.eval_json("cache.current_size").unwrap(),
@@ -278,6 +281,11 @@ fn cache_settings_reach_kresd() {
         "{storage}"
     );
     assert!(s.path("cache").join("data.mdb").exists());
+    // prefetch -> the predict module with the configured window (minutes) and period.
+    assert_eq!(
+        k.eval_json("{predict.window, predict.period}").unwrap(),
+        json!([10, 12])
+    );
 }
 
 #[test]
