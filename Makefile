@@ -42,9 +42,10 @@ fmt:
 run:
 	$(CARGO) run -p kres-operator --bin kres-operator -- host --config $(EXAMPLE)
 
-# Host-mode benchmarks (not tests): change -> converged for N = 1, 2, 4, 8 against a bare kresd
-# start, queries lost during a rollout under load, idle RSS and start-up time.
+# Benchmarks (not tests): validate + render time of the example config and of a large one;
+# host mode: change -> converged for N = 1, 2, 4, 8 against a bare kresd start, queries lost
+# during a rollout under load, idle RSS and start-up time (docs/BENCHMARKS.md).
 bench: deps
+	$(CARGO) bench -p kres-crd --bench render
 	$(CARGO) build --release -p kres-operator --bin kres-operator
 	$(CARGO) test --release -p kres-tests --test host_bench -- --ignored --nocapture --test-threads=1
-

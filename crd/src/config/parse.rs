@@ -52,6 +52,8 @@ pub(crate) fn from_yaml_str(text: &str) -> Result<ResolverConfig, ConfigErrors> 
                 e.location = index.locate(&e.pointer, at_key);
             }
         }
+        // Source order reads best.
+        errors.0.sort_by_key(|e| e.location);
         errors
     })
 }
@@ -133,7 +135,20 @@ fn deserialize_collecting(mut value: Value) -> Result<ResolverConfig, ConfigErro
     loop {
         match serde_path_to_error::deserialize::<_, ResolverConfig>(&value) {
             Ok(config) if errors.is_empty() => return Ok(config),
-            Ok(_) => return Err(ConfigErrors(errors)),
+            Ok(pruned) => {
+                // Also report the semantic errors of what remains, except those about the
+                // nodes already reported (removing a bad node can cause a semantic error).
+                if let Err(semantic) = pruned.validate() {
+                    for s in semantic.0 {
+                        let original = removed.to_original(&value, &s.pointer);
+                        if !errors.iter().any(|t| related(&t.pointer, &original)) {
+                            errors.push(ConfigError::new(original, s.message));
+                        }
+                    }
+                }
+                errors.truncate(MAX_ERRORS);
+                return Err(ConfigErrors(errors));
+            }
             Err(e) => {
                 let (pointer, message) = describe(&e);
                 let original = removed.to_original(&value, &pointer);
@@ -154,6 +169,13 @@ fn deserialize_collecting(mut value: Value) -> Result<ResolverConfig, ConfigErro
             }
         }
     }
+}
+
+/// True when one pointer is the other or an ancestor of it.
+fn related(a: &str, b: &str) -> bool {
+    let under =
+        |x: &str, y: &str| x.len() > y.len() && x.starts_with(y) && x[y.len()..].starts_with('/');
+    a == b || under(a, b) || under(b, a)
 }
 
 /// Sort key of a pointer that orders array indices numerically.
@@ -291,10 +313,18 @@ fn humanize(raw: &str) -> String {
             ("expected u64", "expected an integer"),
             ("expected i128", "expected an integer"),
             ("expected f64", "expected a number"),
-            ("expected a string", "expected a string"),
         ]
         .iter()
         .fold(rest.to_string(), |acc, (from, to)| acc.replace(from, to));
+        // "expected struct CacheConfig" -> "expected a mapping"; "map" -> "mapping".
+        let rest = match rest.split_once("expected struct ") {
+            Some((head, _)) => format!("{head}expected a mapping"),
+            None => rest,
+        };
+        let rest = match rest.strip_prefix("map,") {
+            Some(tail) => format!("mapping,{tail}"),
+            None => rest,
+        };
         return format!("wrong type: {rest}");
     }
     raw.to_string()

@@ -425,7 +425,7 @@ fn display_is_one_error_per_line() {
     let e = errors_of("version: 3\nworkers: 0\n");
     assert_eq!(
         e.to_string(),
-        "2:10: /workers: must be 'auto' or in range 1..=256, got 0"
+        "1:10: /version: unsupported configuration version 3; only version 1 is supported\n2:10: /workers: must be 'auto' or in range 1..=256, got 0"
     );
     let e = errors_of("version: 3\n");
     assert_eq!(
@@ -693,4 +693,47 @@ fn block_nesting_depth_is_limited_by_our_parser() {
         "document is nested too deeply (the limit is 64 levels)"
     );
     assert_eq!(e.0[0].location.map(|l| l.line), Some(65));
+}
+
+#[test]
+fn crlf_and_tabs() {
+    let c = ResolverConfig::from_yaml_str("workers: 3\r\ncache:\r\n  size-max: 5M\r\n").unwrap();
+    assert_eq!(c.workers, Workers::Count(3));
+    assert_eq!(c.cache.size_max.mbytes(), 5);
+    let e = errors_of("cache:\n\tsize-max: 5M\n");
+    assert!(e.0[0].message.starts_with("invalid YAML"), "{e}");
+    assert_eq!(e.0[0].location.map(|l| l.line), Some(2), "{e}");
+}
+
+#[test]
+fn type_and_semantic_errors_are_reported_together() {
+    let e = errors_of(
+        "forward:\n  - subtree: a.example\n    servers: [bad]\n  - subtree: b.example\n    servers: [192.0.2.1@5353]\n    options: {authoritative: true}\ncache: {ttl-min: 1d, ttl-max: 1h, size-max: x}\nmanagement: {interface: nope}\n",
+    );
+    let got: Vec<&str> = e.iter().map(|e| e.pointer.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "/forward/0/servers/0",
+            "/forward/1/servers/0",
+            "/cache/ttl-max",
+            "/cache/size-max",
+            "/management/interface",
+        ],
+        "{e}"
+    );
+    // The removed bad interface does not also yield "exactly one of ... must be set".
+    assert!(!e.iter().any(|e| e.pointer == "/management"), "{e}");
+    assert_eq!(e.0[1].location.map(|l| l.line), Some(5));
+}
+
+#[test]
+fn typical_config_parses_quickly() {
+    let start = std::time::Instant::now();
+    for _ in 0..100 {
+        ResolverConfig::from_yaml_str(FULL).unwrap();
+    }
+    let per = start.elapsed() / 100;
+    println!("FULL config: {per:?} per parse+validate");
+    assert!(per < std::time::Duration::from_millis(100), "{per:?}");
 }

@@ -44,6 +44,21 @@ const CASES: &[(&str, &str, &str)] = &[
         "/network/listen/0",
         "must be a mapping, got a sequence",
     ),
+    (
+        "cache: 5",
+        "/cache",
+        "wrong type: integer `5`, expected a mapping",
+    ),
+    (
+        "forward: {subtree: a.example}",
+        "/forward",
+        "wrong type: mapping, expected a sequence",
+    ),
+    (
+        "options: {minimize: [true]}",
+        "/options/minimize",
+        "wrong type: sequence, expected a boolean",
+    ),
     // management
     (
         "management: {}",

@@ -75,9 +75,19 @@ pub(super) fn no_nul(c: &ResolverConfig) -> Result<(), RenderError> {
             _ => Ok(()),
         }
     }
-    let v = serde_json::to_value(c)
-        .map_err(|e| RenderError::new("", format!("cannot inspect config: {e}")))?;
-    walk(&v, &mut String::new())
+    let inspect =
+        |e: serde_json::Error| RenderError::new("", format!("cannot inspect config: {e}"));
+    // Fast path: serde_json writes NUL as \u0000; only then find the pointer.
+    if !serde_json::to_string(c)
+        .map_err(inspect)?
+        .contains("\\u0000")
+    {
+        return Ok(());
+    }
+    walk(
+        &serde_json::to_value(c).map_err(inspect)?,
+        &mut String::new(),
+    )
 }
 
 /// `hostname` and `nsid`.

@@ -90,8 +90,12 @@ pub(crate) fn reverse_name(addr: &IpAddr) -> String {
         }
         IpAddr::V6(a) => {
             let mut s = String::with_capacity(73);
+            const HEX: &[u8; 16] = b"0123456789abcdef";
             for b in a.octets().iter().rev() {
-                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+                s.push(char::from(HEX[usize::from(b & 0xf)]));
+                s.push('.');
+                s.push(char::from(HEX[usize::from(b >> 4)]));
+                s.push('.');
             }
             s.push_str("ip6.arpa.");
             s
