@@ -20,18 +20,28 @@ pub fn query_with(
     timeout: Duration,
     edit: impl FnOnce(&mut Message),
 ) -> Result<Message> {
-    let bind: SocketAddr = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }.parse()?;
+    let bind: SocketAddr = if server.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    }
+    .parse()?;
     let sock = UdpSocket::bind(bind)?;
     sock.set_read_timeout(Some(timeout))?;
     let id: u16 = rand_id();
     let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
     msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(Name::from_ascii(name).context("query name")?, rtype));
+    msg.add_query(Query::query(
+        Name::from_ascii(name).context("query name")?,
+        rtype,
+    ));
     edit(&mut msg);
     sock.send_to(&msg.to_vec()?, server)?;
     let mut buf = vec![0u8; 65535];
     loop {
-        let (n, from) = sock.recv_from(&mut buf).with_context(|| format!("no answer from {server} for {name} {rtype}"))?;
+        let (n, from) = sock
+            .recv_from(&mut buf)
+            .with_context(|| format!("no answer from {server} for {name} {rtype}"))?;
         if from != server {
             continue;
         }
@@ -67,6 +77,8 @@ pub fn resolve(server: SocketAddr, name: &str, rtype: RecordType) -> Result<Vec<
 }
 
 fn rand_id() -> u16 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     (t.subsec_nanos() ^ std::process::id()) as u16
 }
