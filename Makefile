@@ -7,7 +7,7 @@ CARGO ?= cargo
 APT_PACKAGES := knot-resolver knot-resolver-module-http supervisor knot knot-dnsutils dnsutils dnsperf
 EXAMPLE := manifests/examples/config.yaml
 
-.PHONY: all build deps test test-rust lint fmt run bench
+.PHONY: all build deps k8s-tools test test-rust lint fmt run bench
 
 all: build
 
@@ -23,6 +23,11 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+# etcd, kube-apiserver, kube-controller-manager, kubectl and helm built from Go modules into a
+# cache outside the repo (versions: tests/k8s/versions.env); a no-op when already built.
+k8s-tools:
+	tests/k8s/build-tools.sh
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -32,7 +37,7 @@ test-rust:
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
-test: deps lint test-rust
+test: deps k8s-tools lint test-rust
 
 fmt:
 	$(CARGO) fmt --all

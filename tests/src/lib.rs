@@ -1,5 +1,6 @@
-//! Test harness shared by the integration tests: loopback addresses, a small DNS client, and
-//! runners for real kresd and knotd processes.
+//! Test harness shared by the integration tests: loopback addresses, a small DNS client, runners
+//! for real kresd, knotd and `kres-operator host` processes, child processes that die with the
+//! test binary, a real Kubernetes control plane and a test node agent (kubelet stand-in).
 //!
 //! Every test talks to loopback only (127.0.0.0/8, ::1).
 
@@ -8,4 +9,7 @@ pub mod dns;
 pub mod host;
 pub mod knotd;
 pub mod kresd;
+pub mod k8s;
 pub mod net;
+pub mod node_agent;
+pub mod process;

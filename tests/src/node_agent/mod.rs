@@ -1,0 +1,339 @@
+//! A test node agent: the kubelet stand-in of the test control plane (test code only).
+//!
+//! It registers a Ready Node, binds unscheduled Pods (no scheduler runs) to it and runs each
+//! Pod bound to it as a real `kresd` on a loopback pod IP (127.0.x.y) of its own, reporting
+//! real status: phase, podIP(s), container state (Waiting / Running / Terminated with the exit
+//! code), restartCount, and the Ready condition from kresd's `READY=1` on `NOTIFY_SOCKET`.
+//! restartPolicy is applied with exponential back-off (`CrashLoopBackOff`); deletion honours
+//! the grace period (SIGTERM, wait, SIGKILL, then delete with grace 0). How a Pod spec maps to
+//! a kresd invocation is described in [`spec`] and docs/development.md. It knows nothing about
+//! kres-operator.
+
+mod ip;
+mod pod;
+pub mod spec;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{
+    Binding, Node, NodeAddress, NodeCondition, NodeStatus, ObjectReference, Pod,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Errors of the node agent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error("{0}: {1}")]
+    Api(String, #[source] kube::Error),
+    /// A file operation failed.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    /// The pod spec cannot be run by this agent.
+    #[error("{0}")]
+    Spec(String),
+}
+
+/// Settings of one node agent.
+#[derive(Debug, Clone)]
+pub struct NodeAgentConfig {
+    /// Node name to register.
+    pub node_name: String,
+    /// Only handle Pods of this namespace (parallel tests each run an agent for their namespace).
+    pub namespace: Option<String>,
+    /// Per-pod directories (volumes, work dir, log, notify socket) go here.
+    pub root_dir: PathBuf,
+    /// The kresd executable.
+    pub kresd: PathBuf,
+    /// Node address reported as status.hostIP.
+    pub host_ip: String,
+    /// First restart back-off (the kubelet uses 10 s; tests want it short).
+    pub backoff_initial: Duration,
+    /// Back-off cap (the kubelet uses 300 s).
+    pub backoff_max: Duration,
+}
+
+impl NodeAgentConfig {
+    /// Defaults: kresd from PATH, host IP 127.0.0.1, back-off 1 s doubling up to 10 s.
+    pub fn new(node_name: impl Into<String>, root_dir: impl Into<PathBuf>) -> Self {
+        NodeAgentConfig {
+            node_name: node_name.into(),
+            namespace: None,
+            root_dir: root_dir.into(),
+            kresd: PathBuf::from("kresd"),
+            host_ip: "127.0.0.1".into(),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running node agent. Dropping it (or the tokio runtime it runs on) kills its kresd processes;
+/// [`NodeAgent::shutdown`] also removes the Node.
+pub struct NodeAgent {
+    node_name: String,
+    client: Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NodeAgent {
+    /// Register the Node and start handling Pods.
+    pub async fn start(client: Client, config: NodeAgentConfig) -> Result<NodeAgent, Error> {
+        std::fs::create_dir_all(&config.root_dir)
+            .map_err(|e| Error::Io(format!("create {}", config.root_dir.display()), e))?;
+        register_node(&client, &config).await?;
+        let node_name = config.node_name.clone();
+        let ctx = Arc::new(pod::Ctx {
+            client: client.clone(),
+            config,
+        });
+        let task = tokio::spawn(watch_pods(ctx));
+        Ok(NodeAgent {
+            node_name,
+            client,
+            task,
+        })
+    }
+
+    /// The registered node name.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// Stop: kill every pod's kresd and delete the Node object.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        match nodes
+            .delete(&self.node_name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(Error::Api(format!("delete node {}", self.node_name), e)),
+        }
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn register_node(client: &Client, cfg: &NodeAgentConfig) -> Result<(), Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(cfg.node_name.clone()),
+            labels: Some(
+                [
+                    ("kubernetes.io/hostname".to_string(), cfg.node_name.clone()),
+                    ("kubernetes.io/os".to_string(), "linux".to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(Error::Api(format!("create node {}", cfg.node_name), e)),
+    }
+    let t = Time(Timestamp::now());
+    let cap: std::collections::BTreeMap<String, Quantity> =
+        [("cpu", "8"), ("memory", "16Gi"), ("pods", "250")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Quantity(v.into())))
+            .collect();
+    let status = NodeStatus {
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: cfg.host_ip.clone(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: cfg.node_name.clone(),
+            },
+        ]),
+        allocatable: Some(cap.clone()),
+        capacity: Some(cap),
+        conditions: Some(vec![NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: Some("KubeletReady".into()),
+            message: Some("kres test node agent is posting ready status".into()),
+            last_heartbeat_time: Some(t.clone()),
+            last_transition_time: Some(t),
+        }]),
+        ..Default::default()
+    };
+    nodes
+        .patch_status(
+            &cfg.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({ "status": status })),
+        )
+        .await
+        .map_err(|e| Error::Api(format!("set status of node {}", cfg.node_name), e))?;
+    Ok(())
+}
+
+/// Bind an unscheduled pod to our node (what the scheduler would do).
+async fn bind(ctx: &pod::Ctx, pod: &Pod) -> Result<(), Error> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(ctx.config.node_name.clone()),
+            ..Default::default()
+        },
+    };
+    match api
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Bound meanwhile (409) or gone (404): the next event tells.
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(()),
+        Err(e) => Err(Error::Api(format!("bind pod {ns}/{name}"), e)),
+    }
+}
+
+struct Runner {
+    tx: watch::Sender<Pod>,
+    abort: tokio::task::AbortHandle,
+}
+
+async fn watch_pods(ctx: Arc<pod::Ctx>) {
+    let api: Api<Pod> = match &ctx.config.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let mut runners: HashMap<String, Runner> = HashMap::new();
+    // Dropping the JoinSet (agent stopped, runtime shut down) aborts every runner, which kills kresd.
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut relisted: HashSet<String> = HashSet::new();
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(ev) = stream.next().await {
+        while tasks.try_join_next().is_some() {}
+        runners.retain(|_, r| !r.abort.is_finished());
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!("node agent {}: pod watch: {e}", ctx.config.node_name);
+                continue;
+            }
+        };
+        match ev {
+            Event::Init => relisted.clear(),
+            Event::InitApply(p) | Event::Apply(p) => {
+                if let Some(uid) = p.metadata.uid.clone() {
+                    relisted.insert(uid);
+                }
+                handle(&ctx, &mut runners, &mut tasks, p).await;
+            }
+            Event::Delete(p) => {
+                if let Some(r) = p.metadata.uid.as_ref().and_then(|u| runners.remove(u)) {
+                    // Dropping the sender tells the runner the pod is gone: kill at once.
+                    drop(r.tx);
+                }
+            }
+            Event::InitDone => {
+                runners.retain(|uid, _| relisted.contains(uid));
+            }
+        }
+    }
+}
+
+async fn handle(
+    ctx: &Arc<pod::Ctx>,
+    runners: &mut HashMap<String, Runner>,
+    tasks: &mut JoinSet<()>,
+    p: Pod,
+) {
+    let Some(uid) = p.metadata.uid.clone() else {
+        return;
+    };
+    let node = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default();
+    if node.is_empty() {
+        let scheduler = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.clone())
+            .unwrap_or_default();
+        if p.metadata.deletion_timestamp.is_none()
+            && (scheduler.is_empty() || scheduler == "default-scheduler")
+            && let Err(e) = bind(ctx, &p).await
+        {
+            tracing::warn!("node agent {}: {e}", ctx.config.node_name);
+        }
+        return;
+    }
+    if node != ctx.config.node_name {
+        return;
+    }
+    if let Some(r) = runners.get(&uid) {
+        r.tx.send_replace(p);
+        return;
+    }
+    let phase = p
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    if phase == "Succeeded" || phase == "Failed" {
+        // A finished pod from an earlier agent: only honour its deletion.
+        if p.metadata.deletion_timestamp.is_some() {
+            let api: Api<Pod> = Api::namespaced(
+                ctx.client.clone(),
+                p.metadata.namespace.as_deref().unwrap_or_default(),
+            );
+            let _ = api
+                .delete(
+                    p.metadata.name.as_deref().unwrap_or_default(),
+                    &DeleteParams::default().grace_period(0),
+                )
+                .await;
+        }
+        return;
+    }
+    let (tx, rx) = watch::channel(p);
+    let abort = tasks.spawn(pod::run(ctx.clone(), rx));
+    runners.insert(uid, Runner { tx, abort });
+}
