@@ -476,6 +476,8 @@ fn yaml_syntax_errors_have_positions() {
             .contains("mapping keys must be plain strings"),
         "{e}"
     );
+    let e = errors_of("a: &k nsid\n*k : x\n");
+    assert!(e.0[0].message.contains("not aliases"), "{e}");
     let e = errors_of("workers: !custom 3\n");
     assert!(
         e.0[0].message.contains("unsupported YAML tag '!custom'"),
