@@ -745,3 +745,43 @@ fn typical_config_parses_quickly() {
     println!("FULL config: {per:?} per parse+validate");
     assert!(per < std::time::Duration::from_millis(100), "{per:?}");
 }
+
+#[test]
+fn mutated_documents_never_panic() {
+    // Deterministic pseudo-random byte mutations of a full config.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let alphabet = b" :-[]{}'\"\n\t@/.#&*!|>0123456789abcdefxyz\xff";
+    let (mut ok, mut rejected) = (0, 0);
+    for _ in 0..500 {
+        let mut doc = FULL.as_bytes().to_vec();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % doc.len();
+            let byte = alphabet[(next() as usize) % alphabet.len()];
+            match next() % 3 {
+                0 => doc[at] = byte,
+                1 => doc.insert(at, byte),
+                _ => {
+                    doc.remove(at);
+                }
+            }
+        }
+        match ResolverConfig::from_yaml_bytes(&doc) {
+            Ok(c) => {
+                assert!(c.validate().is_ok());
+                ok += 1;
+            }
+            Err(e) => {
+                assert!(!e.is_empty());
+                assert!(e.iter().all(|e| !e.message.is_empty()));
+                rejected += 1;
+            }
+        }
+    }
+    assert!(ok > 0 && rejected > 0, "ok {ok}, rejected {rejected}");
+}
