@@ -785,3 +785,19 @@ fn mutated_documents_never_panic() {
     }
     assert!(ok > 0 && rejected > 0, "ok {ok}, rejected {rejected}");
 }
+
+#[test]
+fn example_configs_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("config") && name.ends_with(".yaml") {
+            let bytes = std::fs::read(&path).unwrap();
+            ResolverConfig::from_yaml_bytes(&bytes).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no config*.yaml in {}", dir.display());
+}
