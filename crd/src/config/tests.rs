@@ -476,6 +476,8 @@ fn yaml_syntax_errors_have_positions() {
             .contains("mapping keys must be plain strings"),
         "{e}"
     );
+    let e = errors_of("a: &k nsid\n*k : x\n");
+    assert!(e.0[0].message.contains("not aliases"), "{e}");
     let e = errors_of("workers: !custom 3\n");
     assert!(
         e.0[0].message.contains("unsupported YAML tag '!custom'"),
@@ -742,4 +744,60 @@ fn typical_config_parses_quickly() {
     let per = start.elapsed() / 100;
     println!("FULL config: {per:?} per parse+validate");
     assert!(per < std::time::Duration::from_millis(100), "{per:?}");
+}
+
+#[test]
+fn mutated_documents_never_panic() {
+    // Deterministic pseudo-random byte mutations of a full config.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let alphabet = b" :-[]{}'\"\n\t@/.#&*!|>0123456789abcdefxyz\xff";
+    let (mut ok, mut rejected) = (0, 0);
+    for _ in 0..500 {
+        let mut doc = FULL.as_bytes().to_vec();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % doc.len();
+            let byte = alphabet[(next() as usize) % alphabet.len()];
+            match next() % 3 {
+                0 => doc[at] = byte,
+                1 => doc.insert(at, byte),
+                _ => {
+                    doc.remove(at);
+                }
+            }
+        }
+        match ResolverConfig::from_yaml_bytes(&doc) {
+            Ok(c) => {
+                assert!(c.validate().is_ok());
+                ok += 1;
+            }
+            Err(e) => {
+                assert!(!e.is_empty());
+                assert!(e.iter().all(|e| !e.message.is_empty()));
+                rejected += 1;
+            }
+        }
+    }
+    assert!(ok > 0 && rejected > 0, "ok {ok}, rejected {rejected}");
+}
+
+#[test]
+fn example_configs_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("config") && name.ends_with(".yaml") {
+            let bytes = std::fs::read(&path).unwrap();
+            ResolverConfig::from_yaml_bytes(&bytes).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no config*.yaml in {}", dir.display());
 }
