@@ -43,6 +43,7 @@ fn revision_is_stable_and_short() {
 fn default_config_renders() {
     let l = lua("{}");
     assert!(l.starts_with("-- kresd 5.x configuration rendered by kres-operator"));
+    pos(&l, "\nffi = require('ffi')\n");
     pos(&l, "mode('normal')");
     pos(
         &l,
@@ -436,4 +437,20 @@ fn nul_in_any_string_is_an_error_naming_the_field() {
         render(&c, &RenderOptions::default()).unwrap_err().pointer,
         "/dnssec/trust-anchors/1"
     );
+}
+
+#[test]
+fn a_name_cannot_be_trust_anchor_and_negative_trust_anchor() {
+    let e = render(
+        &cfg("dnssec:\n  trust-anchors: ['A.test. DS 1 8 2 AB']\n  negative-trust-anchors: [b.test, a.test]\n"),
+        &RenderOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.pointer, "/dnssec/negative-trust-anchors/1");
+    let e = render(
+        &cfg("dnssec:\n  trust-anchors: ['a.test. DS 1 8 2 AB']\nforward:\n  - subtree: a.test\n    servers: [192.0.2.1]\n    options:\n      dnssec: false\n"),
+        &RenderOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.pointer, "/forward/0/options/dnssec");
 }
