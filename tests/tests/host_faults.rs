@@ -214,3 +214,36 @@ fn host_sigterm_stops_fleet_unless_keep_workers_on_exit() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+#[test]
+fn host_invalid_config_on_reload_leaves_the_fleet_untouched() -> anyhow::Result<()> {
+    let host = Host::start(2, LOCAL)?;
+    let before = wait_workers(&host, 2)?;
+    let pids = host.worker_pids()?;
+    // Unknown key and an out-of-range worker count: both reported, nothing applied.
+    host.write_raw(&host.config_text(0, &format!("{LOCAL}no-such-key: 1\n")))?;
+    host.signal("HUP")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !host.log().contains("configuration rejected") {
+        assert!(
+            Instant::now() < deadline,
+            "no rejection logged:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = host.log();
+    assert!(log.contains("/workers"), "{log}");
+    assert!(log.contains("no-such-key"), "{log}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(host.worker_pids()?, pids);
+    assert_eq!(
+        host.status()?["current-revision"],
+        before["current-revision"]
+    );
+    assert_eq!(
+        resolve(host.listen, "svc.test.", RecordType::A)?,
+        vec!["192.0.2.10"]
+    );
+    Ok(())
+}
