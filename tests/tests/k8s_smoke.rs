@@ -179,7 +179,7 @@ async fn node_agent_runs_a_kresd_pod_that_answers_dns_on_its_pod_ip() -> R {
 
     let conf = "net.listen(os.getenv('POD_IP'), 53, { kind = 'dns' })\n\
                 modules.load('hints > iterate')\n\
-                hints['smoke.test.'] = '192.0.2.7'\n";
+                hints['resolver.kres-smoke.'] = '192.0.2.7'\n";
     Api::<ConfigMap>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &config_map("kresd", conf))
         .await?;
@@ -215,9 +215,10 @@ async fn node_agent_runs_a_kresd_pod_that_answers_dns_on_its_pod_ip() -> R {
     assert_eq!(cs.restart_count, 0);
 
     let server: SocketAddr = format!("{ip}:53").parse()?;
-    let answers =
-        tokio::task::spawn_blocking(move || dns::resolve(server, "smoke.test.", RecordType::A))
-            .await??;
+    let answers = tokio::task::spawn_blocking(move || {
+        dns::resolve(server, "resolver.kres-smoke.", RecordType::A)
+    })
+    .await??;
     assert_eq!(answers, vec!["192.0.2.7".to_string()]);
 
     // Deletion with the default grace period: SIGTERM, then the agent removes the pod.
@@ -229,7 +230,7 @@ async fn node_agent_runs_a_kresd_pod_that_answers_dns_on_its_pod_ip() -> R {
     let gone = tokio::task::spawn_blocking(move || {
         dns::query_with(
             server,
-            "smoke.test.",
+            "resolver.kres-smoke.",
             RecordType::A,
             Duration::from_millis(300),
             |_| {},
