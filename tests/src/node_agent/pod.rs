@@ -413,7 +413,11 @@ impl Runner {
             Ok(_) => Ok(()),
             // Already gone: the runner ends via the watch channel.
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(Error::Api(format!("patch status of pod {}", self.name), e)),
+            // Transient API trouble must not kill the pod: the next change reports again.
+            Err(e) => {
+                tracing::warn!("node agent: patch status of pod {}: {e}", self.name);
+                Ok(())
+            }
         }
     }
 }
