@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kres_tests::dns;
@@ -134,7 +135,7 @@ fn kresd_pod(name: &str, config_map: &str) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": { "name": name },
+        "metadata": { "name": name, "labels": { "app": name } },
         "spec": {
             "containers": [{
                 "name": "kresd",
@@ -220,6 +221,26 @@ async fn node_agent_runs_a_kresd_pod_that_answers_dns_on_its_pod_ip() -> R {
     })
     .await??;
     assert_eq!(answers, vec!["192.0.2.7".to_string()]);
+
+    // The disruption controller counts the Ready pod as healthy for a PodDisruptionBudget.
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let pdb: PodDisruptionBudget = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "resolver" },
+        "spec": { "minAvailable": 1, "selector": { "matchLabels": { "app": "resolver" } } },
+    }))?;
+    pdbs.create(&PostParams::default(), &pdb).await?;
+    let pdbs = &pdbs;
+    eventually(30, "PDB resolver with 1 healthy pod", || async move {
+        let st = pdbs.get("resolver").await?.status;
+        Ok(st
+            .filter(|s| {
+                s.current_healthy == Some(1)
+                    && s.expected_pods == Some(1)
+                    && s.desired_healthy == Some(1)
+            })
+            .map(|_| ()))
+    })
+    .await?;
 
     // Deletion with the default grace period: SIGTERM, then the agent removes the pod.
     pods.delete("resolver", &DeleteParams::default()).await?;
