@@ -469,3 +469,60 @@ async fn rbac_allows_granted_and_refuses_missing_permissions() -> R {
     ));
     Ok(())
 }
+
+/// Processes whose command line mentions `needle` (zombies have an empty one).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        e.file_name().to_str()?.parse::<u32>().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        cmd.contains(needle).then_some(cmd)
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn an_aborting_test_binary_leaves_no_control_plane_behind() -> R {
+    const CHILD: &str = "KRES_K8S_SMOKE_ABORT_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        // Child mode: start a control plane, report where, then die without any cleanup.
+        let cp = ControlPlane::shared().await?;
+        println!("CPDIR={}", cp.dir().display());
+        std::process::abort();
+    }
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "an_aborting_test_binary_leaves_no_control_plane_behind",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the child must abort");
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("CPDIR="))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "child did not start a control plane: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?
+        .to_string();
+    // PR_SET_PDEATHSIG: the kernel SIGKILLs etcd, kube-apiserver and kube-controller-manager.
+    let dir_ref = &dir;
+    eventually(
+        10,
+        "no process of the aborted control plane",
+        || async move { Ok(processes_mentioning(dir_ref).is_empty().then_some(())) },
+    )
+    .await?;
+    // abort() skips the atexit hook: the directory is left, remove it here.
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
