@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kres_tests::dns;
@@ -134,7 +135,7 @@ fn kresd_pod(name: &str, config_map: &str) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": { "name": name },
+        "metadata": { "name": name, "labels": { "app": name } },
         "spec": {
             "containers": [{
                 "name": "kresd",
@@ -179,7 +180,7 @@ async fn node_agent_runs_a_kresd_pod_that_answers_dns_on_its_pod_ip() -> R {
 
     let conf = "net.listen(os.getenv('POD_IP'), 53, { kind = 'dns' })\n\
                 modules.load('hints > iterate')\n\
-                hints['smoke.test.'] = '192.0.2.7'\n";
+                hints['resolver.kres-smoke.'] = '192.0.2.7'\n";
     Api::<ConfigMap>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &config_map("kresd", conf))
         .await?;
@@ -215,10 +216,31 @@ async fn node_agent_runs_a_kresd_pod_that_answers_dns_on_its_pod_ip() -> R {
     assert_eq!(cs.restart_count, 0);
 
     let server: SocketAddr = format!("{ip}:53").parse()?;
-    let answers =
-        tokio::task::spawn_blocking(move || dns::resolve(server, "smoke.test.", RecordType::A))
-            .await??;
+    let answers = tokio::task::spawn_blocking(move || {
+        dns::resolve(server, "resolver.kres-smoke.", RecordType::A)
+    })
+    .await??;
     assert_eq!(answers, vec!["192.0.2.7".to_string()]);
+
+    // The disruption controller counts the Ready pod as healthy for a PodDisruptionBudget.
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    let pdb: PodDisruptionBudget = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "resolver" },
+        "spec": { "minAvailable": 1, "selector": { "matchLabels": { "app": "resolver" } } },
+    }))?;
+    pdbs.create(&PostParams::default(), &pdb).await?;
+    let pdbs = &pdbs;
+    eventually(30, "PDB resolver with 1 healthy pod", || async move {
+        let st = pdbs.get("resolver").await?.status;
+        Ok(st
+            .filter(|s| {
+                s.current_healthy == Some(1)
+                    && s.expected_pods == Some(1)
+                    && s.desired_healthy == Some(1)
+            })
+            .map(|_| ()))
+    })
+    .await?;
 
     // Deletion with the default grace period: SIGTERM, then the agent removes the pod.
     pods.delete("resolver", &DeleteParams::default()).await?;
@@ -229,7 +251,7 @@ async fn node_agent_runs_a_kresd_pod_that_answers_dns_on_its_pod_ip() -> R {
     let gone = tokio::task::spawn_blocking(move || {
         dns::query_with(
             server,
-            "smoke.test.",
+            "resolver.kres-smoke.",
             RecordType::A,
             Duration::from_millis(300),
             |_| {},
@@ -445,5 +467,62 @@ async fn rbac_allows_granted_and_refuses_missing_permissions() -> R {
             .list(&Default::default())
             .await
     ));
+    Ok(())
+}
+
+/// Processes whose command line mentions `needle` (zombies have an empty one).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        e.file_name().to_str()?.parse::<u32>().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        cmd.contains(needle).then_some(cmd)
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn an_aborting_test_binary_leaves_no_control_plane_behind() -> R {
+    const CHILD: &str = "KRES_K8S_SMOKE_ABORT_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        // Child mode: start a control plane, report where, then die without any cleanup.
+        let cp = ControlPlane::shared().await?;
+        println!("CPDIR={}", cp.dir().display());
+        std::process::abort();
+    }
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "an_aborting_test_binary_leaves_no_control_plane_behind",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the child must abort");
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("CPDIR="))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "child did not start a control plane: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?
+        .to_string();
+    // PR_SET_PDEATHSIG: the kernel SIGKILLs etcd, kube-apiserver and kube-controller-manager.
+    let dir_ref = &dir;
+    eventually(
+        10,
+        "no process of the aborted control plane",
+        || async move { Ok(processes_mentioning(dir_ref).is_empty().then_some(())) },
+    )
+    .await?;
+    // abort() skips the atexit hook: the directory is left, remove it here.
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -103,6 +103,8 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Pod>) {
     }
     ip::release(pod_ip);
     let _ = std::fs::remove_dir_all(&runner.pod_dir);
+    let uid13: String = uid.chars().take(13).collect();
+    let _ = std::fs::remove_file(ctx.config.root_dir.join(format!("{uid13}.notify")));
 }
 
 struct Runner {
@@ -201,7 +203,9 @@ impl Runner {
         pod: &Pod,
         launch: spec::Launch,
     ) -> Result<Outcome, Error> {
-        let notify_path = self.pod_dir.join("notify.sock");
+        // Short path: unix socket paths are limited to 108 bytes, pod directory names are not.
+        let uid_short: String = self.uid.chars().take(13).collect();
+        let notify_path = self.ctx.config.root_dir.join(format!("{uid_short}.notify"));
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path)
             .map_err(|e| Error::Io(format!("bind {}", notify_path.display()), e))?;
@@ -413,7 +417,11 @@ impl Runner {
             Ok(_) => Ok(()),
             // Already gone: the runner ends via the watch channel.
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(Error::Api(format!("patch status of pod {}", self.name), e)),
+            // Transient API trouble must not kill the pod: the next change reports again.
+            Err(e) => {
+                tracing::warn!("node agent: patch status of pod {}: {e}", self.name);
+                Ok(())
+            }
         }
     }
 }
