@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,7 +18,7 @@ use tempfile::TempDir;
 use crate::control::Control;
 
 /// How to start kresd.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct KresdOptions {
     /// Extra command-line arguments (e.g. `-S FD`).
     pub args: Vec<OsString>,
@@ -25,6 +26,8 @@ pub struct KresdOptions {
     pub env: Vec<(OsString, OsString)>,
     /// How long to wait for `READY=1`.
     pub ready_timeout: Duration,
+    /// A file descriptor to give kresd as its stdin (FD 0), e.g. a socket for `-S 0`.
+    pub stdin: Option<OwnedFd>,
 }
 
 impl Default for KresdOptions {
@@ -33,6 +36,7 @@ impl Default for KresdOptions {
             args: Vec::new(),
             env: Vec::new(),
             ready_timeout: Duration::from_secs(10),
+            stdin: None,
         }
     }
 }
@@ -77,7 +81,10 @@ impl Kresd {
         cmd.arg(&rundir)
             .env("NOTIFY_SOCKET", &notify_path)
             .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(match &opts.stdin {
+                Some(fd) => Stdio::from(fd.try_clone()?),
+                None => Stdio::null(),
+            })
             .stdout(stderr.try_clone()?)
             .stderr(stderr);
         let child = cmd

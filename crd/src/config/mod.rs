@@ -5,7 +5,24 @@
 //! validation with a message saying kresd 5.x cannot do them.
 //!
 //! Entry points: [`ResolverConfig::from_yaml_str`], [`ResolverConfig::from_yaml_bytes`],
-//! [`ResolverConfig::from_json_value`], [`ResolverConfig::validate`], [`json_schema`].
+//! [`ResolverConfig::from_json_value`], [`ResolverConfig::validate`], [`json_schema`],
+//! [`reference_markdown`].
+//!
+//! ```
+//! use kres_crd::config::{ListenKind, ResolverConfig};
+//!
+//! let config = ResolverConfig::from_yaml_str(
+//!     "network:\n  listen:\n    - interface: 127.0.0.1@5353\n      kind: dns\n",
+//! )
+//! .unwrap();
+//! assert_eq!(config.network.listen[0].kind, ListenKind::Dns);
+//!
+//! let errors = ResolverConfig::from_yaml_str("cache:\n  ttl-min: 5m\n  ttl-max: 1m\n").unwrap_err();
+//! assert_eq!(
+//!     errors.to_string(),
+//!     "3:12: /cache/ttl-max: ttl-max must be >= ttl-min (1m < 5m)"
+//! );
+//! ```
 
 mod cache;
 mod dns64;

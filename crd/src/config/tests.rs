@@ -726,3 +726,14 @@ fn type_and_semantic_errors_are_reported_together() {
     assert!(!e.iter().any(|e| e.pointer == "/management"), "{e}");
     assert_eq!(e.0[1].location.map(|l| l.line), Some(5));
 }
+
+#[test]
+fn typical_config_parses_quickly() {
+    let start = std::time::Instant::now();
+    for _ in 0..100 {
+        ResolverConfig::from_yaml_str(FULL).unwrap();
+    }
+    let per = start.elapsed() / 100;
+    println!("FULL config: {per:?} per parse+validate");
+    assert!(per < std::time::Duration::from_millis(100), "{per:?}");
+}

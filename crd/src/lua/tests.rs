@@ -27,10 +27,6 @@ fn lua(yaml: &str) -> String {
     render(&cfg(yaml), &RenderOptions::default()).unwrap()
 }
 
-fn err(yaml: &str) -> RenderError {
-    render(&cfg(yaml), &RenderOptions::default()).unwrap_err()
-}
-
 /// Position of `needle` in `hay`, failing with the whole text when absent.
 fn pos(hay: &str, needle: &str) -> usize {
     hay.find(needle)
@@ -188,7 +184,7 @@ fn cache_section() {
         "predict.config({window = 15, period = 0})",
     );
     assert!(!lua("{}").contains("predict"));
-    let e = err("cache:\n  prefetch:\n    prediction:\n      enable: true\n");
+    let e = raw_err("cache:\n  prefetch:\n    prediction:\n      enable: true\n");
     assert_eq!(e.pointer, "/cache/prefetch/prediction/enable");
 }
 
