@@ -2,9 +2,10 @@
 //!
 //! kresd 5.x evaluates `policy.add` rules and `view:addr` rules in insertion order, first
 //! non-chain match wins, so the order emitted here is the semantics:
-//! 1. exact-name local data (`records`, `rules` with names and addresses),
-//! 2. `policy.PASS` for the names of `addresses` (answered by the `hints` module, which runs after
-//!    policy), so no catch-all rule below can hide them,
+//! 1. exact-name local data (`records`, `rules` with names and addresses) and `policy.PASS` for
+//!    the names of `addresses` (answered by the `hints` module, which runs after policy, so no
+//!    catch-all rule below can hide them): all in ONE rule looking the name up in a table (O(1)
+//!    per query however many names; the first registration of a name wins),
 //! 3. local-data subtree rules, most specific first,
 //! 4. RPZ files,
 //! 5. forward zones, most specific subtree first.
@@ -52,17 +53,18 @@ local function kres_local_records(text, default_ttl, nodata)
 \t\terror(string.format('local-data records, line %d: %s', tonumber(zs.line_counter), err))
 \tend
 \tfor _, owner in ipairs(owners) do
-\t\tpolicy.add(policy.domains(policy.ANSWER(sets[owner], nodata), { owner }))
+\t\tif kres_exact[owner] == nil then kres_exact[owner] = policy.ANSWER(sets[owner], nodata) end
 \tend
 end";
 
-/// Static Lua: a policy rule matching an exact set of names in O(1).
-const PASS_HELPER: &str = "\
-local function kres_name_set_rule(action, names)
-\tlocal set = {}
-\tfor _, name in ipairs(names) do set[todname(name)] = true end
-\treturn function(_, query)
-\t\tif set[query:name()] then return action end
+/// Static Lua: one policy rule answering exact names from a table (wire-format name -> action).
+const EXACT_HELPER: &str = "\
+local kres_exact = {}
+policy.add(function(_, query) return kres_exact[query:name()] end)
+local function kres_exact_add(action, names)
+\tfor _, name in ipairs(names) do
+\t\tlocal key = todname(name)
+\t\tif kres_exact[key] == nil then kres_exact[key] = action end
 \tend
 end";
 
@@ -135,6 +137,7 @@ struct Ctx<'a> {
     c: &'a ResolverConfig,
     out: &'a mut LuaOut,
     records_helper: bool,
+    exact_helper: bool,
 }
 
 impl Ctx<'_> {
@@ -146,7 +149,16 @@ impl Ctx<'_> {
             .unwrap_or(DEFAULT_LOCAL_TTL)
     }
 
+    /// The exact-name table rule, emitted once where exact data first appears.
+    fn exact(&mut self) {
+        if !self.exact_helper {
+            self.out.line(EXACT_HELPER);
+            self.exact_helper = true;
+        }
+    }
+
     fn records(&mut self, text: &str, ttl: u64, nodata: bool) {
+        self.exact();
         if !self.records_helper {
             self.out.line(RECORDS_HELPER);
             self.records_helper = true;
@@ -173,6 +185,7 @@ pub(super) fn policy(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderE
         c,
         out,
         records_helper: false,
+        exact_helper: false,
     };
     let default_ttl = cx.default_ttl();
 
@@ -219,11 +232,9 @@ pub(super) fn policy(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderE
                 .values()
                 .flat_map(|a| a.iter().map(reverse_name)),
         );
-        cx.out.line(PASS_HELPER);
-        cx.out.line(format!(
-            "policy.add(kres_name_set_rule(policy.PASS, {}))",
-            str_list(&names)
-        ));
+        cx.exact();
+        cx.out
+            .line(format!("kres_exact_add(policy.PASS, {})", str_list(&names)));
     }
     // 3. subtrees, most specific first (stable: config order among equals)
     subtree_rules.sort_by(|a, b| b.labels.cmp(&a.labels).then(a.index.cmp(&b.index)));
@@ -310,9 +321,11 @@ fn rule(
     let mut lines = Vec::new();
     match (r.subtree, addrs.is_empty()) {
         (None, false) => {
+            cx.exact();
             cx.out.line(format!(
-                "policy.add(policy.domains({}, {names_lua}))",
-                address_answer(&addrs, ttl, nodata)
+                "kres_exact_add({}, {})",
+                address_answer(&addrs, ttl, nodata),
+                str_list(names.iter().map(|n| n.as_str()))
             ));
             return Ok(());
         }

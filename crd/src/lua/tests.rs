@@ -263,13 +263,24 @@ fn local_data_order_exact_then_pass_then_subtrees_then_rpz_then_forward() {
         &l,
         "modules.load('hints > iterate')\nhints.ttl(60)\nhints.use_nodata(false)",
     );
+    // All exact names are ONE policy rule (a table lookup), added before any other rule.
+    let table = pos(
+        &l,
+        "local kres_exact = {}\npolicy.add(function(_, query) return kres_exact[query:name()] end)",
+    );
+    assert!(hints < table, "{l}");
+    assert_eq!(
+        l.matches("policy.add(").count(),
+        1 + 3 + 1,
+        "exact table, 3 subtree rules, rpz, forward:\n{l}"
+    );
     let records = pos(
         &l,
         "kres_local_records('r.test. 60 TXT hi\\010', 60, false)",
     );
     let exact = pos(
         &l,
-        "policy.add(policy.domains(policy.ANSWER({[kres.type.A] = {rdata = {kres.str2ip('192.0.2.5')}, ttl = 10}}, false), {todname('exact.test.')}))",
+        "kres_exact_add(policy.ANSWER({[kres.type.A] = {rdata = {kres.str2ip('192.0.2.5')}, ttl = 10}}, false), {'exact.test.'})",
     );
     let set = pos(
         &l,
@@ -278,7 +289,7 @@ fn local_data_order_exact_then_pass_then_subtrees_then_rpz_then_forward() {
     pos(&l, "hints.add_hosts('/etc/hosts.extra')");
     let pass = pos(
         &l,
-        "policy.add(kres_name_set_rule(policy.PASS, {'1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.', '1.2.0.192.in-addr.arpa.', 'host.test.'}))",
+        "kres_exact_add(policy.PASS, {'1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.', '1.2.0.192.in-addr.arpa.', 'host.test.'})",
     );
     let deep = pos(
         &l,
