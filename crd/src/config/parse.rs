@@ -17,6 +17,12 @@ pub const MAX_DEPTH: usize = 64;
 /// Most errors reported for one document.
 const MAX_ERRORS: usize = 100;
 
+/// Start of the note that ends a truncated error list.
+const TOO_MANY: &str = "too many errors";
+
+/// Node visits allowed for error collection (rounds x document nodes).
+const WORK_BUDGET_NODES: usize = 4_000_000;
+
 pub(crate) fn from_yaml_bytes(bytes: &[u8]) -> Result<ResolverConfig, ConfigErrors> {
     check_size(bytes.len())?;
     match std::str::from_utf8(bytes) {
@@ -46,14 +52,14 @@ pub(crate) fn from_yaml_str(text: &str) -> Result<ResolverConfig, ConfigErrors> 
     let (value, index) = yaml::parse(text).map_err(ConfigErrors::from)?;
     from_json_value(value).map_err(|mut errors| {
         for e in &mut errors.0 {
-            if e.location.is_none() {
+            if e.location.is_none() && !e.message.starts_with(TOO_MANY) {
                 let at_key =
                     e.message.starts_with("unknown key") || e.message.starts_with("duplicate key");
                 e.location = index.locate(&e.pointer, at_key);
             }
         }
         // Source order reads best.
-        errors.0.sort_by_key(|e| e.location);
+        errors.0.sort_by_key(|e| (e.location.is_none(), e.location));
         errors
     })
 }
@@ -63,9 +69,7 @@ pub(crate) fn from_json_value(value: Value) -> Result<ResolverConfig, ConfigErro
         Value::Null => Value::Object(Default::default()),
         v => v,
     };
-    if let Some(depth_error) = check_depth(&value) {
-        return Err(depth_error.into());
-    }
+    let nodes = check_depth(&value)?;
     let mut value = value;
     strip_null_members(&mut value);
     if !value.is_object() {
@@ -77,7 +81,7 @@ pub(crate) fn from_json_value(value: Value) -> Result<ResolverConfig, ConfigErro
             ),
         ));
     }
-    let config = deserialize_collecting(value)?;
+    let config = deserialize_collecting(value, nodes)?;
     config.validate()?;
     Ok(config)
 }
@@ -95,9 +99,12 @@ fn strip_null_members(value: &mut Value) {
 }
 
 /// Rejects values nested deeper than [`MAX_DEPTH`] (JSON input does not pass the YAML parser).
-fn check_depth(value: &Value) -> Option<ConfigError> {
+/// Returns the number of nodes.
+fn check_depth(value: &Value) -> Result<usize, ConfigError> {
     let mut stack = vec![(value, String::new(), 0usize)];
+    let mut nodes = 0usize;
     while let Some((v, pointer, depth)) = stack.pop() {
+        nodes += 1;
         let children: Box<dyn Iterator<Item = (String, &Value)>> = match v {
             Value::Array(items) => {
                 Box::new(items.iter().enumerate().map(|(i, v)| (i.to_string(), v)))
@@ -106,7 +113,7 @@ fn check_depth(value: &Value) -> Option<ConfigError> {
             _ => continue,
         };
         if depth >= MAX_DEPTH {
-            return Some(ConfigError::new(
+            return Err(ConfigError::new(
                 pointer,
                 format!("document is nested too deeply (the limit is {MAX_DEPTH} levels)"),
             ));
@@ -115,12 +122,15 @@ fn check_depth(value: &Value) -> Option<ConfigError> {
             stack.push((child, format!("{pointer}/{token}"), depth + 1));
         }
     }
-    None
+    Ok(nodes)
 }
 
 /// Deserializes, and on error removes the offending node and retries, so that every type error
 /// is reported, not just the first. Pointers refer to the original document.
-fn deserialize_collecting(mut value: Value) -> Result<ResolverConfig, ConfigErrors> {
+fn deserialize_collecting(mut value: Value, nodes: usize) -> Result<ResolverConfig, ConfigErrors> {
+    // Each round deserializes the whole document: bound the total work for huge documents.
+    let max_rounds = (WORK_BUDGET_NODES / nodes.max(1)).clamp(10, MAX_ERRORS);
+    let mut rounds = 0usize;
     let mut errors: Vec<ConfigError> = shape::check(&value);
     let mut removed = RemovedIndices::default();
     // Remove the misshapen nodes, last first so that array indices stay valid.
@@ -160,7 +170,15 @@ fn deserialize_collecting(mut value: Value) -> Result<ResolverConfig, ConfigErro
                 }
                 let was_array_item = matches!(parent_of(&value, &pointer), Some(Value::Array(_)));
                 let progressed = !done && remove_at(&mut value, &pointer);
-                if !progressed || errors.len() >= MAX_ERRORS {
+                rounds += 1;
+                if !progressed {
+                    return Err(ConfigErrors(errors));
+                }
+                if errors.len() >= MAX_ERRORS || rounds >= max_rounds {
+                    errors.push(ConfigError::new(
+                        "",
+                        format!("{TOO_MANY}; stopped after the first {}", errors.len()),
+                    ));
                     return Err(ConfigErrors(errors));
                 }
                 if was_array_item {

@@ -151,7 +151,19 @@ pub(crate) fn parse(text: &str) -> Result<(Value, LocationIndex), ConfigError> {
                         "unknown YAML alias",
                     ));
                 };
-                record(&mut index, &stack, &span)?;
+                if let Some(Frame::Map {
+                    pending_key: None,
+                    pointer,
+                    ..
+                }) = stack.last()
+                {
+                    return Err(err_at(
+                        &span,
+                        pointer,
+                        "mapping keys must be plain strings, not aliases",
+                    ));
+                }
+                record(&mut index, &stack, &span);
                 Some((value.clone(), 0, *size))
             }
             Event::Scalar(text, style, anchor, tag) => {
@@ -176,7 +188,7 @@ pub(crate) fn parse(text: &str) -> Result<(Value, LocationIndex), ConfigError> {
                 } else {
                     let value = resolve_scalar(&text, style, tag.as_deref())
                         .map_err(|m| err_at(&span, &pointer, m))?;
-                    record(&mut index, &stack, &span)?;
+                    record(&mut index, &stack, &span);
                     Some((value, anchor, 1))
                 }
             }
@@ -203,7 +215,7 @@ pub(crate) fn parse(text: &str) -> Result<(Value, LocationIndex), ConfigError> {
                         ),
                     ));
                 }
-                record(&mut index, &stack, &span)?;
+                record(&mut index, &stack, &span);
                 let pointer = current_pointer(&stack);
                 stack.push(if matches!(event, Event::SequenceStart(..)) {
                     Frame::Seq {
@@ -292,9 +304,9 @@ fn current_pointer(stack: &[Frame]) -> String {
     }
 }
 
-fn record(index: &mut LocationIndex, stack: &[Frame], span: &Span) -> Result<(), ConfigError> {
+/// Records the position of the value that the next event produces.
+fn record(index: &mut LocationIndex, stack: &[Frame], span: &Span) {
     index.nodes.entry(current_pointer(stack)).or_default().value = Some(loc(span));
-    Ok(())
 }
 
 /// YAML 1.2 core schema resolution of a scalar.
