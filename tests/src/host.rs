@@ -107,6 +107,11 @@ impl Host {
 
     /// Start the operator process (again).
     pub fn spawn(&mut self) -> Result<()> {
+        self.spawn_with(&[])
+    }
+
+    /// Start the operator process (again) with extra `host` arguments.
+    pub fn spawn_with(&mut self, extra: &[&str]) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -115,6 +120,7 @@ impl Host {
             .args(["host", "--config"])
             .arg(&self.config)
             .args(["--probe-address", &self.probe_ip.to_string()])
+            .args(extra)
             .env("RUST_LOG", "info,kres_operator=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -134,6 +140,20 @@ impl Host {
     pub fn signal(&self, sig: &str) -> Result<()> {
         let pid = self.pid().context("operator not running")?;
         kill(sig, pid)
+    }
+
+    /// Wait up to `timeout` for the operator to exit; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        let mut child = self.child.take().context("operator not running")?;
+        while Instant::now() < deadline {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+        bail!("operator did not exit within {timeout:?}")
     }
 
     /// SIGKILL the operator and reap it.

@@ -173,3 +173,77 @@ fn is_zombie(pid: u32) -> bool {
         })
         .unwrap_or(true)
 }
+
+#[test]
+fn host_sigterm_stops_fleet_unless_keep_workers_on_exit() -> anyhow::Result<()> {
+    let mut host = Host::start(2, LOCAL)?;
+    wait_workers(&host, 2)?;
+    let pids = host.worker_pids()?;
+    let supervisord = host.supervisord_pid()?;
+
+    // Restart with --keep-workers-on-exit (adopting), then SIGTERM: everything keeps serving.
+    host.kill_operator()?;
+    std::fs::remove_file(host.rundir.join("status.json"))?;
+    host.spawn_with(&["--keep-workers-on-exit"])?;
+    wait_workers(&host, 2)?;
+    host.signal("TERM")?;
+    assert_eq!(host.wait_exit(Duration::from_secs(10))?, Some(0));
+    assert_eq!(host.supervisord_pid()?, supervisord);
+    assert_eq!(host.worker_pids()?, pids);
+    assert_eq!(
+        resolve(host.listen, "svc.test.", RecordType::A)?,
+        vec!["192.0.2.10"]
+    );
+
+    // Without the flag SIGTERM stops the workers and supervisord.
+    host.spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    wait_workers(&host, 2)?;
+    assert_eq!(host.worker_pids()?, pids);
+    host.signal("TERM")?;
+    assert_eq!(host.wait_exit(Duration::from_secs(30))?, Some(0));
+    assert!(
+        host.supervisord_pid().is_err(),
+        "supervisord still answering"
+    );
+    for pid in pids.values().chain([&supervisord]) {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}/environ")).exists() || is_zombie(*pid),
+            "{pid} alive"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn host_invalid_config_on_reload_leaves_the_fleet_untouched() -> anyhow::Result<()> {
+    let host = Host::start(2, LOCAL)?;
+    let before = wait_workers(&host, 2)?;
+    let pids = host.worker_pids()?;
+    // Unknown key and an out-of-range worker count: both reported, nothing applied.
+    host.write_raw(&host.config_text(0, &format!("{LOCAL}no-such-key: 1\n")))?;
+    host.signal("HUP")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !host.log().contains("configuration rejected") {
+        assert!(
+            Instant::now() < deadline,
+            "no rejection logged:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = host.log();
+    assert!(log.contains("/workers"), "{log}");
+    assert!(log.contains("no-such-key"), "{log}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(host.worker_pids()?, pids);
+    assert_eq!(
+        host.status()?["current-revision"],
+        before["current-revision"]
+    );
+    assert_eq!(
+        resolve(host.listen, "svc.test.", RecordType::A)?,
+        vec!["192.0.2.10"]
+    );
+    Ok(())
+}

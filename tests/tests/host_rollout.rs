@@ -209,12 +209,23 @@ fn host_failure_late_in_the_roll_rolls_back() -> anyhow::Result<()> {
         .to_string();
     let (stop, _ok, failed, h) = query_loop(&host);
 
-    // Passes the canary (worker id "canary") and slots 0 and 1, fails on slot 2.
+    // Passes the canary (worker id "canary") and slots 0 and 1, fails on slot 2. It also adds
+    // a listen address, which the holder binds for the new revision and gives back on rollback.
     let bad = format!(
         "{}lua:\n  script: |\n    if worker.id == '2' then error('boom on worker 2') end\n",
         local("192.0.2.30")
     );
-    host.write_config(4, &bad)?;
+    let ip2 = kres_tests::net::unique_loopback();
+    let second = std::net::SocketAddr::from((ip2, kres_tests::net::free_port(ip2)));
+    let bad = host.config_text(4, &bad).replace(
+        "network:\n  listen:\n",
+        &format!(
+            "network:\n  listen:\n    - interface: {}@{}\n",
+            second.ip(),
+            second.port()
+        ),
+    );
+    host.write_raw(&bad)?;
     host.signal("HUP")?;
     let status = host.wait_status("rollback", Duration::from_secs(40), |s| {
         s["failed-revisions"]
@@ -251,6 +262,20 @@ fn host_failure_late_in_the_roll_rolls_back() -> anyhow::Result<()> {
         vec!["192.0.2.10"]
     );
     assert_eq!(failed.load(Ordering::Relaxed), 0, "DNS interrupted");
+    // The holder is back on the last good revision's sockets.
+    let held: Vec<String> = kres_operator::sockets::fetch(&host.rundir.join("sockets.sock"))?
+        .iter()
+        .map(|h| h.spec.to_string())
+        .collect();
+    let (ip, port) = (host.listen.ip(), host.listen.port());
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(
+        held.iter().all(|h| h.contains(&format!("{ip}@{port}"))),
+        "{held:?}"
+    );
+    // Rebound twice: to the new set for the rollout, back to the old one for the rollback.
+    let log = host.log();
+    assert_eq!(log.matches("socket holder rebound").count(), 2, "{log}");
     Ok(())
 }
 

@@ -345,6 +345,14 @@ fn humanize(raw: &str) -> String {
         };
         return format!("wrong type: {rest}");
     }
+    if let Some(rest) = raw.strip_prefix("invalid value: ") {
+        let rest = ["u8", "u16", "u32", "u64"]
+            .iter()
+            .fold(rest.to_string(), |acc, t| {
+                acc.replace(&format!("expected {t}"), "expected a non-negative integer")
+            });
+        return format!("invalid value: {rest}");
+    }
     raw.to_string()
 }
 

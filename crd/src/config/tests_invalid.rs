@@ -59,6 +59,11 @@ const CASES: &[(&str, &str, &str)] = &[
         "/options/minimize",
         "wrong type: sequence, expected a boolean",
     ),
+    (
+        "version: -1",
+        "/version",
+        "invalid value: integer `-1`, expected a non-negative integer",
+    ),
     // management
     (
         "management: {}",

@@ -69,7 +69,7 @@ pub fn render(config: &ResolverConfig, options: &RenderOptions) -> Result<String
         resolver::options(config, &mut out);
         network::network(config, options, &mut out)?;
         resolver::cache(config, &mut out)?;
-        resolver::dnssec(config, &mut out);
+        resolver::dnssec(config, &mut out)?;
         policy::policy(config, &mut out)?;
         policy::views(config, &mut out)?;
         resolver::dns64(config, &mut out);

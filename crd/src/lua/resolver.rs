@@ -128,12 +128,12 @@ fn ta_owner(ta: &str) -> Option<String> {
 }
 
 /// `dnssec`, plus the negative trust anchors implied by `forward[*].options.dnssec: false`.
-pub(super) fn dnssec(c: &ResolverConfig, out: &mut LuaOut) {
+pub(super) fn dnssec(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderError> {
     let d = &c.dnssec;
     out.section("dnssec");
     if !d.enable {
         out.line("trust_anchors.remove('.')");
-        return;
+        return Ok(());
     }
     if d.log_bogus {
         out.line("modules.load('bogus_log')");
@@ -165,12 +165,35 @@ pub(super) fn dnssec(c: &ResolverConfig, out: &mut LuaOut) {
     for f in c.forward.iter().filter(|f| !f.options.dnssec) {
         insecure.extend(f.subtree.iter().map(|n| n.as_str()));
     }
+    // kresd refuses a negative anchor for a name that has a (configured) trust anchor.
+    for (i, n) in d.negative_trust_anchors.iter().enumerate() {
+        if removed.contains(n.as_str()) {
+            return Err(RenderError::new(
+                format!("/dnssec/negative-trust-anchors/{i}"),
+                "a name cannot be both a trust anchor and a negative trust anchor",
+            ));
+        }
+    }
+    for (i, f) in c
+        .forward
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.options.dnssec)
+    {
+        if f.subtree.iter().any(|n| removed.contains(n.as_str())) {
+            return Err(RenderError::new(
+                format!("/forward/{i}/options/dnssec"),
+                "'dnssec: false' makes the subtree a negative trust anchor, but it has a trust anchor",
+            ));
+        }
+    }
     if !insecure.is_empty() {
         out.line(format!(
             "trust_anchors.set_insecure({})",
             str_list(insecure)
         ));
     }
+    Ok(())
 }
 
 /// `dns64`.

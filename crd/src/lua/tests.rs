@@ -437,3 +437,19 @@ fn nul_in_any_string_is_an_error_naming_the_field() {
         "/dnssec/trust-anchors/1"
     );
 }
+
+#[test]
+fn a_name_cannot_be_trust_anchor_and_negative_trust_anchor() {
+    let e = render(
+        &cfg("dnssec:\n  trust-anchors: ['A.test. DS 1 8 2 AB']\n  negative-trust-anchors: [b.test, a.test]\n"),
+        &RenderOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.pointer, "/dnssec/negative-trust-anchors/1");
+    let e = render(
+        &cfg("dnssec:\n  trust-anchors: ['a.test. DS 1 8 2 AB']\nforward:\n  - subtree: a.test\n    servers: [192.0.2.1]\n    options:\n      dnssec: false\n"),
+        &RenderOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e.pointer, "/forward/0/options/dnssec");
+}

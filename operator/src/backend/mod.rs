@@ -10,7 +10,7 @@ pub mod supervisord;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::reconcile::{GcSpec, Observed, Revision, Slot};
+use crate::reconcile::{GcSpec, Observed, Revision, Slot, SlotState};
 
 /// A backend failure, with enough context to log and report.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,29 @@ pub trait Backend: Send + Sync {
 
     /// Wait until something may have changed (a readiness notification) or `timeout` passed.
     fn wait_change(&self, timeout: Duration) -> impl Future<Output = ()> + Send;
+
+    /// Wait until `slot` is no longer starting (ready, exited, failed, stopped or absent) or
+    /// `timeout` passed; returns its state then (`Starting` on timeout, `Stopped` if absent).
+    /// Readiness itself (READY=1 + probe) is evaluated by [`Backend::observe`].
+    fn wait_ready(
+        &self,
+        slot: Slot,
+        timeout: Duration,
+    ) -> impl Future<Output = BackendResult<SlotState>> + Send {
+        async move {
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                let state = self.observe().await?.slot(slot).map(|s| s.state);
+                match state {
+                    Some(SlotState::Starting) if std::time::Instant::now() < deadline => {
+                        self.wait_change(Duration::from_millis(20)).await;
+                    }
+                    Some(s) => return Ok(s),
+                    None => return Ok(SlotState::Stopped),
+                }
+            }
+        }
+    }
 
     /// The last lines a slot's worker wrote to its log (stderr).
     fn log_tail(

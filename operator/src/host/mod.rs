@@ -12,6 +12,7 @@ pub mod desired;
 pub mod run;
 pub mod status;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::backend::{Backend, BackendError};
-use crate::reconcile::{Action, Desired, Failure, Rollout, plan_with_phase};
+use crate::reconcile::{Action, Desired, Failure, Revision, Rollout, plan_with_phase};
 pub use status::Status;
 
 /// How often a converged fleet is re-observed.
@@ -41,6 +42,8 @@ pub struct Reconciler<B: Backend> {
     rollout: Rollout,
     status: watch::Sender<Status>,
     status_file: Option<PathBuf>,
+    /// Endpoints of each desired revision seen (to give the holder back the last good set).
+    endpoints_of: HashMap<Revision, Vec<String>>,
 }
 
 enum Next {
@@ -57,6 +60,7 @@ impl<B: Backend> Reconciler<B> {
             rollout: Rollout::default(),
             status,
             status_file,
+            endpoints_of: HashMap::new(),
         }
     }
 
@@ -144,11 +148,23 @@ impl<B: Backend> Reconciler<B> {
             self.rollout
                 .record(unix_ms(), "backend", "process manager started");
         }
-        if !self.rollout.failed.contains_key(&d.revision)
-            && let Err(e) = self.backend.set_endpoints(&d.listen).await
+        self.endpoints_of
+            .insert(d.revision.clone(), d.listen.clone());
+        // The endpoints of the target: the desired ones, or after a rejection the last good
+        // revision's (when known to this operator instance).
+        let endpoints = if !self.rollout.failed.contains_key(&d.revision) {
+            Some(&d.listen)
+        } else {
+            self.rollout
+                .last_good
+                .as_ref()
+                .and_then(|g| self.endpoints_of.get(g))
+        };
+        if let Some(endpoints) = endpoints
+            && let Err(e) = self.backend.set_endpoints(endpoints).await
         {
             match e {
-                BackendError::Operation(reason) => {
+                BackendError::Operation(reason) if endpoints == &d.listen => {
                     // The new endpoints cannot be had: a rejected change, like a failed gate.
                     tracing::warn!(revision = %d.revision, %reason, "revision rejected");
                     self.rollout.note_desired(&d.revision, unix_ms());

@@ -32,8 +32,6 @@ pub struct Status {
     pub waiting_for: Option<String>,
     /// The last backend error, if the last step failed.
     pub backend_error: Option<String>,
-    /// The supervisord PID (host mode).
-    pub supervisord_pid: Option<u32>,
 }
 
 impl Status {
