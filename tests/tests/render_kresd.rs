@@ -761,3 +761,30 @@ fn inherited_socket_mode_serves_on_the_passed_socket() {
         .collect();
     assert_eq!(dns.len(), 1, "{list}");
 }
+
+/// Every shipped example (manifests/examples/config*.yaml) starts on kresd 5.6, run on this test's
+/// own endpoint and directories (everything else as shipped).
+#[test]
+fn every_example_config_starts() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/examples");
+    let mut started = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("config") && name.ends_with(".yaml")) {
+            continue;
+        }
+        let mut v: Value =
+            serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let s = Setup::new();
+        v["network"]["listen"] = json!([{ "interface": format!("{}@{}", s.ip, s.port) }]);
+        v["cache"]["storage"] = json!(s.path("cache"));
+        v["rundir"] = json!(s.path("run"));
+        let lua = s.render(v);
+        if let Err(e) = Kresd::start_in(s.dir.path(), &lua, &KresdOptions::default()) {
+            panic!("{name}: kresd failed: {e:#}\n{lua}");
+        }
+        started += 1;
+    }
+    assert!(started >= 2, "examples found: {started}");
+}

@@ -61,6 +61,8 @@ pub fn render(config: &ResolverConfig, options: &RenderOptions) -> Result<String
     let mut out = LuaOut::default();
     general::no_nul(config)?;
     out.line("-- kresd 5.x configuration rendered by kres-operator from config.yaml; do not edit.");
+    // Knot Resolver 6 provides a global `ffi` to configuration scripts; keep `lua.script` portable.
+    out.line("ffi = require('ffi')");
     if !config.lua.script_only {
         general::unsupported(config)?;
         general::identity(config, &mut out);

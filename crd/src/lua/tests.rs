@@ -43,6 +43,7 @@ fn revision_is_stable_and_short() {
 fn default_config_renders() {
     let l = lua("{}");
     assert!(l.starts_with("-- kresd 5.x configuration rendered by kres-operator"));
+    pos(&l, "\nffi = require('ffi')\n");
     pos(&l, "mode('normal')");
     pos(
         &l,
