@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::http::client::{ApiClient, ClientError, Reply, Target};
 
-/// Default API socket (upstream's `rundir` + `management.unix-socket` defaults).
-pub const DEFAULT_SOCKET: &str = "/run/knot-resolver/kres-api.sock";
+/// Default API socket: the config's default `management.unix-socket`.
+pub const DEFAULT_SOCKET: &str = kres_crd::config::DEFAULT_API_SOCKET;
 
 /// Exit code when the API answered with an error status, or could not be reached.
 pub const EXIT_API: u8 = 1;
