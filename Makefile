@@ -44,7 +44,7 @@ fmt:
 
 # A working resolver on loopback, in the foreground (Ctrl-C stops workers and supervisord).
 # Works as root and as an ordinary user: the example keeps rundir and cache under /tmp.
-run:
+run: deps
 	$(CARGO) run -p kres-operator --bin kres-operator -- host --config $(EXAMPLE)
 
 # Benchmarks (not tests; print numbers, see docs/BENCHMARKS.md): validate + render time; host mode
