@@ -126,3 +126,28 @@ fn usage_errors_exit_2() {
         Some(2)
     );
 }
+
+#[test]
+fn validate_rejects_oversized_and_non_utf8_files_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    // 10 MB: kresctl reads at most the limit + 1 byte and names the limit.
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, vec![b'a'; 10 * 1024 * 1024]).unwrap();
+    let o = kresctl(&["validate", big.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("input is larger than 4194304 bytes (4 MiB)"),
+        "{}",
+        stderr(&o)
+    );
+    // Invalid UTF-8: the offset of the first bad byte.
+    let bin = dir.path().join("bin.yaml");
+    std::fs::write(&bin, b"workers: 2\nnsid: \xff\xfe\n").unwrap();
+    let o = kresctl(&["validate", bin.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not valid UTF-8 (invalid byte at offset 17)"),
+        "{}",
+        stderr(&o)
+    );
+}

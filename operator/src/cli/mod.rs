@@ -82,3 +82,20 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     }
 }
+
+/// Read a config file (or `-` for standard input) for kresctl, bounded: at most one byte more
+/// than [`kres_crd::config::MAX_INPUT_BYTES`] is read, so an oversized input costs no more memory
+/// than the limit and is then rejected by the datamodel with the limit in the message.
+pub(crate) fn read_config_input(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let limit = kres_crd::config::MAX_INPUT_BYTES as u64 + 1;
+    let mut buf = Vec::new();
+    if path == std::path::Path::new("-") {
+        std::io::stdin().lock().take(limit).read_to_end(&mut buf)?;
+    } else {
+        std::fs::File::open(path)?
+            .take(limit)
+            .read_to_end(&mut buf)?;
+    }
+    Ok(buf)
+}

@@ -54,8 +54,15 @@ pub struct SchemaArgs {
 /// Read and validate one file; on failure return the error lines (`FILE: [line:col: ]pointer: message`).
 fn load(path: &Path) -> Result<ResolverConfig, Vec<String>> {
     let shown = path.display();
-    let text = fs::read_to_string(path).map_err(|e| vec![format!("{shown}: cannot read: {e}")])?;
-    ResolverConfig::from_yaml_str(&text).map_err(|errs| {
+    let bytes =
+        super::read_config_input(path).map_err(|e| vec![format!("{shown}: cannot read: {e}")])?;
+    if bytes.len() > kres_crd::config::MAX_INPUT_BYTES {
+        return Err(vec![format!(
+            "{shown}: /: input is larger than {} bytes (4 MiB), the limit for a config",
+            kres_crd::config::MAX_INPUT_BYTES
+        )]);
+    }
+    ResolverConfig::from_yaml_bytes(&bytes).map_err(|errs| {
         errs.to_string()
             .lines()
             .map(|l| format!("{shown}: {l}"))

@@ -124,16 +124,31 @@ fn content_type_for(path: &Path) -> &'static str {
 }
 
 fn read_input(path: &Path) -> Result<(String, &'static str), String> {
-    if path == Path::new("-") {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-            .map_err(|e| format!("cannot read stdin: {e}"))?;
-        // YAML is a superset of JSON.
-        return Ok((s, "application/yaml"));
+    let shown = if path == Path::new("-") {
+        "stdin".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let bytes = super::read_config_input(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if bytes.len() > kres_crd::config::MAX_INPUT_BYTES {
+        return Err(format!(
+            "{shown} is larger than {} bytes, the limit for a config",
+            kres_crd::config::MAX_INPUT_BYTES
+        ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok((text, content_type_for(path)))
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{shown} is not valid UTF-8 (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    // YAML is a superset of JSON; stdin is sent as YAML.
+    let content_type = if path == Path::new("-") {
+        "application/yaml"
+    } else {
+        content_type_for(path)
+    };
+    Ok((text, content_type))
 }
 
 /// Print an error reply for humans: message, every pointer error, every rejection reason.
