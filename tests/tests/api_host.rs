@@ -640,3 +640,32 @@ fn api_tcp_listener_only_when_configured() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn api_readyz_is_503_until_a_worker_serves_the_current_revision() -> Result<()> {
+    // The very first config fails in kresd: nothing can serve, the operator itself is alive.
+    let host = Host::start(1, "lua:\n  script: error('readyz-first-boom')\n")?;
+    let api = Api::new(&host)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = api.req(Method::GET, "/status", &[], "").json();
+        if s["last-failure"].is_object() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure reported: {s:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(api.req(Method::GET, "/healthz", &[], "").status, 200);
+    assert_eq!(api.req(Method::GET, "/readyz", &[], "").status, 503);
+
+    // A good config arrives (file + SIGHUP): readyz follows the worker becoming ready.
+    host.write_config(1, &local("192.0.2.33"))?;
+    host.signal("HUP")?;
+    host.wait_converged(None, Duration::from_secs(30))?;
+    assert_eq!(api.req(Method::GET, "/readyz", &[], "").status, 200);
+    assert_eq!(
+        dns::resolve(host.listen, "api.test.", RecordType::A)?,
+        ["192.0.2.33"]
+    );
+    Ok(())
+}
