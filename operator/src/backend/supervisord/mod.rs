@@ -454,7 +454,15 @@ impl SupervisordBackend {
                                     timeout: self.settings.probe_timeout,
                                     ..ProbeQuestion::default()
                                 };
-                                probe(addr, &q).await.map(drop).map_err(|e| e.to_string())
+                                let t = Instant::now();
+                                let r = probe(addr, &q).await.map(drop).map_err(|e| e.to_string());
+                                tracing::debug!(
+                                    pid = p.pid,
+                                    took_us = t.elapsed().as_micros() as u64,
+                                    ok = r.is_ok(),
+                                    "probe"
+                                );
+                                r
                             }
                             None => Ok(()),
                         };

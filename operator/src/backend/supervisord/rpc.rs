@@ -131,6 +131,7 @@ impl Supervisor {
     ) -> Result<Value, RpcError> {
         let body = xmlrpc::encode_call(method, params);
         let fut = self.exchange(method, body);
+        let started = std::time::Instant::now();
         let text = tokio::time::timeout(limit, fut)
             .await
             .map_err(|_| RpcError::Timeout {
@@ -138,6 +139,11 @@ impl Supervisor {
                 method: method.to_string(),
                 after: limit,
             })??;
+        tracing::debug!(
+            method,
+            took_us = started.elapsed().as_micros() as u64,
+            "rpc"
+        );
         xmlrpc::decode_response(&text).map_err(|source| RpcError::XmlRpc {
             method: method.to_string(),
             source,
