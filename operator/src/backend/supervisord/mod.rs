@@ -556,8 +556,7 @@ impl Backend for SupervisordBackend {
     }
 
     async fn observe(&self) -> BackendResult<Observed> {
-        let infos = self.rpc.all_process_info().await.map_err(op)?;
-        let configs = self.rpc.all_config_info().await.map_err(op)?;
+        let (infos, configs) = self.rpc.processes_and_configs().await.map_err(op)?;
         let now = self.now();
         {
             let mut st = self.lock();
