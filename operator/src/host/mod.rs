@@ -144,6 +144,7 @@ impl<B: Backend> Reconciler<B> {
     }
 
     async fn try_step(&mut self, d: &Desired) -> Result<Next, BackendError> {
+        tracing::debug!("step");
         if self.backend.ensure().await? {
             self.rollout
                 .record(unix_ms(), "backend", "process manager started");
@@ -179,7 +180,9 @@ impl<B: Backend> Reconciler<B> {
             }
         }
         self.backend.stage(&d.revision, &d.config).await?;
+        let t = std::time::Instant::now();
         let observed = self.backend.observe().await?;
+        tracing::debug!(took_us = t.elapsed().as_micros() as u64, "observed");
         self.rollout.note_desired(&d.revision, unix_ms());
         if self.rollout.last_good.is_none()
             && let Some(g) = self.rollout.effective_last_good(&d.revision, &observed)
@@ -209,7 +212,10 @@ impl<B: Backend> Reconciler<B> {
             s.backend_error = None;
             s.set_rollout(&rollout);
         });
-        self.apply(action).await
+        let t = std::time::Instant::now();
+        let next = self.apply(action).await;
+        tracing::debug!(took_us = t.elapsed().as_micros() as u64, "applied");
+        next
     }
 
     async fn apply(&mut self, action: Action) -> Result<Next, BackendError> {

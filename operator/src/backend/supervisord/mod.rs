@@ -454,7 +454,15 @@ impl SupervisordBackend {
                                     timeout: self.settings.probe_timeout,
                                     ..ProbeQuestion::default()
                                 };
-                                probe(addr, &q).await.map(drop).map_err(|e| e.to_string())
+                                let t = Instant::now();
+                                let r = probe(addr, &q).await.map(drop).map_err(|e| e.to_string());
+                                tracing::debug!(
+                                    pid = p.pid,
+                                    took_us = t.elapsed().as_micros() as u64,
+                                    ok = r.is_ok(),
+                                    "probe"
+                                );
+                                r
                             }
                             None => Ok(()),
                         };
@@ -548,8 +556,7 @@ impl Backend for SupervisordBackend {
     }
 
     async fn observe(&self) -> BackendResult<Observed> {
-        let infos = self.rpc.all_process_info().await.map_err(op)?;
-        let configs = self.rpc.all_config_info().await.map_err(op)?;
+        let (infos, configs) = self.rpc.processes_and_configs().await.map_err(op)?;
         let now = self.now();
         {
             let mut st = self.lock();

@@ -131,6 +131,7 @@ impl Supervisor {
     ) -> Result<Value, RpcError> {
         let body = xmlrpc::encode_call(method, params);
         let fut = self.exchange(method, body);
+        let started = std::time::Instant::now();
         let text = tokio::time::timeout(limit, fut)
             .await
             .map_err(|_| RpcError::Timeout {
@@ -138,6 +139,11 @@ impl Supervisor {
                 method: method.to_string(),
                 after: limit,
             })??;
+        tracing::debug!(
+            method,
+            took_us = started.elapsed().as_micros() as u64,
+            "rpc"
+        );
         xmlrpc::decode_response(&text).map_err(|source| RpcError::XmlRpc {
             method: method.to_string(),
             source,
@@ -225,68 +231,90 @@ impl Supervisor {
     /// All processes.
     pub async fn all_process_info(&self) -> Result<Vec<ProcessInfo>, RpcError> {
         let m = "supervisor.getAllProcessInfo";
-        let v = self.call(m, &[]).await?;
-        let items = v.as_array().ok_or_else(|| Self::shape(m, v.clone()))?;
-        items
-            .iter()
-            .map(|p| {
-                (|| {
-                    Some(ProcessInfo {
-                        name: p.get("name")?.as_str()?.to_string(),
-                        state: p.get("statename")?.as_str()?.to_string(),
-                        pid: p.get("pid")?.as_int()? as u32,
-                        exit_status: p.get("exitstatus").and_then(Value::as_int).unwrap_or(0),
-                        spawn_error: p
-                            .get("spawnerr")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                        start: p.get("start").and_then(Value::as_int).unwrap_or(0),
-                    })
-                })()
-                .ok_or_else(|| Self::shape(m, p.clone()))
-            })
-            .collect()
+        parse_process_infos(m, self.call(m, &[]).await?)
     }
 
     /// All configured programs.
     pub async fn all_config_info(&self) -> Result<Vec<ProgramConfig>, RpcError> {
         let m = "supervisor.getAllConfigInfo";
-        let v = self.call(m, &[]).await?;
-        let items = v.as_array().ok_or_else(|| Self::shape(m, v.clone()))?;
-        items
+        parse_config_infos(m, self.call(m, &[]).await?)
+    }
+
+    /// All processes and all configured programs, read in one round trip (one supervisord
+    /// event-loop iteration, so both describe the same moment).
+    pub async fn processes_and_configs(
+        &self,
+    ) -> Result<(Vec<ProcessInfo>, Vec<ProgramConfig>), RpcError> {
+        let (p, c) = (
+            "supervisor.getAllProcessInfo",
+            "supervisor.getAllConfigInfo",
+        );
+        let mut results = self
+            .multicall(&[(p, vec![]), (c, vec![])])
+            .await?
+            .into_iter();
+        let (Some(infos), Some(configs)) = (results.next(), results.next()) else {
+            return Err(RpcError::Http {
+                method: "system.multicall".into(),
+                message: "fewer results than calls".into(),
+            });
+        };
+        Ok((
+            parse_process_infos(p, infos?)?,
+            parse_config_infos(c, configs?)?,
+        ))
+    }
+
+    /// Call non-blocking methods (no `wait`) in one `system.multicall` round trip, in order.
+    /// One result per call: supervisord returns each call's value as is, a fault as a
+    /// `{faultCode, faultString}` struct (made an [`RpcError::XmlRpc`] fault here).
+    pub async fn multicall(
+        &self,
+        calls: &[(&str, Vec<Value>)],
+    ) -> Result<Vec<Result<Value, RpcError>>, RpcError> {
+        let m = "system.multicall";
+        let list = calls
             .iter()
-            .map(|p| {
-                (|| {
-                    Some(ProgramConfig {
-                        name: p.get("name")?.as_str()?.to_string(),
-                        command: p.get("command")?.as_str()?.to_string(),
-                    })
-                })()
-                .ok_or_else(|| Self::shape(m, p.clone()))
+            .map(|(name, params)| {
+                Value::Struct(
+                    [
+                        ("methodName".to_string(), Value::from(*name)),
+                        ("params".to_string(), Value::Array(params.clone())),
+                    ]
+                    .into_iter()
+                    .collect(),
+                )
             })
-            .collect()
+            .collect();
+        let v = self.call(m, &[Value::Array(list)]).await?;
+        let Value::Array(items) = v else {
+            return Err(Self::shape(m, v));
+        };
+        if items.len() != calls.len() {
+            return Err(Self::shape(m, Value::Array(items)));
+        }
+        Ok(items
+            .into_iter()
+            .zip(calls)
+            .map(
+                |(item, (name, _))| match (item.get("faultCode"), item.get("faultString")) {
+                    (Some(code), Some(text)) => Err(RpcError::XmlRpc {
+                        method: name.to_string(),
+                        source: XmlRpcError::Fault {
+                            code: code.as_int().unwrap_or(0),
+                            message: text.as_str().unwrap_or_default().to_string(),
+                        },
+                    }),
+                    _ => Ok(item),
+                },
+            )
+            .collect())
     }
 
     /// Re-read the configuration files; returns (added, changed, removed) group names.
     pub async fn reload_config(&self) -> Result<[Vec<String>; 3], RpcError> {
         let m = "supervisor.reloadConfig";
-        let v = self.call(m, &[]).await?;
-        let names = |x: &Value| -> Vec<String> {
-            x.as_array()
-                .unwrap_or(&[])
-                .iter()
-                .filter_map(|n| n.as_str().map(str::to_string))
-                .collect()
-        };
-        let outer = v
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(Value::as_array);
-        match outer {
-            Some([a, c, r]) => Ok([names(a), names(c), names(r)]),
-            _ => Err(Self::shape(m, v)),
-        }
+        parse_reload(m, self.call(m, &[]).await?)
     }
 
     /// Add a process group from the (reloaded) configuration; its programs autostart.
@@ -334,6 +362,68 @@ impl Supervisor {
     pub async fn shutdown(&self) -> Result<(), RpcError> {
         self.call("supervisor.shutdown", &[]).await.map(drop)
     }
+}
+
+fn parse_reload(m: &str, v: Value) -> Result<[Vec<String>; 3], RpcError> {
+    let names = |x: &Value| -> Vec<String> {
+        x.as_array()
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect()
+    };
+    let outer = v
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(Value::as_array);
+    match outer {
+        Some([a, c, r]) => Ok([names(a), names(c), names(r)]),
+        _ => Err(Supervisor::shape(m, v)),
+    }
+}
+
+fn parse_process_infos(m: &str, v: Value) -> Result<Vec<ProcessInfo>, RpcError> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| Supervisor::shape(m, v.clone()))?;
+    items
+        .iter()
+        .map(|p| {
+            (|| {
+                Some(ProcessInfo {
+                    name: p.get("name")?.as_str()?.to_string(),
+                    state: p.get("statename")?.as_str()?.to_string(),
+                    pid: p.get("pid")?.as_int()? as u32,
+                    exit_status: p.get("exitstatus").and_then(Value::as_int).unwrap_or(0),
+                    spawn_error: p
+                        .get("spawnerr")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    start: p.get("start").and_then(Value::as_int).unwrap_or(0),
+                })
+            })()
+            .ok_or_else(|| Supervisor::shape(m, p.clone()))
+        })
+        .collect()
+}
+
+fn parse_config_infos(m: &str, v: Value) -> Result<Vec<ProgramConfig>, RpcError> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| Supervisor::shape(m, v.clone()))?;
+    items
+        .iter()
+        .map(|p| {
+            (|| {
+                Some(ProgramConfig {
+                    name: p.get("name")?.as_str()?.to_string(),
+                    command: p.get("command")?.as_str()?.to_string(),
+                })
+            })()
+            .ok_or_else(|| Supervisor::shape(m, p.clone()))
+        })
+        .collect()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
