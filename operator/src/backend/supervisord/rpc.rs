@@ -382,48 +382,45 @@ fn parse_reload(m: &str, v: Value) -> Result<[Vec<String>; 3], RpcError> {
     }
 }
 
-fn parse_process_infos(m: &str, v: Value) -> Result<Vec<ProcessInfo>, RpcError> {
+/// Parse an XML-RPC array of structs with `one`; any item it cannot read is a shape error.
+fn parse_structs<T>(
+    m: &str,
+    v: Value,
+    one: impl Fn(&Value) -> Option<T>,
+) -> Result<Vec<T>, RpcError> {
     let items = v
         .as_array()
         .ok_or_else(|| Supervisor::shape(m, v.clone()))?;
     items
         .iter()
-        .map(|p| {
-            (|| {
-                Some(ProcessInfo {
-                    name: p.get("name")?.as_str()?.to_string(),
-                    state: p.get("statename")?.as_str()?.to_string(),
-                    pid: p.get("pid")?.as_int()? as u32,
-                    exit_status: p.get("exitstatus").and_then(Value::as_int).unwrap_or(0),
-                    spawn_error: p
-                        .get("spawnerr")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    start: p.get("start").and_then(Value::as_int).unwrap_or(0),
-                })
-            })()
-            .ok_or_else(|| Supervisor::shape(m, p.clone()))
-        })
+        .map(|p| one(p).ok_or_else(|| Supervisor::shape(m, p.clone())))
         .collect()
 }
 
-fn parse_config_infos(m: &str, v: Value) -> Result<Vec<ProgramConfig>, RpcError> {
-    let items = v
-        .as_array()
-        .ok_or_else(|| Supervisor::shape(m, v.clone()))?;
-    items
-        .iter()
-        .map(|p| {
-            (|| {
-                Some(ProgramConfig {
-                    name: p.get("name")?.as_str()?.to_string(),
-                    command: p.get("command")?.as_str()?.to_string(),
-                })
-            })()
-            .ok_or_else(|| Supervisor::shape(m, p.clone()))
+fn parse_process_infos(m: &str, v: Value) -> Result<Vec<ProcessInfo>, RpcError> {
+    parse_structs(m, v, |p| {
+        Some(ProcessInfo {
+            name: p.get("name")?.as_str()?.to_string(),
+            state: p.get("statename")?.as_str()?.to_string(),
+            pid: p.get("pid")?.as_int()? as u32,
+            exit_status: p.get("exitstatus").and_then(Value::as_int).unwrap_or(0),
+            spawn_error: p
+                .get("spawnerr")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            start: p.get("start").and_then(Value::as_int).unwrap_or(0),
         })
-        .collect()
+    })
+}
+
+fn parse_config_infos(m: &str, v: Value) -> Result<Vec<ProgramConfig>, RpcError> {
+    parse_structs(m, v, |p| {
+        Some(ProgramConfig {
+            name: p.get("name")?.as_str()?.to_string(),
+            command: p.get("command")?.as_str()?.to_string(),
+        })
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
