@@ -242,6 +242,15 @@ impl Host {
             .collect())
     }
 
+    /// The status's `current-revision`; an error (not an empty string) when it is missing, so a
+    /// comparison between two revisions cannot pass by accident.
+    pub fn current_revision(status: &Value) -> Result<String> {
+        status["current-revision"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("no current-revision in status: {status}"))
+    }
+
     /// Revision of every worker as the status reports it.
     pub fn worker_revisions(status: &Value) -> Vec<String> {
         status["workers"]

@@ -115,10 +115,7 @@ fn error_pointers(r: &Reply) -> Vec<String> {
 fn api_config_endpoints_codes_and_persistence() -> Result<()> {
     let host = Host::start(2, &local("192.0.2.10"))?;
     let before = host.wait_converged(None, Duration::from_secs(30))?;
-    let rev0 = before["current-revision"]
-        .as_str()
-        .context("rev")?
-        .to_owned();
+    let rev0 = Host::current_revision(&before)?;
     let api = Api::new(&host)?;
 
     // Listener: a 0600 unix socket, no TCP listener in the operator.

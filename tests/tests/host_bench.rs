@@ -73,10 +73,7 @@ fn host_bench() -> anyhow::Result<()> {
         host.wait_converged(None, Duration::from_secs(60))?;
         let mut times = vec![];
         for round in 2..5 {
-            let old = host.status()?["current-revision"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let old = Host::current_revision(&host.status()?)?;
             host.write_config(n, &local(round))?;
             let t = Instant::now();
             host.signal("HUP")?;
@@ -98,10 +95,7 @@ fn host_bench() -> anyhow::Result<()> {
     let queries = host.dir().join("q.txt");
     std::fs::write(&queries, "svc.test A\n")?;
     for run in 1..=3 {
-        let old = host.status()?["current-revision"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let old = Host::current_revision(&host.status()?)?;
         let (ip, port) = (host.listen.ip().to_string(), host.listen.port().to_string());
         let q = queries.clone();
         let perf = thread::spawn(move || {

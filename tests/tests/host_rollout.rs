@@ -65,10 +65,7 @@ fn events(status: &Value) -> Vec<String> {
 fn host_change_under_load_canary_first_no_lost_queries() -> anyhow::Result<()> {
     let mut host = Host::start(4, &local("192.0.2.10"))?;
     let before = host.wait_converged(None, Duration::from_secs(30))?;
-    let old = before["current-revision"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let old = Host::current_revision(&before)?;
 
     let queries = host.dir().join("queries.txt");
     std::fs::write(&queries, "svc.test A\n")?;
@@ -100,10 +97,7 @@ fn host_change_under_load_canary_first_no_lost_queries() -> anyhow::Result<()> {
     );
 
     // All workers on the new revision, answering the new data.
-    let new = after["current-revision"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let new = Host::current_revision(&after)?;
     assert_ne!(new, old);
     assert_eq!(Host::worker_revisions(&after), vec![new.clone(); 4]);
     assert_eq!(
@@ -154,10 +148,7 @@ fn host_change_under_load_canary_first_no_lost_queries() -> anyhow::Result<()> {
 fn host_rejected_change_stops_at_the_canary() -> anyhow::Result<()> {
     let host = Host::start(2, &local("192.0.2.10"))?;
     let before = host.wait_converged(None, Duration::from_secs(30))?;
-    let old = before["current-revision"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let old = Host::current_revision(&before)?;
     let pids = host.worker_pids()?;
     let (stop, ok, failed, h) = query_loop(&host);
 
@@ -203,10 +194,7 @@ fn host_rejected_change_stops_at_the_canary() -> anyhow::Result<()> {
 fn host_failure_late_in_the_roll_rolls_back() -> anyhow::Result<()> {
     let host = Host::start(4, &local("192.0.2.10"))?;
     let before = host.wait_converged(None, Duration::from_secs(30))?;
-    let old = before["current-revision"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let old = Host::current_revision(&before)?;
     let (stop, _ok, failed, h) = query_loop(&host);
 
     // Passes the canary (worker id "canary") and slots 0 and 1, fails on slot 2. It also adds
@@ -283,10 +271,7 @@ fn host_failure_late_in_the_roll_rolls_back() -> anyhow::Result<()> {
 fn host_listen_change_rebinds_and_bad_address_is_rejected() -> anyhow::Result<()> {
     let host = Host::start(2, &local("192.0.2.10"))?;
     let before = host.wait_converged(None, Duration::from_secs(30))?;
-    let old = before["current-revision"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let old = Host::current_revision(&before)?;
     let (stop, _ok, failed, h) = query_loop(&host);
 
     // Add a second address: the holder binds it, every worker is replaced to receive it.
@@ -303,10 +288,7 @@ fn host_listen_change_rebinds_and_bad_address_is_rejected() -> anyhow::Result<()
     host.write_raw(&text)?;
     host.signal("HUP")?;
     let status = host.wait_converged(Some(&old), Duration::from_secs(30))?;
-    let two = status["current-revision"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let two = Host::current_revision(&status)?;
     assert_eq!(
         resolve(second, "svc.test.", RecordType::A)?,
         vec!["192.0.2.10"]
