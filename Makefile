@@ -4,7 +4,7 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := knot-resolver knot-resolver-module-http supervisor knot knot-dnsutils dnsutils dnsperf
+APT_PACKAGES := knot-resolver knot-resolver-module-http supervisor knot knot-dnsutils dnsutils dnsperf nftables conntrack iproute2
 EXAMPLE := manifests/examples/config.yaml
 
 .PHONY: all build deps k8s-tools test test-rust lint fmt run bench
