@@ -23,7 +23,7 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# etcd, kube-apiserver, kube-controller-manager, kubectl and helm built from Go modules into a
+# etcd, kube-apiserver, kube-controller-manager, kube-proxy, kubectl and helm built from Go modules into a
 # cache outside the repo (versions: tests/k8s/versions.env); a no-op when already built.
 k8s-tools:
 	tests/k8s/build-tools.sh

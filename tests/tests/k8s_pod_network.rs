@@ -83,6 +83,7 @@ fn kresd_pod(name: &str, ctl: &Path, extra: serde_json::Value) -> anyhow::Result
 }
 
 struct Env {
+    cp: &'static ControlPlane,
     ns: String,
     client: kube::Client,
     node: TestNode,
@@ -97,6 +98,7 @@ impl Env {
         let node = cp.node_agent(&ns).await?;
         let ctl = tempfile::Builder::new().prefix("kres-ctl-").tempdir()?;
         Ok(Env {
+            cp,
             ns,
             client,
             node,
@@ -162,7 +164,10 @@ async fn endpoints(api: &Api<EndpointSlice>, service: &str) -> anyhow::Result<Ve
         .collect())
 }
 
-async fn ready_endpoints(api: &Api<EndpointSlice>, service: &str) -> anyhow::Result<BTreeSet<String>> {
+async fn ready_endpoints(
+    api: &Api<EndpointSlice>,
+    service: &str,
+) -> anyhow::Result<BTreeSet<String>> {
     Ok(endpoints(api, service)
         .await?
         .into_iter()
@@ -207,7 +212,11 @@ async fn who_tcp(server: SocketAddr) -> anyhow::Result<String> {
         .output()
         .await?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    anyhow::ensure!(out.status.success() && !text.is_empty(), "kdig +tcp @{server}: {text} {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success() && !text.is_empty(),
+        "kdig +tcp @{server}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(text)
 }
 
@@ -256,7 +265,10 @@ async fn a_service_reaches_ready_pods_through_kube_proxy_and_drops_unready_and_d
     let names = ["r0", "r1", "r2"];
     for n in names {
         env.pods()
-            .create(&PostParams::default(), &kresd_pod(n, env.ctl.path(), extra.clone())?)
+            .create(
+                &PostParams::default(),
+                &kresd_pod(n, env.ctl.path(), extra.clone())?,
+            )
             .await?;
     }
     let mut ips = Vec::new();
@@ -292,7 +304,10 @@ async fn a_service_reaches_ready_pods_through_kube_proxy_and_drops_unready_and_d
             break;
         }
     }
-    assert_eq!(seen_tcp, all, "every pod answers via the ClusterIP over TCP");
+    assert_eq!(
+        seen_tcp, all,
+        "every pod answers via the ClusterIP over TCP"
+    );
 
     // r1's readiness probe starts failing: its endpoint turns not ready, kube-proxy stops
     // sending to it, while its kresd still runs and answers on its pod IP.
@@ -343,7 +358,10 @@ async fn a_service_reaches_ready_pods_through_kube_proxy_and_drops_unready_and_d
     let t_del = SystemTime::now();
     let deadline = Instant::now() + Duration::from_secs(30);
     while ready_endpoints(slices, "resolver").await?.contains(r2_ref) {
-        anyhow::ensure!(Instant::now() < deadline, "r2's endpoint still ready 30 s after deletion");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "r2's endpoint still ready 30 s after deletion"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let t_gone = SystemTime::now();
@@ -383,7 +401,11 @@ async fn a_service_reaches_ready_pods_through_kube_proxy_and_drops_unready_and_d
     assert!(not_ready <= pre_stop && pre_stop <= pre_stop_done && pre_stop_done <= sigterm);
     // The preStop hook ran while kresd still served: it got kresd's own answer.
     let hook_answer = std::fs::read_to_string(env.ctl.path().join("prestop-r2"))?;
-    assert_eq!(hook_answer.trim(), r2, "preStop hook's query to its own kresd");
+    assert_eq!(
+        hook_answer.trim(),
+        r2,
+        "preStop hook's query to its own kresd"
+    );
 
     // Only r0 is left in the data path (r1 not ready, r2 gone).
     for _ in 0..30 {
@@ -396,6 +418,7 @@ async fn a_service_reaches_ready_pods_through_kube_proxy_and_drops_unready_and_d
 #[tokio::test]
 async fn probes_decide_readiness_and_liveness_and_a_crash_reports_kresds_error() -> R {
     let env = Env::new("probes").await?;
+    let audit_start = env.cp.audit().mark()?;
     env.create_config(WHO_CONF).await?;
     let pods = &env.pods();
     // A readiness probe that always fails (and counts its runs): the pod is never Ready
@@ -432,21 +455,80 @@ async fn probes_decide_readiness_and_liveness_and_a_crash_reports_kresds_error()
     loop {
         let p = pods.get("never").await?;
         was_ready |= pod_ready(&p);
-        let runs = std::fs::read_to_string(probes).unwrap_or_default().lines().count();
+        let runs = std::fs::read_to_string(probes)
+            .unwrap_or_default()
+            .lines()
+            .count();
         if runs >= 4 {
             let ip = pod_ip(&p)?;
-            assert_eq!(who_udp(format!("{ip}:53").parse()?).await?, ip, "kresd serves");
+            assert_eq!(
+                who_udp(format!("{ip}:53").parse()?).await?,
+                ip,
+                "kresd serves"
+            );
             let c = container(&p, "kresd").ok_or_else(|| anyhow::anyhow!("no status"))?;
-            assert!(c.state.as_ref().and_then(|s| s.running.as_ref()).is_some(), "{c:?}");
+            assert!(
+                c.state.as_ref().and_then(|s| s.running.as_ref()).is_some(),
+                "{c:?}"
+            );
             assert!(!c.ready && c.restart_count == 0, "{c:?}");
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "readiness probe ran {runs} times in 60 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "readiness probe ran {runs} times in 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(!was_ready, "a pod whose readiness probe always fails was Ready");
+    assert!(
+        !was_ready,
+        "a pod whose readiness probe always fails was Ready"
+    );
     let p = pods.get("never").await?;
     assert!(!pod_ready(&p), "still not Ready after 4 probe runs");
+
+    // Steady state: while the probes keep running (and failing), the agent writes nothing
+    // (status is patched only when it changes). Proof of activity: 3 more probe runs.
+    let quiet = env.cp.audit().mark()?;
+    let runs_then = std::fs::read_to_string(probes)?.lines().count();
+    eventually(30, "3 more readiness probe runs", || async move {
+        let runs = std::fs::read_to_string(probes)?.lines().count();
+        Ok((runs >= runs_then + 3).then_some(()))
+    })
+    .await?;
+    let writes: Vec<_> = env
+        .cp
+        .audit()
+        .since(&quiet)?
+        .into_iter()
+        .filter(|e| e.is_write() && e.namespace == env.ns && e.name == "never")
+        .collect();
+    assert!(writes.is_empty(), "writes in steady state: {writes:#?}");
+    // The audit log records who did what: the admin created the pod, the agent (admin
+    // credentials too) bound it and patched its status.
+    let tuples: BTreeSet<_> = env
+        .cp
+        .audit()
+        .since(&audit_start)?
+        .into_iter()
+        .filter(|e| e.namespace == env.ns && e.name == "never")
+        .map(|e| e.tuple())
+        .collect();
+    for (verb, res) in [
+        ("create", "pods"),
+        ("create", "pods/binding"),
+        ("patch", "pods/status"),
+    ] {
+        let t = (
+            "kres-test-admin".to_string(),
+            verb.to_string(),
+            res.to_string(),
+        );
+        assert!(
+            tuples.contains(&t),
+            "{t:?} not in the audit log: {tuples:?}"
+        );
+    }
 
     let restarted = eventually(60, "dying restarted by its liveness probe", || async move {
         let p = pods.get("dying").await?;
@@ -456,7 +538,11 @@ async fn probes_decide_readiness_and_liveness_and_a_crash_reports_kresds_error()
     })
     .await?;
     assert!(
-        restarted.last_state.as_ref().and_then(|s| s.terminated.as_ref()).is_some(),
+        restarted
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .is_some(),
         "{restarted:?}"
     );
     assert!(
@@ -528,7 +614,12 @@ fn fs_type(p: &Path) -> anyhow::Result<i64> {
     // SAFETY: statfs on a NUL-terminated path into a zeroed struct we own.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    anyhow::ensure!(r == 0, "statfs {}: {}", p.display(), std::io::Error::last_os_error());
+    anyhow::ensure!(
+        r == 0,
+        "statfs {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
     Ok(st.f_type as i64)
 }
 
@@ -615,18 +706,26 @@ async fn a_kresd_with_a_cache_gc_sidecar_keeps_pvc_data_across_pod_recreation() 
     for round in 1..=2 {
         pods.create(&PostParams::default(), &pod).await?;
         // Both containers run and are ready (kresd after READY=1, the sidecar once running).
-        let p = eventually(60, "pod stateful Ready with both containers", || async move {
-            let p = pods.get("stateful").await?;
-            let both = ["kresd", "cache-gc"]
-                .iter()
-                .all(|c| container(&p, c).is_some_and(|s| s.ready));
-            Ok((pod_ready(&p) && both).then_some(p))
-        })
+        let p = eventually(
+            60,
+            "pod stateful Ready with both containers",
+            || async move {
+                let p = pods.get("stateful").await?;
+                let both = ["kresd", "cache-gc"]
+                    .iter()
+                    .all(|c| container(&p, c).is_some_and(|s| s.ready));
+                Ok((pod_ready(&p) && both).then_some(p))
+            },
+        )
         .await?;
         let uid = p.metadata.uid.clone().unwrap_or_default();
         let ip = pod_ip(&p)?;
         let answers = tokio::task::spawn_blocking(move || {
-            dns::resolve(format!("{ip}:53").parse()?, "boots.kres-test.", RecordType::A)
+            dns::resolve(
+                format!("{ip}:53").parse()?,
+                "boots.kres-test.",
+                RecordType::A,
+            )
         })
         .await??;
         assert_eq!(
@@ -731,7 +830,9 @@ async fn an_aborting_test_binary_leaves_no_namespace_process_or_nftables_rule_be
                 .args(["list", "table", "ip", "kube-proxy"])
                 .output()
                 .await?;
-            Ok(String::from_utf8_lossy(&out.stdout).contains(ip.as_str()).then_some(()))
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .contains(ip.as_str())
+                .then_some(()))
         })
         .await?;
         println!("NETNS={}", netns::current_inode()?);
@@ -768,16 +869,26 @@ async fn an_aborting_test_binary_leaves_no_namespace_process_or_nftables_rule_be
     };
     let ino: u64 = field("NETNS=")?.parse()?;
     let dir = field("CPDIR=")?;
-    assert_ne!(ino, netns::current_inode()?, "the child had a namespace of its own");
+    assert_ne!(
+        ino,
+        netns::current_inode()?,
+        "the child had a namespace of its own"
+    );
     let (dir_ref, started) = (&dir, Instant::now());
     eventually(20, "no process of the aborted test binary", || async move {
-        Ok((processes_mentioning(dir_ref).is_empty() && processes_in_netns(ino).is_empty())
-            .then_some(()))
+        Ok(
+            (processes_mentioning(dir_ref).is_empty() && processes_in_netns(ino).is_empty())
+                .then_some(()),
+        )
     })
     .await?;
     println!("children gone {:?} after the abort", started.elapsed());
     // Nothing names the namespace, so the kernel freed it (with its nftables rules).
-    for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+    for e in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         use std::os::unix::fs::MetadataExt;
         assert_ne!(
             std::fs::metadata(e.path()).map(|m| m.ino()).ok(),

@@ -45,7 +45,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(NodeAgent::start(cp.admin_client().await?, cfg).await?)
     };
     let bin = tools::bin_dir();
-    println!("test control plane running (logs, audit.log in {})", cp.dir().display());
+    println!(
+        "test control plane running (logs, audit.log in {})",
+        cp.dir().display()
+    );
     println!("  apiserver   {}", cp.url);
     println!("  kubeconfig  {}", cp.kubeconfig.display());
     println!(

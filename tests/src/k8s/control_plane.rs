@@ -522,39 +522,42 @@ fn wait_ready(kubeconfig: &Path, dir: &Path) -> Result<(), Error> {
     let kubeconfig = kubeconfig.to_path_buf();
     let dir = dir.to_path_buf();
     on_own_runtime(async move {
-            let kc = Kubeconfig::read_from(&kubeconfig).map_err(|e| Error::Kubeconfig(e.to_string()))?;
-            let client = client_from(kc).await?;
-            let deadline = Instant::now() + READY_TIMEOUT;
-            let mut last: String;
-            loop {
-                if let Some(exited) = exited_component() {
-                    return Err(Error::Start {
-                        what: "kube-apiserver".into(),
-                        detail: format!(
-                            "{exited}\n--- etcd.log (tail) ---\n{}\n--- kube-apiserver.log (tail) ---\n{}",
-                            log_tail(&dir.join("etcd.log"), 15),
-                            log_tail(&dir.join("kube-apiserver.log"), 25)
-                        ),
-                    });
-                }
-                let req = http::Request::get("/readyz").body(Vec::new()).map_err(|e| Error::Kubeconfig(e.to_string()))?;
-                match client.request_text(req).await {
-                    Ok(body) if body.trim() == "ok" => return Ok(()),
-                    Ok(body) => last = body,
-                    Err(e) => last = e.to_string(),
-                }
-                if Instant::now() > deadline {
-                    return Err(Error::Start {
-                        what: "kube-apiserver".into(),
-                        detail: format!(
-                            "/readyz not ok after {} s (last: {last})\n--- kube-apiserver.log (tail) ---\n{}",
-                            READY_TIMEOUT.as_secs(),
-                            log_tail(&dir.join("kube-apiserver.log"), 25)
-                        ),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+        let kc =
+            Kubeconfig::read_from(&kubeconfig).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        let client = client_from(kc).await?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last: String;
+        loop {
+            if let Some(exited) = exited_component() {
+                return Err(Error::Start {
+                    what: "kube-apiserver".into(),
+                    detail: format!(
+                        "{exited}\n--- etcd.log (tail) ---\n{}\n--- kube-apiserver.log (tail) ---\n{}",
+                        log_tail(&dir.join("etcd.log"), 15),
+                        log_tail(&dir.join("kube-apiserver.log"), 25)
+                    ),
+                });
             }
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+            match client.request_text(req).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                Ok(body) => last = body,
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Start {
+                    what: "kube-apiserver".into(),
+                    detail: format!(
+                        "/readyz not ok after {} s (last: {last})\n--- kube-apiserver.log (tail) ---\n{}",
+                        READY_TIMEOUT.as_secs(),
+                        log_tail(&dir.join("kube-apiserver.log"), 25)
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     })
 }
 
@@ -596,7 +599,9 @@ fn wait_kube_proxy(port: u16, dir: &Path) -> Result<(), Error> {
             Ok(out)
         };
         match probe() {
-            Ok(r) if r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200") => return Ok(()),
+            Ok(r) if r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200") => {
+                return Ok(());
+            }
             Ok(r) => last = r.lines().next().unwrap_or_default().to_string(),
             Err(e) => last = e.to_string(),
         }

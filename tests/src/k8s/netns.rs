@@ -86,9 +86,7 @@ pub fn require_private() -> Result<(), Error> {
 /// Run `cmd` in the network namespace the process started in (the host's), for read-only
 /// checks such as "no kube-proxy table is left there": the command runs from a short-lived
 /// thread that enters that namespace; nothing else leaves the private one.
-pub fn output_in_original_namespace(
-    mut cmd: Command,
-) -> Result<std::process::Output, Error> {
+pub fn output_in_original_namespace(mut cmd: Command) -> Result<std::process::Output, Error> {
     use std::os::fd::AsRawFd;
     let fd = match ISOLATED.get() {
         Some(Ok((_, f))) => f.as_raw_fd(),
@@ -128,7 +126,15 @@ pub fn configure() -> Result<(), Error> {
         for args in [
             vec!["link", "set", "lo", "up"],
             vec!["addr", "replace", node.as_str(), "dev", "lo"],
-            vec!["route", "replace", SERVICE_CIDR, "dev", "lo", "src", src.as_str()],
+            vec![
+                "route",
+                "replace",
+                SERVICE_CIDR,
+                "dev",
+                "lo",
+                "src",
+                src.as_str(),
+            ],
         ] {
             ip(&args)?;
         }

@@ -46,7 +46,10 @@ mod tests {
         let b = allocate().expect("ip b");
         assert_ne!(a, b);
         for ip in [a, b] {
-            assert!(ip.octets()[0] == 198 && (ip.octets()[1] & 0xfe) == 18, "{ip}");
+            assert!(
+                ip.octets()[0] == 198 && (ip.octets()[1] & 0xfe) == 18,
+                "{ip}"
+            );
             assert_ne!(ip, Ipv4Addr::new(198, 18, 0, 1), "the node address");
         }
         release(a);

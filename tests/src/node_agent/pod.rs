@@ -153,7 +153,14 @@ impl Prober {
     }
 
     /// Collect a finished probe and start the next one when due; returns the current verdict.
-    fn poll(&mut self, started: Instant, launch: &spec::Launch, pod_ip: Ipv4Addr, c: &Container, kresd: &Path) -> bool {
+    fn poll(
+        &mut self,
+        started: Instant,
+        launch: &spec::Launch,
+        pod_ip: Ipv4Addr,
+        c: &Container,
+        kresd: &Path,
+    ) -> bool {
         if let Some(h) = self.inflight.as_mut()
             && h.is_finished()
         {
@@ -174,7 +181,8 @@ impl Prober {
             }
         }
         let now = Instant::now();
-        let first = started + Duration::from_secs(self.probe.initial_delay_seconds.unwrap_or(0).max(0) as u64);
+        let first = started
+            + Duration::from_secs(self.probe.initial_delay_seconds.unwrap_or(0).max(0) as u64);
         let due = self.next.unwrap_or(first);
         if self.inflight.is_none() && now >= due {
             self.next = Some(now + self.period());
@@ -218,7 +226,11 @@ async fn run_probe(
     }
     if let Some(t) = &probe.tcp_socket {
         let Some(port) = port_of(&t.port, &c) else {
-            tracing::warn!("node agent: tcpSocket probe of {}: unknown port {:?}", c.name, t.port);
+            tracing::warn!(
+                "node agent: tcpSocket probe of {}: unknown port {:?}",
+                c.name,
+                t.port
+            );
             return false;
         };
         return matches!(
@@ -482,7 +494,8 @@ impl Runner {
             );
         }
         let logs = self.pod_dir.join("logs");
-        std::fs::create_dir_all(&logs).map_err(|e| Error::Io(format!("create {}", logs.display()), e))
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| Error::Io(format!("create {}", logs.display()), e))
     }
 
     /// Start container `i` (its launch is prepared).
