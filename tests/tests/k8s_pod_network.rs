@@ -607,6 +607,69 @@ async fn probes_decide_readiness_and_liveness_and_a_crash_reports_kresds_error()
     Ok(())
 }
 
+#[tokio::test]
+async fn termination_runs_a_sleep_pre_stop_hook_then_sigterm_then_sigkill_after_the_grace_period()
+-> R {
+    let env = Env::new("grace").await?;
+    // A container that ignores SIGTERM (its `sleep` children die, the loop goes on).
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "stubborn" },
+        "spec": {
+            "terminationGracePeriodSeconds": 3,
+            "containers": [{
+                "name": "loop",
+                "image": "docker.io/library/busybox:1",
+                "command": ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"],
+                "lifecycle": { "preStop": { "sleep": { "seconds": 1 } } },
+            }],
+        },
+    }))?;
+    let pods = &env.pods();
+    pods.create(&PostParams::default(), &pod).await?;
+    env.ready_pod("stubborn").await?;
+    pods.delete("stubborn", &DeleteParams::default()).await?;
+    eventually(30, "pod stubborn removed", || async move {
+        Ok(pods.get_opt("stubborn").await?.is_none().then_some(()))
+    })
+    .await?;
+    let journal = env.node.agent.journal();
+    let jp = env.journal_pod("stubborn");
+    let steps: Vec<(Step, SystemTime)> = journal
+        .entries()
+        .into_iter()
+        .filter(|e| e.pod == jp && e.container == "loop")
+        .map(|e| (e.step, e.at))
+        .collect();
+    let order: Vec<Step> = steps.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        order,
+        vec![
+            Step::Started,
+            Step::Ready,
+            Step::NotReady,
+            Step::PreStop,
+            Step::PreStopDone,
+            Step::Sigterm,
+            Step::Sigkill,
+            Step::Exited(137),
+        ],
+        "{steps:?}"
+    );
+    let at = |s: Step| steps.iter().find(|(x, _)| *x == s).map(|(_, t)| *t);
+    let (not_ready, sigterm, sigkill) = (
+        at(Step::NotReady).unwrap_or(SystemTime::UNIX_EPOCH),
+        at(Step::Sigterm).unwrap_or(SystemTime::UNIX_EPOCH),
+        at(Step::Sigkill).unwrap_or(SystemTime::UNIX_EPOCH),
+    );
+    println!(
+        "NotReady at 0: SIGTERM {}, SIGKILL {} (grace period 3 s incl. a 1 s preStop sleep)",
+        since(not_ready, sigterm),
+        since(not_ready, sigkill)
+    );
+    env.node.agent.shutdown().await?;
+    Ok(())
+}
+
 /// statfs(2) f_type of a path (TMPFS_MAGIC = 0x01021994).
 fn fs_type(p: &Path) -> anyhow::Result<i64> {
     use std::os::unix::ffi::OsStrExt;

@@ -25,9 +25,11 @@ fn main() -> anyhow::Result<()> {
     // Before any other thread exists: every thread and child inherits the namespace.
     netns::isolate_process();
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    // Default: no ERROR lines from the client polling the apiserver while it starts.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,kube_client::client::builder=off")
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

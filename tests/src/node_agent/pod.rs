@@ -748,10 +748,12 @@ impl Runner {
                     if self.conts[i].running() {
                         let n = self.conts[i].spec.name.clone();
                         self.journal(&n, Step::Sigkill);
-                        self.conts[i].kill();
                         let c = &mut self.conts[i];
-                        c.state = c.terminated(137);
+                        let state = c.terminated(137);
+                        c.kill();
+                        c.state = state;
                         c.done = true;
+                        self.journal(&n, Step::Exited(137));
                     }
                 }
                 break;
