@@ -4,10 +4,12 @@
 //! They FAIL (never skip) when the tooling is missing, telling how to build it.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Context;
 use hickory_proto::rr::RecordType;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerStatus, PersistentVolume, PersistentVolumeClaim, Pod, Service,
@@ -175,37 +177,29 @@ async fn ready_endpoints(
         .collect())
 }
 
-/// Ask `who.kres-test.` over UDP from the node address (a fresh source port per query, so each
-/// query is a new conntrack entry and kube-proxy picks a backend afresh): the answering pod IP.
-async fn who_udp(server: SocketAddr) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let m = dns::query_from_with(
-            IpAddr::V4(NODE_IP),
-            server,
-            "who.kres-test.",
-            RecordType::A,
-            Duration::from_secs(2),
-            |_| {},
-        )?;
-        dns::answers(&m)
-            .into_iter()
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("empty answer from {server}"))
-    })
-    .await?
-}
+/// Source ports for queries to the Service: each query gets one never used before (below the
+/// kernel's ephemeral range 32768-60999, so nothing else takes them). A reused source port
+/// would match an old UDP conntrack entry and reach the backend that entry points to, even one
+/// that has left the Service: fresh ports make every query a new connection that kube-proxy's
+/// current rules route.
+static NEXT_SOURCE_PORT: AtomicU16 = AtomicU16::new(20000);
 
-/// The same over TCP with the real `kdig` (a new connection per query).
-async fn who_tcp(server: SocketAddr) -> anyhow::Result<String> {
+/// Ask `who.kres-test. A` with the real `kdig` from the node address and a fresh source port,
+/// over UDP or TCP: the answering pod's IP.
+async fn who(server: SocketAddr, tcp: bool) -> anyhow::Result<String> {
+    let port = NEXT_SOURCE_PORT.fetch_add(1, Ordering::Relaxed);
+    anyhow::ensure!(port < 32768, "out of fresh source ports");
     let out = tokio::process::Command::new("kdig")
         .args([
-            "+tcp",
+            if tcp { "+tcp" } else { "+notcp" },
             "+short",
             "+timeout=2",
             "+retry=0",
-            &format!("@{}", server.ip()),
+            "-b",
+            &format!("{NODE_IP}#{port}"),
             "-p",
             &server.port().to_string(),
+            &format!("@{}", server.ip()),
             "who.kres-test.",
             "A",
         ])
@@ -213,11 +207,20 @@ async fn who_tcp(server: SocketAddr) -> anyhow::Result<String> {
         .await?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
     anyhow::ensure!(
-        out.status.success() && !text.is_empty(),
-        "kdig +tcp @{server}: {text} {}",
+        out.status.success() && !text.is_empty() && !text.starts_with(';'),
+        "kdig {} @{server} from port {port}: {text} {}",
+        if tcp { "TCP" } else { "UDP" },
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(text)
+}
+
+async fn who_udp(server: SocketAddr) -> anyhow::Result<String> {
+    who(server, false).await
+}
+
+async fn who_tcp(server: SocketAddr) -> anyhow::Result<String> {
+    who(server, true).await
 }
 
 fn since(t: SystemTime, later: SystemTime) -> String {
@@ -256,8 +259,9 @@ async fn a_service_reaches_ready_pods_through_kube_proxy_and_drops_unready_and_d
     let extra = serde_json::json!({
         "readinessProbe": {
             "exec": { "command": ["sh", "-c", "test ! -e \"$CTL/unready-$POD_NAME\" && \
-                kdig +short +timeout=1 +retry=0 @\"$POD_IP\" who.kres-test. A | grep -q ."] },
-            "periodSeconds": 1, "timeoutSeconds": 5, "failureThreshold": 1, "successThreshold": 1,
+                kdig +short +timeout=2 +retry=0 @\"$POD_IP\" who.kres-test. A | grep -q ."] },
+            // Two failures in a row: one slow probe on a loaded machine must not flap a pod.
+            "periodSeconds": 1, "timeoutSeconds": 5, "failureThreshold": 2, "successThreshold": 1,
         },
         "lifecycle": { "preStop": { "exec": { "command": ["sh", "-c",
             "kdig +short +timeout=1 +retry=0 @\"$POD_IP\" who.kres-test. A > \"$CTL/prestop-$POD_NAME\"; sleep 1"] } } },
@@ -409,7 +413,18 @@ async fn a_service_reaches_ready_pods_through_kube_proxy_and_drops_unready_and_d
 
     // Only r0 is left in the data path (r1 not ready, r2 gone).
     for _ in 0..30 {
-        assert_eq!(who_udp(service).await?, ips[0]);
+        let who = who_udp(service).await.with_context(|| {
+            format!(
+                "agent journal of r0: {:?}",
+                journal
+                    .entries()
+                    .into_iter()
+                    .filter(|e| e.pod == env.journal_pod("r0"))
+                    .map(|e| e.step)
+                    .collect::<Vec<_>>()
+            )
+        })?;
+        assert_eq!(who, ips[0]);
     }
     env.node.agent.shutdown().await?;
     Ok(())

@@ -568,7 +568,7 @@ impl Runner {
     /// Container `i` exited with `code`: record it, schedule a restart or mark it done.
     fn exited(&mut self, i: usize, code: i32) {
         let cfg = self.ctx.config.clone();
-        let policy = self.restart_policy();
+        let policy = self.restart_policy.clone();
         let c = &mut self.conts[i];
         let ran = c.started.map(|s| s.elapsed()).unwrap_or_default();
         let terminated = c.terminated(code);
@@ -597,10 +597,6 @@ impl Runner {
             c.restart_at = Some(Instant::now() + backoff);
         }
         self.journal(&cname, Step::Exited(code));
-    }
-
-    fn restart_policy(&self) -> String {
-        self.restart_policy.clone()
     }
 
     /// Look at processes, notify sockets and probes; restart what is due.
