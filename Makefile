@@ -4,7 +4,7 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := knot-resolver knot-resolver-module-http supervisor knot knot-dnsutils dnsutils dnsperf
+APT_PACKAGES := knot-resolver knot-resolver-module-http supervisor knot knot-dnsutils dnsutils dnsperf nftables conntrack iproute2
 EXAMPLE := manifests/examples/config.yaml
 
 .PHONY: all build deps k8s-tools test test-rust lint fmt run bench
@@ -23,7 +23,7 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-# etcd, kube-apiserver, kube-controller-manager, kubectl and helm built from Go modules into a
+# etcd, kube-apiserver, kube-controller-manager, kube-proxy, kubectl and helm built from Go modules into a
 # cache outside the repo (versions: tests/k8s/versions.env); a no-op when already built.
 k8s-tools:
 	tests/k8s/build-tools.sh

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes test tooling from Go modules and caches it OUTSIDE the repository:
-#   etcd, kube-apiserver, kube-controller-manager, kubectl (all from tests/k8s/{etcd,kube} wrapper
-#   modules) and helm (go install), at the versions pinned in tests/k8s/versions.env.
+#   etcd, kube-apiserver, kube-controller-manager, kube-proxy, kubectl (all from tests/k8s/{etcd,kube}
+#   wrapper modules) and helm (go install), at the versions pinned in tests/k8s/versions.env.
 #
 # Output: ${KRES_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kres-operator/tools}/<version-key>/bin
-# A second run is a no-op (each binary is skipped when it already exists for the version key).
+# A second run is a no-op: a binary is skipped when it exists for the version key AND its stamp
+# (bin/.<name>.stamp, a hash of its wrapper module's go.mod + go.sum) matches. Adding a tool or a
+# module therefore builds only what is missing or stale; the Go build cache (GOCACHE) keeps the
+# rebuild of a stale binary to a re-link.
 #
 # Usage:
 #   tests/k8s/build-tools.sh                  build what is missing (idempotent)
@@ -44,7 +47,7 @@ update_modules() {
         echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
         echo
         echo "tool ("
-        for c in kube-apiserver kube-controller-manager kubectl; do echo "	k8s.io/kubernetes/cmd/$c"; done
+        for c in kube-apiserver kube-controller-manager kube-proxy kubectl; do echo "	k8s.io/kubernetes/cmd/$c"; done
         echo ")"
         echo
         echo "replace ("
@@ -75,17 +78,23 @@ check_modules() {
         die "tests/k8s/etcd/go.mod does not require etcd $ETCD_VERSION; run: tests/k8s/build-tools.sh update-modules"
 }
 
+# Hash of a wrapper module's go.mod + go.sum: what a binary built from it depends on.
+module_stamp() { cat "$1/go.mod" "$1/go.sum" | sha256sum | cut -d' ' -f1; }
+
 # build NAME DIR PACKAGE LDFLAGS: one `go build` at a time, niced, written atomically into $BIN.
 build() {
-    local name=$1 dir=$2 pkg=$3 ldflags=$4 start
-    if [ -x "$BIN/$name" ]; then
+    local name=$1 dir=$2 pkg=$3 ldflags=$4 start stamp
+    stamp=$(module_stamp "$dir")
+    if [ -x "$BIN/$name" ] && [ "$(cat "$BIN/.$name.stamp" 2>/dev/null)" = "$stamp" ]; then
         echo "  $name: cached"
         return
     fi
+    # No binary, no stamp (built before stamps existed) or another stamp: (re)build.
     start=$(date +%s)
     echo "  $name: building $pkg ..."
     (cd "$dir" && nice -n 10 "$GO" build -trimpath -ldflags "-s -w $ldflags" -o "$BIN/.$name.tmp" "$pkg")
     mv -f "$BIN/.$name.tmp" "$BIN/$name"
+    echo "$stamp" >"$BIN/.$name.stamp"
     echo "  $name: built in $(($(date +%s) - start)) s"
     echo "$name $(($(date +%s) - start))s" >>"$TOOLS_ROOT/$KEY/build-times.txt"
 }
@@ -140,6 +149,7 @@ main() {
     build kube-apiserver "$HERE/kube" k8s.io/kubernetes/cmd/kube-apiserver "$ldk"
     build kube-controller-manager "$HERE/kube" k8s.io/kubernetes/cmd/kube-controller-manager "$ldk"
     build kubectl "$HERE/kube" k8s.io/kubernetes/cmd/kubectl "$ldk"
+    build kube-proxy "$HERE/kube" k8s.io/kubernetes/cmd/kube-proxy "$ldk"
     echo "done in $(($(date +%s) - start)) s"
 }
 

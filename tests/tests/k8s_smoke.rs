@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
@@ -13,6 +13,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kres_tests::dns;
+use kres_tests::k8s::wait::{eventually, pod_ready};
 use kres_tests::k8s::{ControlPlane, tools};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ObjectMeta, PostParams};
 use kube::core::GroupVersionKind;
@@ -20,25 +21,9 @@ use kube::{Api, Client};
 
 type R = anyhow::Result<()>;
 
-/// Poll `f` every 100 ms until it returns `Some`, or fail after `secs` naming `what`.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    loop {
-        match f().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = format!(" (last error: {e:#})"),
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("timed out after {secs} s waiting for {what}{last}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::k8s::netns::isolate_process()
 }
 
 fn kubectl_stdin(cp: &ControlPlane, args: &[&str], stdin: &str) -> anyhow::Result<String> {
@@ -141,6 +126,7 @@ fn kresd_pod(name: &str, config_map: &str) -> anyhow::Result<Pod> {
                 "name": "kresd",
                 "image": "docker.io/cznic/knot-resolver:5",
                 "args": ["-c", "/etc/knot-resolver/kresd.conf"],
+                "terminationMessagePolicy": "FallbackToLogsOnError",
                 "env": [{ "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } }],
                 "volumeMounts": [{ "name": "config", "mountPath": "/etc/knot-resolver" }]
             }],
@@ -164,13 +150,6 @@ fn container_status(p: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerSta
     p.status.as_ref()?.container_statuses.as_ref()?.first()
 }
 
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 #[tokio::test]
 async fn node_agent_runs_a_kresd_pod_that_answers_dns_on_its_pod_ip() -> R {
     let cp = ControlPlane::shared().await?;
@@ -192,7 +171,7 @@ async fn node_agent_runs_a_kresd_pod_that_answers_dns_on_its_pod_ip() -> R {
     let pod = eventually(30, "pod resolver Running and Ready", || async move {
         let p = pods.get("resolver").await?;
         let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-        Ok((running && is_ready(&p)).then_some(p))
+        Ok((running && pod_ready(&p)).then_some(p))
     })
     .await?;
     let spec = pod.spec.as_ref().expect("spec");
@@ -203,7 +182,7 @@ async fn node_agent_runs_a_kresd_pod_that_answers_dns_on_its_pod_ip() -> R {
     );
     let status = pod.status.as_ref().expect("status");
     let ip = status.pod_ip.clone().expect("podIP");
-    assert!(ip.starts_with("127.0."), "{ip}");
+    assert!(ip.starts_with("198.18."), "a pod CIDR address: {ip}");
     assert_eq!(
         status.pod_ips.as_ref().map(|v| v[0].ip.clone()),
         Some(ip.clone())
@@ -303,7 +282,7 @@ async fn a_pod_with_a_broken_kresd_config_goes_crash_loop_back_off() -> R {
     )
     .await?;
     let cs = container_status(&pod).expect("container status");
-    assert!(!cs.ready && !is_ready(&pod));
+    assert!(!cs.ready && !pod_ready(&pod));
     let last = cs
         .last_state
         .as_ref()
@@ -467,62 +446,5 @@ async fn rbac_allows_granted_and_refuses_missing_permissions() -> R {
             .list(&Default::default())
             .await
     ));
-    Ok(())
-}
-
-/// Processes whose command line mentions `needle` (zombies have an empty one).
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    dir.filter_map(|e| {
-        let e = e.ok()?;
-        e.file_name().to_str()?.parse::<u32>().ok()?;
-        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        cmd.contains(needle).then_some(cmd)
-    })
-    .collect()
-}
-
-#[tokio::test]
-async fn an_aborting_test_binary_leaves_no_control_plane_behind() -> R {
-    const CHILD: &str = "KRES_K8S_SMOKE_ABORT_CHILD";
-    if std::env::var_os(CHILD).is_some() {
-        // Child mode: start a control plane, report where, then die without any cleanup.
-        let cp = ControlPlane::shared().await?;
-        println!("CPDIR={}", cp.dir().display());
-        std::process::abort();
-    }
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "--exact",
-            "an_aborting_test_binary_leaves_no_control_plane_behind",
-            "--nocapture",
-        ])
-        .env(CHILD, "1")
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "the child must abort");
-    let dir = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("CPDIR="))
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "child did not start a control plane: {stdout} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?
-        .to_string();
-    // PR_SET_PDEATHSIG: the kernel SIGKILLs etcd, kube-apiserver and kube-controller-manager.
-    let dir_ref = &dir;
-    eventually(
-        10,
-        "no process of the aborted control plane",
-        || async move { Ok(processes_mentioning(dir_ref).is_empty().then_some(())) },
-    )
-    .await?;
-    // abort() skips the atexit hook: the directory is left, remove it here.
-    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

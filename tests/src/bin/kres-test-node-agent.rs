@@ -1,5 +1,7 @@
 //! Standalone test node agent (kubelet stand-in running kresd), for manual experiments against
-//! a test control plane: `kres-test-node-agent --kubeconfig admin.kubeconfig --node-name n1`.
+//! a test control plane started with `kres-test-control-plane --no-node-agent`. Pod IPs are in
+//! 198.18.0.0/15, so run it inside that namespace:
+//! `ip netns exec kres-dev kres-test-node-agent --kubeconfig admin.kubeconfig --node-name n1`.
 
 use std::path::PathBuf;
 
@@ -7,7 +9,7 @@ use clap::Parser;
 use kres_tests::node_agent::{NodeAgent, NodeAgentConfig};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-/// Register a Node and run the Pods bound to it as kresd processes on loopback pod IPs.
+/// Register a Node and run the Pods bound to it as host processes on 198.18.x.y pod IPs.
 #[derive(Parser)]
 struct Args {
     /// Kubeconfig of a user allowed to manage nodes and pods.

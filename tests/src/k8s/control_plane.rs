@@ -1,4 +1,5 @@
-//! Starting and stopping etcd + kube-apiserver + kube-controller-manager.
+//! Starting and stopping etcd + kube-apiserver + kube-controller-manager + kube-proxy, inside the
+//! test binary's private network namespace (see [`super::netns`]).
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,6 +15,8 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+use super::audit::{self, AuditLog};
+use super::netns::{self, NODE_IP, POD_CIDR, SERVICE_CIDR};
 use super::pki::{self, Ca};
 use super::{Error, tools};
 use crate::net::{free_port, unique_loopback};
@@ -24,8 +27,20 @@ use crate::process::{self, ChildGuard};
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Controllers run by kube-controller-manager: owner-reference GC, namespace deletion, PDB
-/// status, ServiceAccounts and their tokens, the kube-root-ca.crt ConfigMap, EndpointSlices.
-const CONTROLLERS: &str = "garbagecollector,namespace,disruption,serviceaccount,serviceaccount-token,root-ca-cert-publisher,endpointslice";
+/// status, ServiceAccounts and their tokens, the kube-root-ca.crt ConfigMap, EndpointSlices,
+/// binding PersistentVolumeClaims to PersistentVolumes.
+const CONTROLLERS: &str = "garbagecollector,namespace,disruption,serviceaccount,serviceaccount-token,root-ca-cert-publisher,endpointslice,persistentvolume-binder";
+
+/// The Node kube-proxy runs as (`--hostname-override`); node agents register nodes of their own.
+pub const PROXY_NODE: &str = "kres-test-host";
+
+/// Component names in start order (index = position in `PROCESSES`).
+const COMPONENTS: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-proxy",
+];
 
 /// Processes of the shared control plane, killed by the `atexit` hook (statics are never dropped).
 static PROCESSES: Mutex<Vec<ChildGuard>> = Mutex::new(Vec::new());
@@ -57,7 +72,10 @@ pub struct ControlPlane {
     pub ca_cert: PathBuf,
     /// Admin kubeconfig (user `kres-test-admin` in group `system:masters`).
     pub kubeconfig: PathBuf,
+    /// kube-proxy's metrics endpoint (`http://127.0.0.1:PORT/metrics`).
+    pub kube_proxy_metrics: String,
     ca: CaHandle,
+    audit: AuditLog,
 }
 
 /// The CA is kept to issue user certificates later.
@@ -96,6 +114,8 @@ impl ControlPlane {
         let etcd = tools::tool("etcd")?;
         let apiserver = tools::tool("kube-apiserver")?;
         let kcm = tools::tool("kube-controller-manager")?;
+        let proxy = tools::tool("kube-proxy")?;
+        netns::configure()?;
         let started = Instant::now();
 
         let dir = tempfile::Builder::new()
@@ -132,6 +152,9 @@ impl ControlPlane {
             ],
         )?;
         let admin = ca.client(&dir, "admin", "kres-test-admin", Some("system:masters"))?;
+        // The bootstrap ClusterRoleBinding system:node-proxier grants user system:kube-proxy
+        // exactly what kube-proxy needs.
+        let proxy_user = ca.client(&dir, "kube-proxy", "system:kube-proxy", None)?;
         let (sa_key, sa_pub) = pki::service_account_keys(&dir)?;
         let kubeconfig = dir.join("admin.kubeconfig");
         std::fs::write(
@@ -144,6 +167,21 @@ impl ControlPlane {
             ),
         )
         .map_err(|e| Error::Io("write admin kubeconfig".into(), e))?;
+        let proxy_kubeconfig = dir.join("kube-proxy.kubeconfig");
+        std::fs::write(
+            &proxy_kubeconfig,
+            kubeconfig_json(
+                &url,
+                &ca.cert,
+                "system:kube-proxy",
+                &UserAuth::Cert(&proxy_user.cert, &proxy_user.key),
+            ),
+        )
+        .map_err(|e| Error::Io("write kube-proxy kubeconfig".into(), e))?;
+        let audit_policy = dir.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, audit::POLICY)
+            .map_err(|e| Error::Io("write audit policy".into(), e))?;
+        let audit_log = dir.join("audit.log");
 
         let etcd_url = format!("http://{ip}:{etcd_port}");
         let peer_url = format!("http://{ip}:{peer_port}");
@@ -174,10 +212,14 @@ impl ControlPlane {
             format!("--service-account-issuer={url}/"),
             format!("--service-account-key-file={}", sa_pub.display()),
             format!("--service-account-signing-key-file={}", sa_key.display()),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", audit_log.display()),
+            "--audit-log-maxsize=0".into(),
             "--allow-privileged=true".into(),
             "--authorization-mode=RBAC".into(),
-            // Loopback addresses are not valid Endpoints; nothing in-cluster needs them.
+            // The apiserver's loopback address is not a valid Endpoint; nothing in-cluster needs
+            // the `kubernetes` Service.
             "--endpoint-reconciler-type=none".into(),
             "--profiling=false".into(),
         ]);
@@ -198,6 +240,42 @@ impl ControlPlane {
         ]);
         start_logged(kcm_cmd, &dir, "kube-controller-manager")?;
 
+        // kube-proxy needs its Node (addresses) before it programs rules.
+        let mut host = NodeAgentConfig::new(PROXY_NODE, dir.join("host-node"));
+        host.host_ip = NODE_IP.to_string();
+        let kc = kubeconfig.clone();
+        on_own_runtime(async move {
+            let client = client_from(
+                Kubeconfig::read_from(&kc).map_err(|e| Error::Kubeconfig(e.to_string()))?,
+            )
+            .await?;
+            crate::node_agent::register_node(&client, &host)
+                .await
+                .map_err(Error::NodeAgent)
+        })?;
+        let localhost = Ipv4Addr::LOCALHOST;
+        let (healthz_port, metrics_port) = (free_port(localhost), free_port(localhost));
+        // Checked again right before kube-proxy starts: it must never touch the host's rules.
+        netns::require_private()?;
+        let mut proxy_cmd = Command::new(&proxy);
+        proxy_cmd.args([
+            format!("--kubeconfig={}", proxy_kubeconfig.display()),
+            "--proxy-mode=nftables".into(),
+            format!("--hostname-override={PROXY_NODE}"),
+            format!("--bind-address={NODE_IP}"),
+            format!("--cluster-cidr={POD_CIDR}"),
+            "--nodeport-addresses=primary".into(),
+            // Leave the (partly global) conntrack sysctls alone.
+            "--conntrack-max-per-core=0".into(),
+            "--conntrack-tcp-timeout-established=0".into(),
+            "--conntrack-tcp-timeout-close-wait=0".into(),
+            format!("--healthz-bind-address=127.0.0.1:{healthz_port}"),
+            format!("--metrics-bind-address=127.0.0.1:{metrics_port}"),
+            "--profiling=false".into(),
+        ]);
+        start_logged(proxy_cmd, &dir, "kube-proxy")?;
+        wait_kube_proxy(healthz_port, &dir)?;
+
         tracing::info!(
             "test control plane at {url} ({}) ready in {:?}",
             dir.display(),
@@ -209,13 +287,20 @@ impl ControlPlane {
             url,
             ip,
             kubeconfig,
+            kube_proxy_metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
             ca: CaHandle(Mutex::new(ca)),
+            audit: AuditLog::new(audit_log),
         })
     }
 
     /// The directory holding certificates, kubeconfigs and component logs.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The apiserver's audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// A client with cluster-admin rights, bound to the current tokio runtime.
@@ -341,6 +426,7 @@ impl ControlPlane {
         cfg.namespace = Some(namespace.to_string());
         cfg.backoff_initial = Duration::from_millis(500);
         cfg.backoff_max = Duration::from_secs(5);
+        cfg.host_ip = NODE_IP.to_string();
         let agent = NodeAgent::start(self.admin_client().await?, cfg)
             .await
             .map_err(Error::NodeAgent)?;
@@ -420,12 +506,11 @@ pub(crate) fn log_tail(path: &Path, n: usize) -> String {
 /// Exited component, if any: its name and status.
 fn exited_component() -> Option<String> {
     let mut procs = PROCESSES.lock().ok()?;
-    let names = ["etcd", "kube-apiserver", "kube-controller-manager"];
     for (i, p) in procs.iter_mut().enumerate() {
         if let Ok(Some(st)) = p.try_wait() {
             return Some(format!(
                 "{} exited ({st})",
-                names.get(i).unwrap_or(&"component")
+                COMPONENTS.get(i).unwrap_or(&"component")
             ));
         }
     }
@@ -436,48 +521,100 @@ fn exited_component() -> Option<String> {
 fn wait_ready(kubeconfig: &Path, dir: &Path) -> Result<(), Error> {
     let kubeconfig = kubeconfig.to_path_buf();
     let dir = dir.to_path_buf();
-    // A runtime of its own, on a thread of its own: callers may be inside another runtime.
+    on_own_runtime(async move {
+        let kc =
+            Kubeconfig::read_from(&kubeconfig).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        let client = client_from(kc).await?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last: String;
+        loop {
+            if let Some(exited) = exited_component() {
+                return Err(Error::Start {
+                    what: "kube-apiserver".into(),
+                    detail: format!(
+                        "{exited}\n--- etcd.log (tail) ---\n{}\n--- kube-apiserver.log (tail) ---\n{}",
+                        log_tail(&dir.join("etcd.log"), 15),
+                        log_tail(&dir.join("kube-apiserver.log"), 25)
+                    ),
+                });
+            }
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+            match client.request_text(req).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                Ok(body) => last = body,
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Start {
+                    what: "kube-apiserver".into(),
+                    detail: format!(
+                        "/readyz not ok after {} s (last: {last})\n--- kube-apiserver.log (tail) ---\n{}",
+                        READY_TIMEOUT.as_secs(),
+                        log_tail(&dir.join("kube-apiserver.log"), 25)
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// Run `fut` to completion on a runtime of its own, on a thread of its own (callers may be
+/// inside another runtime; the thread inherits the network namespace).
+fn on_own_runtime<T: Send + 'static>(
+    fut: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Io("tokio runtime".into(), e))?;
-        rt.block_on(async {
-            let kc = Kubeconfig::read_from(&kubeconfig).map_err(|e| Error::Kubeconfig(e.to_string()))?;
-            let client = client_from(kc).await?;
-            let deadline = Instant::now() + READY_TIMEOUT;
-            let mut last: String;
-            loop {
-                if let Some(exited) = exited_component() {
-                    return Err(Error::Start {
-                        what: "kube-apiserver".into(),
-                        detail: format!(
-                            "{exited}\n--- etcd.log (tail) ---\n{}\n--- kube-apiserver.log (tail) ---\n{}",
-                            log_tail(&dir.join("etcd.log"), 15),
-                            log_tail(&dir.join("kube-apiserver.log"), 25)
-                        ),
-                    });
-                }
-                let req = http::Request::get("/readyz").body(Vec::new()).map_err(|e| Error::Kubeconfig(e.to_string()))?;
-                match client.request_text(req).await {
-                    Ok(body) if body.trim() == "ok" => return Ok(()),
-                    Ok(body) => last = body,
-                    Err(e) => last = e.to_string(),
-                }
-                if Instant::now() > deadline {
-                    return Err(Error::Start {
-                        what: "kube-apiserver".into(),
-                        detail: format!(
-                            "/readyz not ok after {} s (last: {last})\n--- kube-apiserver.log (tail) ---\n{}",
-                            READY_TIMEOUT.as_secs(),
-                            log_tail(&dir.join("kube-apiserver.log"), 25)
-                        ),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
+            .map_err(|e| Error::Io("tokio runtime".into(), e))?
+            .block_on(fut)
     })
     .join()
-    .map_err(|_| Error::Start { what: "kube-apiserver".into(), detail: "readiness thread panicked".into() })?
+    .map_err(|_| Error::Start {
+        what: "the test control plane".into(),
+        detail: "start-up thread panicked".into(),
+    })?
+}
+
+/// Poll kube-proxy's /healthz (200 once it has synced its rules) for up to [`READY_TIMEOUT`].
+fn wait_kube_proxy(port: u16, dir: &Path) -> Result<(), Error> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last;
+    loop {
+        if let Some(exited) = exited_component() {
+            last = exited;
+            break;
+        }
+        let probe = || -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        };
+        match probe() {
+            Ok(r) if r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200") => {
+                return Ok(());
+            }
+            Ok(r) => last = r.lines().next().unwrap_or_default().to_string(),
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(Error::Start {
+        what: "kube-proxy".into(),
+        detail: format!(
+            "/healthz not ok (last: {last})\n--- kube-proxy.log (tail) ---\n{}",
+            log_tail(&dir.join("kube-proxy.log"), 25)
+        ),
+    })
 }

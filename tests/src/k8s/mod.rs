@@ -1,6 +1,10 @@
-//! A real Kubernetes control plane for tests: etcd + kube-apiserver + kube-controller-manager,
-//! built by `tests/k8s/build-tools.sh` (`make k8s-tools`), started once per test binary on a
-//! loopback address of its own, with a generated PKI, RBAC authorization and an admin kubeconfig.
+//! A real Kubernetes control plane for tests: etcd + kube-apiserver + kube-controller-manager +
+//! kube-proxy (nftables), built by `tests/k8s/build-tools.sh` (`make k8s-tools`), started once
+//! per test binary inside the binary's private network namespace ([`netns`]), with a generated
+//! PKI, RBAC authorization, an audit log ([`audit`]) and an admin kubeconfig.
+//!
+//! A test file using it starts with
+//! `#[ctor::ctor(unsafe)] fn private_network() { kres_tests::k8s::netns::isolate_process() }`.
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), kres_tests::k8s::Error> {
@@ -10,11 +14,15 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 mod control_plane;
+pub mod netns;
 pub mod pki;
 pub mod tools;
+pub mod wait;
 
-pub use control_plane::{ControlPlane, TestNode};
+pub use audit::{AuditEvent, AuditLog, AuditMark};
+pub use control_plane::{ControlPlane, PROXY_NODE, TestNode};
 
 /// Errors of the control-plane fixture.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,19 @@
 //! A test node agent: the kubelet stand-in of the test control plane (test code only).
 //!
-//! It registers a Ready Node, binds unscheduled Pods (no scheduler runs) to it and runs each
-//! Pod bound to it as a real `kresd` on a loopback pod IP (127.0.x.y) of its own, reporting
-//! real status: phase, podIP(s), container state (Waiting / Running / Terminated with the exit
-//! code), restartCount, and the Ready condition from kresd's `READY=1` on `NOTIFY_SOCKET`.
-//! restartPolicy is applied with exponential back-off (`CrashLoopBackOff`); deletion honours
-//! the grace period (SIGTERM, wait, SIGKILL, then delete with grace 0). How a Pod spec maps to
-//! a kresd invocation is described in [`spec`] and docs/development.md. It knows nothing about
-//! kres-operator.
+//! It registers a Ready Node, binds unscheduled Pods (no scheduler runs) to it and runs every
+//! container of each Pod bound to it as a host process (kresd, or a host executable such as
+//! `kres-cache-gc`), all on the pod's IP (198.18.x.y in the test network namespace), sharing the
+//! pod's volumes. It reports real status: phase, podIP(s), per container state (Waiting /
+//! Running / Terminated with exit code and, for `FallbackToLogsOnError`, the log tail),
+//! restartCount and readiness. Readiness comes from the readinessProbe (exec or tcpSocket, with
+//! initialDelay / period / timeout / success and failure thresholds), else from kresd's
+//! `READY=1` on `NOTIFY_SOCKET` (other programs: ready once running); a failing livenessProbe
+//! kills the container, which restartPolicy restarts with exponential back-off
+//! (`CrashLoopBackOff`). Deletion is graceful like the kubelet's: the pod turns NotReady
+//! first, then the preStop hooks (exec, sleep) run, then SIGTERM, then SIGKILL when the grace
+//! period is over, then the pod is deleted with grace 0. Each step is recorded in a
+//! [`Journal`] tests read to prove ordering. How a Pod spec maps to processes is described in
+//! [`spec`] and docs/development.md. It knows nothing about kres-operator.
 
 mod ip;
 mod pod;
@@ -15,8 +21,8 @@ pub mod spec;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
@@ -44,6 +50,77 @@ pub enum Error {
     /// The pod spec cannot be run by this agent.
     #[error("{0}")]
     Spec(String),
+    /// Something the pod needs is not there yet (an unbound PersistentVolumeClaim): retried.
+    #[error("{0}")]
+    NotYet(String),
+}
+
+/// A lifecycle step the agent took for a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The process was started.
+    Started,
+    /// The container turned ready (probe thresholds met, or READY=1).
+    Ready,
+    /// The container turned not ready (probe, exit, or termination started).
+    NotReady,
+    /// The liveness probe reached its failure threshold; the container is being killed.
+    LivenessFailed,
+    /// The preStop hook started.
+    PreStop,
+    /// The preStop hook finished (or timed out).
+    PreStopDone,
+    /// SIGTERM was sent (pod termination).
+    Sigterm,
+    /// SIGKILL was sent because the grace period was over.
+    Sigkill,
+    /// The process exited with this code (128 + signal when killed).
+    Exited(i32),
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// Wall-clock time, taken just before the step (before the signal is sent, the process
+    /// started...), so "slice changed at T < entry.at" proves the order.
+    pub at: SystemTime,
+    /// `namespace/name` of the pod.
+    pub pod: String,
+    /// Container name.
+    pub container: String,
+    /// What happened.
+    pub step: Step,
+}
+
+/// The agent's record of lifecycle steps (shared by its pod runners).
+#[derive(Debug, Clone, Default)]
+pub struct Journal(Arc<Mutex<Vec<JournalEntry>>>);
+
+impl Journal {
+    pub(crate) fn record(&self, pod: &str, container: &str, step: Step) {
+        let entry = JournalEntry {
+            at: SystemTime::now(),
+            pod: pod.to_string(),
+            container: container.to_string(),
+            step,
+        };
+        tracing::debug!("node agent: {pod} {container}: {step:?}");
+        if let Ok(mut v) = self.0.lock() {
+            v.push(entry);
+        }
+    }
+
+    /// Every entry so far, oldest first.
+    pub fn entries(&self) -> Vec<JournalEntry> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// The first entry for `pod` (`namespace/name`), `container` and `step`.
+    pub fn find(&self, pod: &str, container: &str, step: Step) -> Option<JournalEntry> {
+        self.entries()
+            .into_iter()
+            .find(|e| e.pod == pod && e.container == container && e.step == step)
+    }
 }
 
 /// Settings of one node agent.
@@ -57,7 +134,7 @@ pub struct NodeAgentConfig {
     pub root_dir: PathBuf,
     /// The kresd executable.
     pub kresd: PathBuf,
-    /// Node address reported as status.hostIP.
+    /// Node address reported as status.hostIP (and the Node's InternalIP).
     pub host_ip: String,
     /// First restart back-off (the kubelet uses 10 s; tests want it short).
     pub backoff_initial: Duration,
@@ -66,14 +143,15 @@ pub struct NodeAgentConfig {
 }
 
 impl NodeAgentConfig {
-    /// Defaults: kresd from PATH, host IP 127.0.0.1, back-off 1 s doubling up to 10 s.
+    /// Defaults: kresd from PATH, host IP 198.18.0.1 (the node address of the test network
+    /// namespace), back-off 1 s doubling up to 10 s.
     pub fn new(node_name: impl Into<String>, root_dir: impl Into<PathBuf>) -> Self {
         NodeAgentConfig {
             node_name: node_name.into(),
             namespace: None,
             root_dir: root_dir.into(),
             kresd: PathBuf::from("kresd"),
-            host_ip: "127.0.0.1".into(),
+            host_ip: crate::k8s::netns::NODE_IP.to_string(),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(10),
         }
@@ -86,6 +164,7 @@ pub struct NodeAgent {
     node_name: String,
     client: Client,
     task: tokio::task::JoinHandle<()>,
+    journal: Journal,
 }
 
 impl NodeAgent {
@@ -95,16 +174,24 @@ impl NodeAgent {
             .map_err(|e| Error::Io(format!("create {}", config.root_dir.display()), e))?;
         register_node(&client, &config).await?;
         let node_name = config.node_name.clone();
+        let journal = Journal::default();
         let ctx = Arc::new(pod::Ctx {
             client: client.clone(),
             config,
+            journal: journal.clone(),
         });
         let task = tokio::spawn(watch_pods(ctx));
         Ok(NodeAgent {
             node_name,
             client,
             task,
+            journal,
         })
+    }
+
+    /// The lifecycle steps taken so far.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// The registered node name.
@@ -134,7 +221,8 @@ impl Drop for NodeAgent {
     }
 }
 
-async fn register_node(client: &Client, cfg: &NodeAgentConfig) -> Result<(), Error> {
+/// Create (or take over) the Node `cfg.node_name` and report it Ready with `cfg.host_ip`.
+pub(crate) async fn register_node(client: &Client, cfg: &NodeAgentConfig) -> Result<(), Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node = Node {
         metadata: ObjectMeta {

@@ -1,36 +1,94 @@
-//! Turning a Pod's first container into a kresd invocation on this host.
+//! Turning a Pod's containers into host processes.
 //!
 //! Convention (documented in docs/development.md):
-//! - the executable is the host's `kresd`; `command`, if set, must be `["kresd", ...]` (the image
-//!   is ignored); `command[1..]` + `args` are passed to kresd, `-n` is added when missing;
-//! - `configMap`, `secret` and `emptyDir` volumes mounted by the container are materialised under
-//!   the pod directory; every argument and env value that starts with a `mountPath` (or is
-//!   `--opt=<mountPath>...`) is rewritten to the materialised path; other volumes are ignored;
+//! - the image is ignored; a container without `command` runs the host's `kresd` (the agent's
+//!   configured executable); `command[0]` = `kresd` (any directory) also means that kresd;
+//!   any other `command[0]` is a host executable (`kres-cache-gc`, `/bin/sh`...) looked up in
+//!   PATH; `command[1..]` + `args` are passed on (`$(VAR)` expanded), kresd gets `-n` when
+//!   missing;
+//! - volumes are materialised once per pod and shared by its containers: `configMap`, `secret`
+//!   (files under the pod directory), `emptyDir` (a directory; `medium: Memory` under /dev/shm,
+//!   a tmpfs), `hostPath` and `persistentVolumeClaim` (the claim must be Bound to a
+//!   PersistentVolume with `hostPath`; that host directory is used, so its data outlives the
+//!   pod); every argument and env value that starts with a container's `mountPath` (or is
+//!   `--opt=<mountPath>...`) is rewritten to the host path; other volume kinds are ignored;
 //! - env: `value` (with `$(VAR)` expansion) and `valueFrom.fieldRef` for `metadata.name`,
 //!   `metadata.namespace`, `metadata.uid`, `spec.nodeName`, `spec.serviceAccountName`,
 //!   `status.podIP`, `status.podIPs`, `status.hostIP`, `status.hostIPs`, plus
 //!   `valueFrom.configMapKeyRef`; kresd learns its pod IP from such a variable
-//!   (e.g. `POD_IP` → `net.listen(os.getenv('POD_IP'), 53)` in the config);
-//! - the working directory is `<pod dir>/work` (kresd's rundir when no rundir argument is given).
+//!   (e.g. `POD_IP` → `net.listen(os.getenv('POD_IP'), 53)` in the config); exec probes and
+//!   hooks run with the same environment;
+//! - the working directory is `<pod dir>/work/<container>` (kresd's rundir when no rundir
+//!   argument is given);
+//! - all containers share the host's process namespace (as with `shareProcessNamespace`).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 use kube::{Api, Client};
 
 use super::Error;
 
-/// What to exec for a pod.
+/// What to exec for one container.
 #[derive(Debug, Clone)]
 pub struct Launch {
-    /// Arguments after the kresd executable.
+    /// The host executable.
+    pub program: PathBuf,
+    /// True when the program is kresd (it reports readiness with `READY=1` on NOTIFY_SOCKET).
+    pub is_kresd: bool,
+    /// Arguments after the executable.
     pub args: Vec<String>,
     /// Environment (on top of a minimal PATH).
     pub env: Vec<(String, String)>,
     /// Working directory.
     pub cwd: PathBuf,
+    /// Container mount path → host path, longest first.
+    pub mounts: Vec<(String, PathBuf)>,
+}
+
+impl Launch {
+    /// A command (probe, hook) run "in the container": `cmd[0]` resolved like a container's
+    /// command, mount paths rewritten, the container's environment and working directory.
+    pub fn exec(&self, cmd: &[String], kresd: &Path) -> Result<std::process::Command, Error> {
+        let (first, rest) = cmd
+            .split_first()
+            .ok_or_else(|| Error::Spec("exec: empty command".into()))?;
+        let (program, _) = program_for(first, kresd, &self.mounts);
+        let mut c = std::process::Command::new(program);
+        c.args(rest.iter().map(|a| rewrite(a, &self.mounts)))
+            .current_dir(&self.cwd)
+            .env_clear()
+            .env("PATH", HOST_PATH)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        Ok(c)
+    }
+}
+
+/// PATH of every process the agent starts.
+pub const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The host executable for a container's `command[0]` and whether it is kresd.
+fn program_for(first: &str, kresd: &Path, mounts: &[(String, PathBuf)]) -> (PathBuf, bool) {
+    if Path::new(first).file_name().is_some_and(|n| n == "kresd") {
+        (kresd.to_path_buf(), true)
+    } else {
+        (PathBuf::from(rewrite(first, mounts)), false)
+    }
+}
+
+/// Host paths of a pod's volumes (by volume name), shared by its containers.
+#[derive(Debug, Clone, Default)]
+pub struct Volumes {
+    paths: BTreeMap<String, PathBuf>,
+}
+
+/// Where the `medium: Memory` emptyDirs of pod `uid` live (a tmpfs); removed with the pod.
+pub fn memory_dir(uid: &str) -> PathBuf {
+    PathBuf::from("/dev/shm").join(format!("kres-pod-{uid}"))
 }
 
 /// `$(VAR)` expansion as the kubelet does it (`$$` escapes, unknown references stay as is).
@@ -105,34 +163,19 @@ fn field_ref(pod: &Pod, path: &str, pod_ip: Ipv4Addr, host_ip: &str) -> Result<S
     })
 }
 
-/// Materialise the container's volumes under `pod_dir` and compute the kresd invocation.
-pub async fn prepare(
-    client: &Client,
-    pod: &Pod,
-    pod_dir: &Path,
-    pod_ip: Ipv4Addr,
-    host_ip: &str,
-) -> Result<Launch, Error> {
+/// Materialise the volumes of `pod` (configMap/secret files, emptyDir directories, the host
+/// directory of bound PersistentVolumeClaims). [`Error::NotYet`] while a claim is not bound.
+pub async fn volumes(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<Volumes, Error> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
     let spec = pod
         .spec
         .as_ref()
         .ok_or_else(|| Error::Spec("pod has no spec".into()))?;
-    let c: &Container = spec
-        .containers
-        .first()
-        .ok_or_else(|| Error::Spec("/spec/containers: empty".into()))?;
-
-    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
-    for vm in c.volume_mounts.iter().flatten() {
-        let Some(vol) = spec.volumes.iter().flatten().find(|v| v.name == vm.name) else {
-            return Err(Error::Spec(format!(
-                "volumeMount {:?}: no volume of that name",
-                vm.name
-            )));
-        };
-        let host = pod_dir.join("volumes").join(&vol.name);
-        let files: Option<BTreeMap<String, Vec<u8>>> = if let Some(cm) = &vol.config_map {
+    let mut out = Volumes::default();
+    for (i, vol) in spec.volumes.iter().flatten().enumerate() {
+        let mut host = pod_dir.join("volumes").join(&vol.name);
+        let files: BTreeMap<String, Vec<u8>> = if let Some(cm) = &vol.config_map {
             let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
             match api
                 .get_opt(&cm.name)
@@ -152,9 +195,9 @@ pub async fn prepare(
                             .into_iter()
                             .map(|(k, v)| (k, v.0)),
                     );
-                    Some(select_items(all, cm.items.as_deref()))
+                    select_items(all, cm.items.as_deref())
                 }
-                None if cm.optional == Some(true) => Some(BTreeMap::new()),
+                None if cm.optional == Some(true) => BTreeMap::new(),
                 None => return Err(Error::Spec(format!("configmap \"{}\" not found", cm.name))),
             }
         } else if let Some(s) = &vol.secret {
@@ -172,17 +215,30 @@ pub async fn prepare(
                         .into_iter()
                         .map(|(k, v)| (k, v.0))
                         .collect();
-                    Some(select_items(all, s.items.as_deref()))
+                    select_items(all, s.items.as_deref())
                 }
-                None if s.optional == Some(true) => Some(BTreeMap::new()),
+                None if s.optional == Some(true) => BTreeMap::new(),
                 None => return Err(Error::Spec(format!("secret \"{name}\" not found"))),
             }
-        } else if vol.empty_dir.is_some() {
-            Some(BTreeMap::new())
+        } else if let Some(ed) = &vol.empty_dir {
+            if ed.medium.as_deref() == Some("Memory") {
+                host = memory_dir(&uid).join(&vol.name);
+            }
+            BTreeMap::new()
+        } else if let Some(hp) = &vol.host_path {
+            host = PathBuf::from(&hp.path);
+            BTreeMap::new()
+        } else if let Some(claim) = &vol.persistent_volume_claim {
+            host = claim_path(client, &ns, &claim.claim_name)
+                .await
+                .map_err(|e| match e {
+                    Error::Spec(m) => Error::Spec(format!("/spec/volumes/{i}: {m}")),
+                    other => other,
+                })?;
+            BTreeMap::new()
         } else {
-            None // projected ServiceAccount token and other kinds: not materialised
+            continue; // projected ServiceAccount token and other kinds: not materialised
         };
-        let Some(files) = files else { continue };
         std::fs::create_dir_all(&host)
             .map_err(|e| Error::Io(format!("create {}", host.display()), e))?;
         for (rel, data) in files {
@@ -193,9 +249,72 @@ pub async fn prepare(
             }
             std::fs::write(&p, data).map_err(|e| Error::Io(format!("write {}", p.display()), e))?;
         }
+        out.paths.insert(vol.name.clone(), host);
+    }
+    Ok(out)
+}
+
+/// The host directory of the PersistentVolume bound to claim `ns/name`.
+async fn claim_path(client: &Client, ns: &str, name: &str) -> Result<PathBuf, Error> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let pvc = pvcs
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::Api(format!("get persistentvolumeclaim {ns}/{name}"), e))?
+        .ok_or_else(|| Error::NotYet(format!("persistentvolumeclaim \"{name}\" not found")))?;
+    let phase = pvc.status.and_then(|s| s.phase).unwrap_or_default();
+    let volume = pvc.spec.and_then(|s| s.volume_name).unwrap_or_default();
+    if phase != "Bound" || volume.is_empty() {
+        return Err(Error::NotYet(format!(
+            "persistentvolumeclaim \"{name}\" is not bound (phase {phase:?})"
+        )));
+    }
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get(&volume)
+        .await
+        .map_err(|e| Error::Api(format!("get persistentvolume {volume}"), e))?;
+    pv.spec
+        .and_then(|s| s.host_path)
+        .map(|hp| PathBuf::from(hp.path))
+        .ok_or_else(|| {
+            Error::Spec(format!(
+                "persistentvolume {volume:?} (claim {name:?}) has no hostPath; the test node agent only mounts hostPath volumes"
+            ))
+        })
+}
+
+/// Compute the invocation of container `c` of `pod` (volumes from [`volumes`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn prepare(
+    client: &Client,
+    pod: &Pod,
+    c: &Container,
+    volumes: &Volumes,
+    pod_dir: &Path,
+    pod_ip: Ipv4Addr,
+    host_ip: &str,
+    kresd: &Path,
+) -> Result<Launch, Error> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    for vm in c.volume_mounts.iter().flatten() {
+        let Some(host) = volumes.paths.get(&vm.name) else {
+            if pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.volumes.as_ref())
+                .is_some_and(|v| v.iter().any(|v| v.name == vm.name))
+            {
+                continue; // a volume kind the agent does not materialise
+            }
+            return Err(Error::Spec(format!(
+                "container {:?}: volumeMount {:?}: no volume of that name",
+                c.name, vm.name
+            )));
+        };
         let target = match vm.sub_path.as_deref() {
             Some(sp) if !sp.is_empty() => host.join(sp),
-            _ => host,
+            _ => host.clone(),
         };
         mounts.push((vm.mount_path.clone(), target));
     }
@@ -242,33 +361,30 @@ pub async fn prepare(
         env_list.push((e.name.clone(), value));
     }
 
-    let mut raw: Vec<String> = Vec::new();
-    if let Some(cmd) = &c.command {
-        match cmd.first() {
-            Some(exe) if Path::new(exe).file_name().is_some_and(|n| n == "kresd") => {
-                raw.extend(cmd[1..].iter().cloned())
-            }
-            _ => {
-                return Err(Error::Spec(format!(
-                    "/spec/containers/0/command: {cmd:?}: the test node agent only runs kresd (command must be empty or start with kresd)"
-                )));
-            }
+    let (program, is_kresd, mut raw) = match c.command.as_deref() {
+        None | Some([]) => (kresd.to_path_buf(), true, Vec::new()),
+        Some([first, rest @ ..]) => {
+            let (program, is_kresd) = program_for(&expand(first, &env), kresd, &mounts);
+            (program, is_kresd, rest.to_vec())
         }
-    }
+    };
     raw.extend(c.args.iter().flatten().cloned());
     let mut args: Vec<String> = raw
         .iter()
         .map(|a| rewrite(&expand(a, &env), &mounts))
         .collect();
-    if !args.iter().any(|a| a == "-n" || a == "--noninteractive") {
+    if is_kresd && !args.iter().any(|a| a == "-n" || a == "--noninteractive") {
         args.insert(0, "-n".into());
     }
-    let cwd = pod_dir.join("work");
+    let cwd = pod_dir.join("work").join(&c.name);
     std::fs::create_dir_all(&cwd).map_err(|e| Error::Io(format!("create {}", cwd.display()), e))?;
     Ok(Launch {
+        program,
+        is_kresd,
         args,
         env: env_list,
         cwd,
+        mounts,
     })
 }
 
