@@ -81,15 +81,13 @@ pub use types::{
     Int1To4096, IntNonNegative, IntPositive, InterfaceHost, InterfaceName, InterfaceOptionalPort,
     InterfacePort, IpAddressOptionalPort, IpAddressPort, IpNetwork, Ipv4Address, Ipv6Address,
     Ipv6Network, Ipv6Network96, ListOrItem, Percent, PinSha256, PortNumber, RenumberDestination,
-    Secret32B, SizeSuffix, SizeUnit, TimeSuffix, TimeUnit,
+    PATH_MAX_BYTES, SOCKET_PATH_MAX_BYTES, Secret32B, SizeSuffix, SizeUnit, SocketPath, TimeSuffix,
+    TimeUnit, check_path_text,
 };
 pub use view::{ViewAnswer, ViewConfig, ViewOptions, ViewProtocol};
 
 mod view;
 mod yaml;
-
-/// Default run directory (upstream: `/run/knot-resolver`).
-pub const DEFAULT_RUNDIR: &str = "/run/knot-resolver";
 
 /// The only supported configuration schema version.
 pub const CONFIG_VERSION: u32 = 1;
@@ -189,8 +187,11 @@ pub struct ResolverConfig {
     /// Resolver hostname (default: the machine's hostname).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// Directory where the resolver creates its files; its working directory.
-    pub rundir: FilePath,
+    /// Directory where the resolver creates its files; its working directory. Unset: the
+    /// operator's default, `/run/kres-operator` as root, `$XDG_RUNTIME_DIR/kres-operator`
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rundir: Option<FilePath>,
     /// Number of kresd workers: 1..=256 or 'auto' (one per CPU).
     pub workers: Workers,
     /// Management HTTP API endpoint.
@@ -239,7 +240,7 @@ impl Default for ResolverConfig {
             version: CONFIG_VERSION,
             nsid: None,
             hostname: None,
-            rundir: FilePath(DEFAULT_RUNDIR.into()),
+            rundir: None,
             workers: Workers::default(),
             management: ManagementConfig::default(),
             options: OptionsConfig::default(),
@@ -302,3 +303,5 @@ mod generated_tests;
 mod tests;
 #[cfg(test)]
 mod tests_invalid;
+#[cfg(test)]
+mod tests_paths;
