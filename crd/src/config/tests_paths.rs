@@ -107,6 +107,17 @@ fn rundir_and_cache_storage_must_be_absolute() {
 }
 
 #[test]
+fn rundir_must_not_contain_whitespace() {
+    let errors = ResolverConfig::from_yaml_str("rundir: /run/kres operator\n").unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.pointer == "/rundir" && e.message == "must not contain whitespace"),
+        "{errors}"
+    );
+}
+
+#[test]
 fn ordinary_paths_are_accepted() {
     for path in [
         "/var/cache/knot-resolver",

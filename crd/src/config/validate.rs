@@ -72,6 +72,12 @@ fn directories(config: &ResolverConfig, e: &mut Errors) {
             e.add(pointer, format!("must be an absolute path, got '{path}'"));
         }
     }
+    // supervisord includes `RUNDIR/programs/*.conf` from a whitespace-separated list.
+    if let Some(rundir) = &config.rundir
+        && rundir.as_str().contains(char::is_whitespace)
+    {
+        e.add("/rundir", "must not contain whitespace");
+    }
 }
 
 fn management(config: &ResolverConfig, e: &mut Errors) {
