@@ -58,9 +58,14 @@ impl Layout {
     pub fn revision_config(&self, revision: &str) -> PathBuf {
         self.revision_dir(revision).join("kresd.conf")
     }
-    /// kresd's control sockets (`control/<pid>`).
+    /// kresd's working directory (its `rundir` argument): owned by the worker user, since
+    /// kresd 5.6 refuses a rundir it cannot write.
+    pub fn kresd_dir(&self) -> PathBuf {
+        self.rundir.join("kresd")
+    }
+    /// kresd's control sockets (`kresd/control/<pid>`).
     pub fn control_dir(&self) -> PathBuf {
-        self.rundir.join("control")
+        self.kresd_dir().join("control")
     }
     /// The status snapshot written for humans and tests.
     pub fn status_file(&self) -> PathBuf {
@@ -391,7 +396,7 @@ pub fn parse_worker_command(line: &str) -> Option<WorkerCommand> {
     Some(WorkerCommand { revision, probe })
 }
 
-/// The command of a slot's worker: `kresd -n -a PROBE -c REVISION_CONFIG RUNDIR`, optionally
+/// The command of a slot's worker: `kresd -n -a PROBE -c REVISION_CONFIG RUNDIR/kresd`, optionally
 /// wrapped by `launcher` (which receives the shared listening sockets and execs kresd with
 /// `-S FD` arguments added).
 pub fn worker_command(
@@ -409,7 +414,7 @@ pub fn worker_command(
         format!("{}@{}", probe.ip(), probe.port()),
         "-c".into(),
         layout.revision_config(revision).display().to_string(),
-        layout.rundir.display().to_string(),
+        layout.kresd_dir().display().to_string(),
     ]);
     argv
 }

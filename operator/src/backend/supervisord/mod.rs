@@ -163,12 +163,13 @@ impl SupervisordBackend {
             operator_dir(what, &dir, mode, group)
                 .map_err(|e| BackendError::Operation(e.to_string()))?;
         }
-        worker_dir(
-            "control dir",
-            &layout.control_dir(),
-            settings.worker_user.as_ref(),
-        )
-        .map_err(|e| BackendError::Operation(e.to_string()))?;
+        for (what, dir) in [
+            ("kresd dir", layout.kresd_dir()),
+            ("control dir", layout.control_dir()),
+        ] {
+            worker_dir(what, &dir, settings.worker_user.as_ref())
+                .map_err(|e| BackendError::Operation(e.to_string()))?;
+        }
         let notify_parent = Arc::new(AtomicU32::new(0));
         let known = notify_parent.clone();
         let pidfile = layout.supervisord_pidfile();
