@@ -103,8 +103,7 @@ pub fn worker_user(requested: Option<&str>) -> Result<Option<WorkerUser>, Privil
             None => Ok(None),
             Some(name) => Err(PrivilegeError::User {
                 name: name.to_string(),
-                message: "running workers as another user needs an operator started as root"
-                    .into(),
+                message: "running workers as another user needs an operator started as root".into(),
             }),
         };
     }
@@ -167,7 +166,11 @@ fn check_ancestors(what: &str, path: &Path, uid: u32) -> Result<(), PrivilegeErr
             continue;
         };
         if let Some(why) = unsafe_because(&meta, &[0, uid]) {
-            return Err(dir_error(what, path, format!("parent {}: {why}", dir.display())));
+            return Err(dir_error(
+                what,
+                path,
+                format!("parent {}: {why}", dir.display()),
+            ));
         }
     }
     Ok(())
@@ -249,13 +252,7 @@ pub fn worker_dir(
     create(what, path, 0o750)?;
     let meta = directory_meta(what, path)?;
     if !existed {
-        return set_owner_mode(
-            what,
-            path,
-            Some(owner),
-            worker.map(|w| w.gid),
-            0o750,
-        );
+        return set_owner_mode(what, path, Some(owner), worker.map(|w| w.gid), 0o750);
     }
     if meta.uid() != owner {
         let fix = worker.map_or_else(String::new, |w| {
@@ -306,7 +303,9 @@ mod tests {
         assert_eq!(meta.uid(), effective_uid());
 
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = operator_dir("rundir", &run, 0o700, None).unwrap_err().to_string();
+        let err = operator_dir("rundir", &run, 0o700, None)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("rundir") && err.contains("mode 0777 is group- or world-writable"),
             "{err}"
@@ -316,14 +315,21 @@ mod tests {
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
         let parent = tmp.path().join("a");
         std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = operator_dir("rundir", &run, 0o700, None).unwrap_err().to_string();
-        assert!(err.contains(&format!("parent {}", parent.display())), "{err}");
+        let err = operator_dir("rundir", &run, 0o700, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("parent {}", parent.display())),
+            "{err}"
+        );
 
         // A symlink in place of the directory is refused.
         std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
         let link = parent.join("link");
         std::os::unix::fs::symlink(&run, &link).unwrap();
-        let err = operator_dir("rundir", &link, 0o700, None).unwrap_err().to_string();
+        let err = operator_dir("rundir", &link, 0o700, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a directory"), "{err}");
     }
 
@@ -337,7 +343,10 @@ mod tests {
         let cache = tmp.path().join("cache");
         worker_dir("cache.storage", &cache, Some(&kr)).unwrap();
         let meta = std::fs::metadata(&cache).unwrap();
-        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (kr.uid, kr.gid, 0o750));
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (kr.uid, kr.gid, 0o750)
+        );
         // Existing and owned by the worker: accepted as it is.
         worker_dir("cache.storage", &cache, Some(&kr)).unwrap();
 

@@ -119,7 +119,10 @@ fn every_generated_file_parses_and_reads_back_exactly() {
         let rundir = c.layout.rundir.display().to_string();
         assert!(got.get("error").is_none(), "{rundir}: {got}");
         let s = |p: PathBuf| Value::String(p.display().to_string());
-        assert_eq!(got["sockets"], serde_json::json!([s(c.layout.supervisord_socket())]));
+        assert_eq!(
+            got["sockets"],
+            serde_json::json!([s(c.layout.supervisord_socket())])
+        );
         assert_eq!(got["pidfile"], s(c.layout.supervisord_pidfile()));
         assert_eq!(got["logfile"], s(c.layout.rundir.join("supervisord.log")));
         assert_eq!(got["childlogdir"], s(c.layout.logs_dir()));
@@ -133,7 +136,12 @@ fn every_generated_file_parses_and_reads_back_exactly() {
             .collect();
         for p in &c.programs {
             let read = by_name.get(p.name.as_str()).expect("program read back");
-            assert_eq!(read["argv"], serde_json::json!(p.command), "{rundir} {}", p.name);
+            assert_eq!(
+                read["argv"],
+                serde_json::json!(p.command),
+                "{rundir} {}",
+                p.name
+            );
             assert_eq!(read["directory"], rundir.as_str());
             let env: BTreeMap<String, String> =
                 serde_json::from_value(read["environment"].clone()).unwrap();
@@ -153,7 +161,14 @@ fn values_that_cannot_be_written_literally_are_refused() {
     let ok = Layout {
         rundir: "/run/kres-operator".into(),
     };
-    let gc = |arg: &str| program("cache-gc", vec!["kres-cache-gc".into(), arg.into()], None, &ok.rundir);
+    let gc = |arg: &str| {
+        program(
+            "cache-gc",
+            vec!["kres-cache-gc".into(), arg.into()],
+            None,
+            &ok.rundir,
+        )
+    };
     let issue = "/var/cache/x\n[program:pwn]\ncommand=/bin/touch /tmp/PWNED\nautostart=true\n";
     for (arg, rule) in [
         (issue, "control characters"),

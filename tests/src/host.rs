@@ -70,7 +70,10 @@ impl Host {
         let dir = tempfile::Builder::new().prefix("kres-host-").tempdir()?;
         // Workers started by a root operator run as knot-resolver: they must reach the rundir
         // and the cache below this directory (tempfile makes it 0700).
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         let rundir = dir.path().join("run");
         let config = dir.path().join("config.yaml");
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -21,8 +21,14 @@ pub const PATH_FIELDS: &[(&str, &str)] = &[
         "/local-data/addresses-files/0",
         "local-data: {addresses-files: [PATH]}",
     ),
-    ("/local-data/rules/0/file", "local-data: {rules: [{file: PATH}]}"),
-    ("/local-data/rpz/0/file", "local-data: {rpz: [{file: PATH}]}"),
+    (
+        "/local-data/rules/0/file",
+        "local-data: {rules: [{file: PATH}]}",
+    ),
+    (
+        "/local-data/rpz/0/file",
+        "local-data: {rpz: [{file: PATH}]}",
+    ),
     ("/lua/script-file", "lua: {script-file: PATH}"),
     ("/lua/policy-script-file", "lua: {policy-script-file: PATH}"),
     (
@@ -68,8 +74,14 @@ pub fn bad_paths() -> Vec<(String, &'static str)> {
         ("/var/cache/x\u{85}y".into(), "found \\u{85}"),
         ("/var/cache/%(here)s".into(), "must not contain '%'"),
         ("/var/cache/100%".into(), "must not contain '%'"),
-        (" /var/cache/x".into(), "must not start or end with whitespace"),
-        ("/var/cache/x ".into(), "must not start or end with whitespace"),
+        (
+            " /var/cache/x".into(),
+            "must not start or end with whitespace",
+        ),
+        (
+            "/var/cache/x ".into(),
+            "must not start or end with whitespace",
+        ),
         ("".into(), "must not be empty"),
         (format!("/{}", "a".repeat(5000)), "path must be at most"),
     ]

@@ -13,7 +13,10 @@ fn cases() -> Vec<(String, String, &'static str, &'static str)> {
     for (f, (pointer, template)) in PATH_FIELDS.iter().enumerate() {
         for (b, (path, rule)) in bad_paths().into_iter().enumerate() {
             // The field on line 2, so the location is not trivially 1:1.
-            let yaml = format!("version: 1\n{}\n", template.replace("PATH", &yaml_quoted(&path)));
+            let yaml = format!(
+                "version: 1\n{}\n",
+                template.replace("PATH", &yaml_quoted(&path))
+            );
             out.push((format!("f{f}-b{b}.yaml"), yaml, *pointer, rule));
         }
     }
@@ -33,7 +36,9 @@ fn datamodel_refuses_bad_paths_in_every_field() {
                         && e.location.as_ref().is_some_and(|l| l.line == 2)
                 });
                 if !ok {
-                    failures.push(format!("{name} {pointer}: want {rule:?} at line 2:\n{errors}"));
+                    failures.push(format!(
+                        "{name} {pointer}: want {rule:?} at line 2:\n{errors}"
+                    ));
                 }
             }
         }
@@ -77,7 +82,9 @@ fn kresctl_validate_refuses_bad_paths_in_every_field() {
             loc.starts_with("2:") && ptr == *pointer && msg.contains(rule)
         });
         if !hit {
-            failures.push(format!("{name}: want 2:COL: {pointer}: ...{rule}..., got {lines:?}"));
+            failures.push(format!(
+                "{name}: want 2:COL: {pointer}: ...{rule}..., got {lines:?}"
+            ));
         }
     }
     assert!(

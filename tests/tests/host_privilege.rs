@@ -120,7 +120,10 @@ fn host_workers_run_as_knot_resolver_serving_port_53() -> Result<()> {
         assert_eq!(m.uid(), kr.uid, "cache file not owned by knot-resolver");
     }
     let run = std::fs::metadata(&host.rundir)?;
-    assert_eq!((run.uid(), run.gid(), run.mode() & 0o7777), (0, kr.gid, 0o750));
+    assert_eq!(
+        (run.uid(), run.gid(), run.mode() & 0o7777),
+        (0, kr.gid, 0o750)
+    );
     let notify = std::fs::metadata(host.rundir.join("notify.sock"))?;
     assert_eq!(
         (notify.uid(), notify.gid(), notify.mode() & 0o777),
@@ -140,7 +143,13 @@ fn host_notify_socket_ignores_a_process_it_did_not_start() -> Result<()> {
 
     // A local user outside the workers' group cannot even send.
     let denied = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-c"])
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
         .arg(SEND)
         .arg(&sock)
         .output()?;

@@ -80,9 +80,9 @@ pub use types::{
     AutoBool, DomainName, FilePath, Float0To65535, IdPattern, Int0To32, Int0To512, Int0To65535,
     Int1To4096, IntNonNegative, IntPositive, InterfaceHost, InterfaceName, InterfaceOptionalPort,
     InterfacePort, IpAddressOptionalPort, IpAddressPort, IpNetwork, Ipv4Address, Ipv6Address,
-    Ipv6Network, Ipv6Network96, ListOrItem, Percent, PinSha256, PortNumber, RenumberDestination,
-    PATH_MAX_BYTES, SOCKET_PATH_MAX_BYTES, Secret32B, SizeSuffix, SizeUnit, SocketPath, TimeSuffix,
-    TimeUnit, check_path_text,
+    Ipv6Network, Ipv6Network96, ListOrItem, PATH_MAX_BYTES, Percent, PinSha256, PortNumber,
+    RenumberDestination, SOCKET_PATH_MAX_BYTES, Secret32B, SizeSuffix, SizeUnit, SocketPath,
+    TimeSuffix, TimeUnit, check_path_text,
 };
 pub use view::{ViewAnswer, ViewConfig, ViewOptions, ViewProtocol};
 

@@ -8,9 +8,15 @@ use super::*;
 const PATH_FIELDS: &[(&str, &str)] = &[
     ("/rundir", "rundir: PATH"),
     ("/cache/storage", "cache: {storage: PATH}"),
-    ("/local-data/addresses-files/0", "local-data: {addresses-files: [PATH]}"),
+    (
+        "/local-data/addresses-files/0",
+        "local-data: {addresses-files: [PATH]}",
+    ),
     ("/management/unix-socket", "management: {unix-socket: PATH}"),
-    ("/network/listen/0/unix-socket", "network: {listen: [{unix-socket: PATH}]}"),
+    (
+        "/network/listen/0/unix-socket",
+        "network: {listen: [{unix-socket: PATH}]}",
+    ),
 ];
 
 /// (path text, rule text expected in the message).
@@ -28,8 +34,14 @@ fn bad_paths() -> Vec<(String, &'static str)> {
         ("/var/cache/x\u{85}y".into(), "found \\u{85}"),
         ("/var/cache/%(here)s".into(), "must not contain '%'"),
         ("/var/cache/100%".into(), "must not contain '%'"),
-        (" /var/cache/x".into(), "must not start or end with whitespace"),
-        ("/var/cache/x ".into(), "must not start or end with whitespace"),
+        (
+            " /var/cache/x".into(),
+            "must not start or end with whitespace",
+        ),
+        (
+            "/var/cache/x ".into(),
+            "must not start or end with whitespace",
+        ),
         ("".into(), "must not be empty"),
         (format!("/{}", "a".repeat(5000)), "path must be at most"),
     ]
@@ -75,7 +87,10 @@ fn path_fields_refuse_every_bad_path_naming_field_and_rule() {
 fn socket_paths_are_limited_to_sun_path() {
     let ok = format!("/{}", "s".repeat(SOCKET_PATH_MAX_BYTES - 1));
     let long = format!("/{}", "s".repeat(SOCKET_PATH_MAX_BYTES));
-    for (pointer, template) in PATH_FIELDS.iter().filter(|(p, _)| p.ends_with("unix-socket")) {
+    for (pointer, template) in PATH_FIELDS
+        .iter()
+        .filter(|(p, _)| p.ends_with("unix-socket"))
+    {
         let errors = ResolverConfig::from_yaml_str(&template.replace("PATH", &long))
             .expect_err("a 108-byte socket path is refused");
         assert!(
@@ -134,7 +149,10 @@ fn ordinary_paths_are_accepted() {
 fn schema_pattern_and_length_match_the_rule() {
     let schema = json_schema();
     let defs = &schema["$defs"];
-    for (name, max) in [("FilePath", PATH_MAX_BYTES), ("SocketPath", SOCKET_PATH_MAX_BYTES)] {
+    for (name, max) in [
+        ("FilePath", PATH_MAX_BYTES),
+        ("SocketPath", SOCKET_PATH_MAX_BYTES),
+    ] {
         assert_eq!(defs[name]["maxLength"], max, "{name}");
         let pattern = defs[name]["pattern"].as_str().expect("pattern");
         let re = regex::Regex::new(pattern).expect("pattern compiles");

@@ -379,7 +379,8 @@ mod tests {
     #[tokio::test]
     async fn own_message_carries_own_pid_and_wakes_waiter() {
         let dir = tempfile::tempdir().unwrap();
-        let l = NotifyListener::bind(dir.path().join("notify"), NotifyAccess::owner_only()).unwrap();
+        let l =
+            NotifyListener::bind(dir.path().join("notify"), NotifyAccess::owner_only()).unwrap();
         let me = std::process::id();
         let mut events = l.subscribe();
         let deadline = Instant::now() + Duration::from_millis(300);
@@ -432,7 +433,8 @@ mod tests {
     #[tokio::test]
     async fn exited_process_fails_fast() {
         let dir = tempfile::tempdir().unwrap();
-        let l = NotifyListener::bind(dir.path().join("notify"), NotifyAccess::owner_only()).unwrap();
+        let l =
+            NotifyListener::bind(dir.path().join("notify"), NotifyAccess::owner_only()).unwrap();
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();

@@ -176,7 +176,10 @@ fn environment(program: &str, env: &[(String, String)]) -> Result<String, Unwrit
         let key_ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !key_ok {
-            return Err(refuse(k, "a variable name is ASCII letters, digits and '_'"));
+            return Err(refuse(
+                k,
+                "a variable name is ASCII letters, digits and '_'",
+            ));
         }
         if v.contains(['"', '\'']) {
             return Err(refuse(v, "quotes in an environment value"));
@@ -189,17 +192,31 @@ fn environment(program: &str, env: &[(String, String)]) -> Result<String, Unwrit
 /// supervisord.conf: unix socket (0600) and pidfile in the rundir, programs included from
 /// `programs/*.conf`.
 pub fn supervisord_conf(layout: &Layout) -> Result<String, UnwritableValue> {
-    let path = |field: &str, p: &Path| ini_value(&format!("supervisord {field}"), &p.display().to_string());
+    let path = |field: &str, p: &Path| {
+        ini_value(&format!("supervisord {field}"), &p.display().to_string())
+    };
     let mut s = String::new();
     let _ = writeln!(s, "; written by kres-operator; regenerated at every start");
     let _ = writeln!(s, "[unix_http_server]");
     let _ = writeln!(s, "file={}", path("socket", &layout.supervisord_socket())?);
     let _ = writeln!(s, "chmod=0600\n");
     let _ = writeln!(s, "[supervisord]");
-    let _ = writeln!(s, "pidfile={}", path("pidfile", &layout.supervisord_pidfile())?);
-    let _ = writeln!(s, "logfile={}", path("logfile", &layout.rundir.join("supervisord.log"))?);
+    let _ = writeln!(
+        s,
+        "pidfile={}",
+        path("pidfile", &layout.supervisord_pidfile())?
+    );
+    let _ = writeln!(
+        s,
+        "logfile={}",
+        path("logfile", &layout.rundir.join("supervisord.log"))?
+    );
     let _ = writeln!(s, "logfile_maxbytes=1MB\nlogfile_backups=1\nloglevel=info");
-    let _ = writeln!(s, "childlogdir={}", path("childlogdir", &layout.logs_dir())?);
+    let _ = writeln!(
+        s,
+        "childlogdir={}",
+        path("childlogdir", &layout.logs_dir())?
+    );
     let _ = writeln!(s, "directory={}", path("directory", &layout.rundir)?);
     let _ = writeln!(s, "minfds=1024\n");
     let _ = writeln!(s, "[rpcinterface:supervisor]");
@@ -254,8 +271,16 @@ pub fn program_conf(layout: &Layout, p: &Program) -> Result<String, UnwritableVa
     let field = |f: &str| format!("program:{name} {f}");
     let mut s = String::new();
     let _ = writeln!(s, "[program:{name}]");
-    let _ = writeln!(s, "command={}", ini_value(&field("command"), &join_command(&p.command))?);
-    let _ = writeln!(s, "directory={}", ini_value(&field("directory"), &layout.rundir.display().to_string())?);
+    let _ = writeln!(
+        s,
+        "command={}",
+        ini_value(&field("command"), &join_command(&p.command))?
+    );
+    let _ = writeln!(
+        s,
+        "directory={}",
+        ini_value(&field("directory"), &layout.rundir.display().to_string())?
+    );
     if !p.env.is_empty() {
         let _ = writeln!(s, "environment={}", environment(name, &p.env)?);
     }

@@ -23,10 +23,10 @@ pub mod rpc;
 pub mod xmlrpc;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Mutex, broadcast};
@@ -36,8 +36,8 @@ use self::rpc::{ProcessInfo, RpcError, Supervisor};
 use super::{Backend, BackendError, BackendResult};
 use crate::kresd::control::remove_stale_sockets;
 use crate::kresd::notify::{Notification, NotifyAccess, NotifyListener};
-use crate::privilege::{WorkerUser, operator_dir, worker_dir};
 use crate::kresd::probe::{ProbeQuestion, probe};
+use crate::privilege::{WorkerUser, operator_dir, worker_dir};
 use crate::reconcile::{GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState};
 use crate::sockets::{BindSpec, rebind};
 
