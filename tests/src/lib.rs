@@ -13,5 +13,4 @@ pub mod knotd;
 pub mod kresd;
 pub mod net;
 pub mod node_agent;
-pub mod paths;
 pub mod process;

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hickory_proto::rr::RecordType;
+use kres_crd::config::path_corpus::{ISSUE_PWN, yaml_quoted};
 use kres_operator::privilege::lookup_user;
 use kres_tests::dns::resolve;
 use kres_tests::host::Host;
 use kres_tests::knotd::{Knotd, Zone};
 use kres_tests::net::unique_loopback;
-use kres_tests::paths::{ISSUE_PWN, yaml_quoted};
 
 fn require_root() {
     assert_eq!(

@@ -297,6 +297,10 @@ impl ResolverConfig {
     }
 }
 
+#[cfg(any(test, feature = "test-corpus"))]
+#[doc(hidden)]
+pub mod path_corpus;
+
 #[cfg(test)]
 mod generated_tests;
 #[cfg(test)]

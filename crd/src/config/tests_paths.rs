@@ -1,59 +1,12 @@
-//! The path rule ([`check_path_text`]): each bad string is refused with the field's pointer, the
-//! rule and a location; the JSON Schema says the same.
+//! The path rule ([`check_path_text`]) in every path field: each bad string is refused with the
+//! field's pointer, the rule and a location; the JSON Schema says the same.
 
 use super::*;
 
-/// (pointer, YAML with `PATH` where the path goes): one field of each path type; every field is
-/// covered by `tests/tests/config_paths.rs` through `kresctl validate`.
-const PATH_FIELDS: &[(&str, &str)] = &[
-    ("/rundir", "rundir: PATH"),
-    ("/cache/storage", "cache: {storage: PATH}"),
-    (
-        "/local-data/addresses-files/0",
-        "local-data: {addresses-files: [PATH]}",
-    ),
-    ("/management/unix-socket", "management: {unix-socket: PATH}"),
-    (
-        "/network/listen/0/unix-socket",
-        "network: {listen: [{unix-socket: PATH}]}",
-    ),
-];
-
-/// (path text, rule text expected in the message).
-fn bad_paths() -> Vec<(String, &'static str)> {
-    vec![
-        (
-            "/var/cache/x\n[program:pwn]\ncommand=/bin/touch /tmp/PWNED\nautostart=true\n".into(),
-            "must not contain control characters, found \\n",
-        ),
-        ("/var/cache/x\n".into(), "found \\n"),
-        ("/var/cache/x\ry".into(), "found \\r"),
-        ("/var/cache/x\ty".into(), "found \\t"),
-        ("/var/cache/x\u{0}y".into(), "found \\u{0}"),
-        ("/var/cache/x\u{7f}y".into(), "found \\u{7f}"),
-        ("/var/cache/x\u{85}y".into(), "found \\u{85}"),
-        ("/var/cache/%(here)s".into(), "must not contain '%'"),
-        ("/var/cache/100%".into(), "must not contain '%'"),
-        (
-            " /var/cache/x".into(),
-            "must not start or end with whitespace",
-        ),
-        (
-            "/var/cache/x ".into(),
-            "must not start or end with whitespace",
-        ),
-        ("".into(), "must not be empty"),
-        (format!("/{}", "a".repeat(5000)), "path must be at most"),
-    ]
-}
-
-/// The path as a YAML double-quoted scalar (every control character escaped).
-fn yaml_quoted(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
-}
+use super::path_corpus::{PATH_FIELDS, bad_paths, yaml_quoted};
 
 #[test]
-fn path_fields_refuse_every_bad_path_naming_field_and_rule() {
+fn every_path_field_refuses_every_bad_path_naming_field_and_rule() {
     let mut failures = Vec::new();
     let mut checked = 0;
     for (pointer, template) in PATH_FIELDS {

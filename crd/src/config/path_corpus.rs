@@ -1,5 +1,6 @@
-//! Bad path strings and every path field of the datamodel: the corpus for the tests that show a
-//! config cannot smuggle anything into a file, a command line or supervisord.
+//! Test corpus (feature `test-corpus`, and this crate's own tests): bad path strings and every
+//! path field of the datamodel, for the tests that show a config cannot smuggle anything into a
+//! file, a command line or supervisord.
 
 /// Every `FilePath`/`SocketPath` field: (JSON pointer, YAML with `PATH` where the path goes).
 pub const PATH_FIELDS: &[(&str, &str)] = &[
