@@ -1,7 +1,8 @@
 //! Least privilege in host mode, against the real supervisord, kresd and kres-cache-gc, with the
 //! operator started as root (CI runs as root; these tests fail, not skip, otherwise): workers
 //! run as `knot-resolver` while DNS is served on port 53; `notify.sock` ignores foreign senders;
-//! an unsafe rundir is refused; a config with a bad path given by SIGHUP changes nothing.
+//! an unsafe rundir is refused; a config with a bad path given by SIGHUP or the API changes
+//! nothing.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -10,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use hickory_proto::rr::RecordType;
-use kres_crd::config::path_corpus::{ISSUE_PWN, yaml_quoted};
+use http::Method;
+use kres_crd::config::path_corpus::{ISSUE_PWN, bad_paths, yaml_quoted};
+use kres_operator::http::client::{ApiClient, Target};
 use kres_operator::privilege::lookup_user;
 use kres_tests::dns::resolve;
 use kres_tests::host::Host;
@@ -250,7 +253,7 @@ fn host_unsafe_rundir_is_refused() -> Result<()> {
 }
 
 #[test]
-fn host_sighup_with_bad_paths_keeps_serving_unchanged() -> Result<()> {
+fn host_bad_paths_by_sighup_or_api_keep_serving_unchanged() -> Result<()> {
     require_root();
     let host = Host::start(2, "")?;
     let status = host.wait_converged(None, Duration::from_secs(30))?;
@@ -297,6 +300,34 @@ fn host_sighup_with_bad_paths_keeps_serving_unchanged() -> Result<()> {
             assert_eq!(program_files(&host.rundir)?, programs, "{value:?}");
         }
     }
+    // The same strings through the API: 422 naming the field and the rule, nothing applied.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = ApiClient::new(Target::Unix(host.api_socket()), Duration::from_secs(30));
+    for (value, rule) in bad_paths() {
+        let body = serde_json::to_string(&value)?;
+        let r = rt.block_on(client.request(
+            Method::PUT,
+            "/v1/config/cache/storage",
+            &[("content-type", "application/json")],
+            body,
+        ))?;
+        assert_eq!(r.status, 422, "{value:?}: {}", r.text());
+        let errors = r.json()["errors"].clone();
+        assert!(
+            errors
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["pointer"] == "/cache/storage"
+                    && e["message"].as_str().is_some_and(|m| m.contains(rule))),
+            "{value:?}: want /cache/storage with {rule:?}: {errors}"
+        );
+    }
+    assert_eq!(Host::current_revision(&host.status()?)?, revision);
+    assert_eq!(host.worker_pids()?, pids);
+    assert_eq!(program_files(&host.rundir)?, programs);
     assert!(!Path::new("/tmp/PWNED").exists());
     // Still serving: the good config again converges on the same revision.
     host.write_raw(&good)?;
