@@ -160,6 +160,7 @@ impl SupervisordBackend {
             ("logs dir", layout.logs_dir(), 0o700),
             ("revisions dir", layout.rundir.join("revisions"), shared),
         ] {
+            let group = group.filter(|_| mode & 0o070 != 0);
             operator_dir(what, &dir, mode, group)
                 .map_err(|e| BackendError::Operation(e.to_string()))?;
         }
