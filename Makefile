@@ -43,9 +43,16 @@ fmt:
 	$(CARGO) fmt --all
 
 # A working resolver on loopback, in the foreground (Ctrl-C stops workers and supervisord).
-# Works as root and as an ordinary user: the example keeps rundir and cache under /tmp.
+# As root: rundir /run/kres-operator, cache /var/cache/knot-resolver, workers as knot-resolver.
+# As an ordinary user: rundir and cache in $XDG_RUNTIME_DIR (private to the user), nothing in /tmp.
 run: deps
-	$(CARGO) run -p kres-operator --bin kres-operator -- host --config $(EXAMPLE)
+	@if [ "$$(id -u)" = 0 ]; then \
+	  $(CARGO) run -p kres-operator --bin kres-operator -- host --config $(EXAMPLE); \
+	else \
+	  case "$$XDG_RUNTIME_DIR" in /*) ;; *) echo "make run: XDG_RUNTIME_DIR is not set; run as root or set it to a private directory" >&2; exit 1;; esac; \
+	  sed "s|^  storage: .*|  storage: $$XDG_RUNTIME_DIR/kres-operator-cache|" $(EXAMPLE) > "$$XDG_RUNTIME_DIR/kres-operator-example.yaml"; \
+	  $(CARGO) run -p kres-operator --bin kres-operator -- host --config "$$XDG_RUNTIME_DIR/kres-operator-example.yaml"; \
+	fi
 
 # Benchmarks (not tests; print numbers, see docs/BENCHMARKS.md): validate + render time; host mode
 # change -> converged for N = 1, 2, 4, 8, queries lost during a rollout, idle RSS, start-up time;

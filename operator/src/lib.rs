@@ -6,6 +6,7 @@ pub mod host;
 pub mod http;
 pub mod kresd;
 pub mod metrics;
+pub mod privilege;
 pub mod reconcile;
 pub mod sockets;
 pub mod source;

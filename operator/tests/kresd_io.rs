@@ -9,7 +9,7 @@ use common::{Kresd, signal};
 use kres_operator::kresd::control::{
     ControlClient, ControlError, remove_stale_sockets, stale_sockets,
 };
-use kres_operator::kresd::notify::{NotifyError, NotifyListener};
+use kres_operator::kresd::notify::{NotifyAccess, NotifyError, NotifyListener};
 use kres_operator::kresd::probe::{ProbeError, ProbeQuestion, probe};
 use kres_tests::net::{free_port, unique_loopback};
 use tokio::time::Instant;
@@ -26,7 +26,8 @@ fn listen_config(extra: &str) -> (String, SocketAddr) {
 #[tokio::test]
 async fn ready_arrives_with_kresd_pid_and_probe_answers_locally() {
     let dir = tempfile::tempdir().unwrap();
-    let notify = NotifyListener::bind(dir.path().join("notify")).unwrap();
+    let notify =
+        NotifyListener::bind(dir.path().join("notify"), NotifyAccess::owner_only()).unwrap();
     let mut events = notify.subscribe();
     let (lua, addr) = listen_config("");
     let k = Kresd::spawn(&lua, &[("NOTIFY_SOCKET", notify.path())]);
@@ -72,7 +73,8 @@ fn is_zombie(pid: u32) -> bool {
 #[tokio::test]
 async fn broken_config_fails_fast_without_ready() {
     let dir = tempfile::tempdir().unwrap();
-    let notify = NotifyListener::bind(dir.path().join("notify")).unwrap();
+    let notify =
+        NotifyListener::bind(dir.path().join("notify"), NotifyAccess::owner_only()).unwrap();
     let mut k = Kresd::spawn(
         "net.listen('127.0.0.1', \n",
         &[("NOTIFY_SOCKET", notify.path())],

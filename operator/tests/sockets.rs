@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use kres_operator::kresd::control::ControlClient;
-use kres_operator::kresd::notify::NotifyListener;
+use kres_operator::kresd::notify::{NotifyAccess, NotifyListener};
 use kres_operator::sockets::{self, BindSpec};
 use kres_tests::dns;
 use kres_tests::net::{free_port, unique_loopback};
@@ -246,7 +246,8 @@ async fn workers_share_sockets_and_answer_on_own_probe_endpoint() {
         format!("udp:[::1]@{port6}"),
     ];
     let h = Holder::start(dir.path(), &binds);
-    let notify = NotifyListener::bind(dir.path().join("notify")).unwrap();
+    let notify =
+        NotifyListener::bind(dir.path().join("notify"), NotifyAccess::owner_only()).unwrap();
     let rundir = rundir_with_config();
     let w1 = Worker::launch(&h.path, rundir.path(), probe_addr(), notify.path());
     let w2 = Worker::launch(&h.path, rundir.path(), probe_addr(), notify.path());
@@ -328,7 +329,8 @@ async fn restarting_a_worker_loses_no_query() {
         dir.path(),
         &[format!("udp:{ip}@{port}"), format!("tcp:{ip}@{port}")],
     );
-    let notify = NotifyListener::bind(dir.path().join("notify")).unwrap();
+    let notify =
+        NotifyListener::bind(dir.path().join("notify"), NotifyAccess::owner_only()).unwrap();
     let rundir = rundir_with_config();
     let stable = Worker::launch(&h.path, rundir.path(), probe_addr(), notify.path());
     let mut moving = Worker::launch(&h.path, rundir.path(), probe_addr(), notify.path());
@@ -399,7 +401,8 @@ async fn dnsperf_under_restarts(shared: bool) -> (u32, u64, u64) {
         dir.path(),
         &[format!("udp:{ip}@{port}"), format!("tcp:{ip}@{port}")],
     );
-    let notify = NotifyListener::bind(dir.path().join("notify")).unwrap();
+    let notify =
+        NotifyListener::bind(dir.path().join("notify"), NotifyAccess::owner_only()).unwrap();
     let rundir = rundir_with_config();
     if !shared {
         drop(h);
@@ -553,7 +556,16 @@ async fn supervisord_runs_holder_and_launched_workers() {
     } else {
         ""
     };
-    let notify = NotifyListener::bind(d.join("notify")).unwrap();
+    // Workers running as knot-resolver send through the socket's group (mode 0660).
+    let access = NotifyAccess {
+        group: root.then(|| {
+            kres_operator::privilege::lookup_user("knot-resolver")
+                .unwrap()
+                .gid
+        }),
+        ..NotifyAccess::owner_only()
+    };
+    let notify = NotifyListener::bind(d.join("notify"), access).unwrap();
     let (dp, holder) = (d.display(), d.join("holder.sock"));
     let holder = holder.display();
     let mut conf = format!(

@@ -56,16 +56,30 @@ pub struct Host {
 impl Host {
     /// Write a config (`workers`, plus `extra` YAML appended at top level) and start the operator.
     pub fn start(workers: u32, extra: &str) -> Result<Host> {
+        let mut host = Host::prepare(workers, extra, None)?;
+        host.spawn()?;
+        Ok(host)
+    }
+
+    /// Like [`Host::start`] but not started yet, listening on `port` (a free one when `None`)
+    /// of its own loopback address.
+    pub fn prepare(workers: u32, extra: &str, port: Option<u16>) -> Result<Host> {
         let ip = unique_loopback();
         let probe_ip = unique_loopback();
-        let listen = SocketAddr::from((ip, free_port(ip)));
+        let listen = SocketAddr::from((ip, port.unwrap_or_else(|| free_port(ip))));
         let dir = tempfile::Builder::new().prefix("kres-host-").tempdir()?;
+        // Workers started by a root operator run as knot-resolver: they must reach the rundir
+        // and the cache below this directory (tempfile makes it 0700).
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
         let rundir = dir.path().join("run");
         let config = dir.path().join("config.yaml");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let mut host = Host {
+        let host = Host {
             child: None,
             dir,
             listen,
@@ -75,7 +89,6 @@ impl Host {
             runtime,
         };
         host.write_config(workers, extra)?;
-        host.spawn()?;
         Ok(host)
     }
 
@@ -88,7 +101,7 @@ impl Host {
             self.api_socket().display(),
             self.listen.ip(),
             self.listen.port(),
-            self.dir.path().join("cache").display(),
+            self.cache_dir().display(),
         )
     }
 
@@ -266,6 +279,11 @@ impl Host {
     /// The operator's HTTP API socket (`management.unix-socket`, in the rundir).
     pub fn api_socket(&self) -> PathBuf {
         self.rundir.join("kres-api.sock")
+    }
+
+    /// The cache directory (`cache.storage`).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
     }
 
     /// The temp dir (logs, config).

@@ -70,7 +70,10 @@ fn host_first_start_runs_four_workers() -> anyhow::Result<()> {
     assert_eq!(distinct.len(), 4);
     for pid in distinct {
         assert!(
-            host.rundir.join("control").join(pid.to_string()).exists(),
+            host.rundir
+                .join("kresd/control")
+                .join(pid.to_string())
+                .exists(),
             "control/{pid}"
         );
     }

@@ -5,7 +5,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::types::FilePath;
+use super::types::SocketPath;
 
 /// Log verbosity.
 #[derive(
@@ -351,7 +351,7 @@ pub struct DnstapConfig {
     pub enable: bool,
     /// Unix socket the dnstap messages are sent to (required when enabled).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unix_socket: Option<FilePath>,
+    pub unix_socket: Option<SocketPath>,
     /// Log queries from clients in wire format.
     pub log_queries: bool,
     /// Log responses to clients in wire format.

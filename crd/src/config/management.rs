@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::types::{FilePath, IpAddressPort};
+use super::types::{IpAddressPort, SocketPath};
 
 /// Default management API socket (upstream: `/run/knot-resolver/kres-api.sock`).
 pub const DEFAULT_API_SOCKET: &str = "/run/knot-resolver/kres-api.sock";
@@ -14,7 +14,7 @@ pub const DEFAULT_API_SOCKET: &str = "/run/knot-resolver/kres-api.sock";
 pub struct ManagementConfig {
     /// Path of the unix socket to listen on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unix_socket: Option<FilePath>,
+    pub unix_socket: Option<SocketPath>,
     /// IP address and port to listen on ('<ip-address>@<port>').
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<IpAddressPort>,
@@ -23,7 +23,7 @@ pub struct ManagementConfig {
 impl Default for ManagementConfig {
     fn default() -> Self {
         Self {
-            unix_socket: Some(FilePath(DEFAULT_API_SOCKET.into())),
+            unix_socket: Some(SocketPath(DEFAULT_API_SOCKET.into())),
             interface: None,
         }
     }

@@ -80,16 +80,14 @@ pub use types::{
     AutoBool, DomainName, FilePath, Float0To65535, IdPattern, Int0To32, Int0To512, Int0To65535,
     Int1To4096, IntNonNegative, IntPositive, InterfaceHost, InterfaceName, InterfaceOptionalPort,
     InterfacePort, IpAddressOptionalPort, IpAddressPort, IpNetwork, Ipv4Address, Ipv6Address,
-    Ipv6Network, Ipv6Network96, ListOrItem, Percent, PinSha256, PortNumber, RenumberDestination,
-    Secret32B, SizeSuffix, SizeUnit, TimeSuffix, TimeUnit,
+    Ipv6Network, Ipv6Network96, ListOrItem, PATH_MAX_BYTES, Percent, PinSha256, PortNumber,
+    RenumberDestination, SOCKET_PATH_MAX_BYTES, Secret32B, SizeSuffix, SizeUnit, SocketPath,
+    TimeSuffix, TimeUnit, check_path_text,
 };
 pub use view::{ViewAnswer, ViewConfig, ViewOptions, ViewProtocol};
 
 mod view;
 mod yaml;
-
-/// Default run directory (upstream: `/run/knot-resolver`).
-pub const DEFAULT_RUNDIR: &str = "/run/knot-resolver";
 
 /// The only supported configuration schema version.
 pub const CONFIG_VERSION: u32 = 1;
@@ -189,8 +187,11 @@ pub struct ResolverConfig {
     /// Resolver hostname (default: the machine's hostname).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// Directory where the resolver creates its files; its working directory.
-    pub rundir: FilePath,
+    /// Directory where the resolver creates its files; its working directory. Unset: the
+    /// operator's default, `/run/kres-operator` as root, `$XDG_RUNTIME_DIR/kres-operator`
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rundir: Option<FilePath>,
     /// Number of kresd workers: 1..=256 or 'auto' (one per CPU).
     pub workers: Workers,
     /// Management HTTP API endpoint.
@@ -239,7 +240,7 @@ impl Default for ResolverConfig {
             version: CONFIG_VERSION,
             nsid: None,
             hostname: None,
-            rundir: FilePath(DEFAULT_RUNDIR.into()),
+            rundir: None,
             workers: Workers::default(),
             management: ManagementConfig::default(),
             options: OptionsConfig::default(),
@@ -296,9 +297,15 @@ impl ResolverConfig {
     }
 }
 
+#[cfg(any(test, feature = "test-corpus"))]
+#[doc(hidden)]
+pub mod path_corpus;
+
 #[cfg(test)]
 mod generated_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_invalid;
+#[cfg(test)]
+mod tests_paths;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::types::{
     AutoBool, FilePath, Int0To512, Int0To65535, Int1To4096, InterfaceHost, InterfaceOptionalPort,
     IpNetwork, Ipv4Address, Ipv6Address, ListOrItem, PortNumber, RenumberDestination, Secret32B,
-    SizeSuffix, SizeUnit, null_as_default,
+    SizeSuffix, SizeUnit, SocketPath, null_as_default,
 };
 
 /// DNS transport of a listening socket.
@@ -226,7 +226,7 @@ pub struct ListenConfig {
     pub interface: Option<ListOrItem<InterfaceOptionalPort>>,
     /// Unix socket path(s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unix_socket: Option<ListOrItem<FilePath>>,
+    pub unix_socket: Option<ListOrItem<SocketPath>>,
     /// Port number (default by kind: 53 dns/xdp, 853 dot/doq, 443 doh2/doh-legacy, 80 doh2-insecure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<PortNumber>,

@@ -17,6 +17,8 @@ pub fn reference_markdown() -> String {
     out.push_str(
         "Keys follow Knot Resolver 6 `config.yaml` (schema version 1). Sizes are `<int>(B|K|M|G)`, \
          times `<int>(us|ms|s|m|h|d)`, domain names are normalised (IDNA, lowercase, trailing dot). \
+         Paths have no control characters, no `%` and no leading or trailing whitespace, and are at \
+         most 4095 bytes (socket paths: 107); `rundir` and `cache.storage` are absolute. \
          Settings marked *Knot Resolver 6.x only* parse but fail validation: kresd 5.x cannot do them.\n",
     );
     let mut sections = Vec::new();
@@ -114,6 +116,7 @@ fn type_name(root: &Value, s: &Value) -> String {
             Some("SizeUnit") => "size".into(),
             Some("DomainName") => "domain name".into(),
             Some("FilePath") => "path".into(),
+            Some("SocketPath") => "socket path".into(),
             Some(n) => n.to_string(),
             None => match r.get("format").and_then(Value::as_str) {
                 Some(f) => format!("string ({f})"),

@@ -198,10 +198,10 @@ fn every_section_empty_mapping_is_default() {
 fn upstream_defaults() {
     let d = ResolverConfig::default();
     assert_eq!(d.version, 1);
-    assert_eq!(d.rundir.as_str(), "/run/knot-resolver");
+    assert_eq!(d.rundir, None);
     assert_eq!(d.workers, Workers::Count(1));
     assert_eq!(
-        d.management.unix_socket.as_ref().map(FilePath::as_str),
+        d.management.unix_socket.as_ref().map(SocketPath::as_str),
         Some("/run/knot-resolver/kres-api.sock")
     );
     assert_eq!(d.cache.storage.as_str(), "/var/cache/knot-resolver");

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize, Serializer};
 /// Implements `Serialize`/`Deserialize` through `Display`/`FromStr` (error type `String`) and a
 /// string JSON Schema with the given description and optional pattern.
 macro_rules! string_type {
-    ($ty:ident, $expecting:expr, $descr:expr $(, pattern = $pat:expr)?) => {
+    ($ty:ident, $expecting:expr, $descr:expr $(, pattern = $pat:expr)? $(, max_length = $len:expr)?) => {
         impl Serialize for $ty {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
@@ -47,6 +47,7 @@ macro_rules! string_type {
                 #[allow(unused_mut)]
                 let mut schema = json_schema!({ "type": "string", "description": $descr });
                 $( schema.insert("pattern".into(), $pat.into()); )?
+                $( schema.insert("maxLength".into(), $len.into()); )?
                 schema
             }
         }
@@ -597,42 +598,101 @@ string_type!(
     pattern = r"^[A-Za-z\d+/]{43}=$"
 );
 
-/// A filesystem path (file or directory). Not checked for existence: the datamodel does no I/O.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FilePath(pub(crate) String);
+/// Longest accepted path in bytes: Linux `PATH_MAX` (4096) minus the terminating NUL.
+pub const PATH_MAX_BYTES: usize = 4095;
+/// Longest accepted unix socket path in bytes: `sun_path` (108) minus the terminating NUL.
+pub const SOCKET_PATH_MAX_BYTES: usize = 107;
 
-impl FilePath {
-    /// The path text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+/// The one rule for path text that reaches a file, a command line or a process manager
+/// (supervisord expands `%(...)s`, ends values at a newline and strips surrounding blanks):
+/// non-empty, at most `max` bytes, no control character (NUL, CR, LF, TAB, DEL, C1), no `%`,
+/// no leading or trailing whitespace. The error text is the rule broken.
+pub fn check_path_text(s: &str, max: usize) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("path must not be empty".into());
     }
-
-    /// As a [`std::path::Path`].
-    pub fn as_path(&self) -> &std::path::Path {
-        std::path::Path::new(&self.0)
+    if s.len() > max {
+        return Err(format!(
+            "path must be at most {max} bytes long, got {} bytes",
+            s.len()
+        ));
     }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "path must not contain control characters, found {}",
+            c.escape_default()
+        ));
+    }
+    if s.contains('%') {
+        return Err("path must not contain '%'".into());
+    }
+    if s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return Err("path must not start or end with whitespace".into());
+    }
+    Ok(())
 }
 
-impl fmt::Display for FilePath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// JSON Schema `pattern` of [`check_path_text`] (without the length, which is `maxLength`).
+const PATH_PATTERN: &str =
+    r"^[^\s%\x00-\x1F\x7F-\x9F](?:[^%\x00-\x1F\x7F-\x9F]*[^\s%\x00-\x1F\x7F-\x9F])?$";
 
-impl FromStr for FilePath {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.is_empty() {
-            Err("path must not be empty".into())
-        } else if s.contains('\0') {
-            Err("path must not contain a NUL character".into())
-        } else {
-            Ok(Self(s.into()))
+/// Declares a validated path newtype (see [`check_path_text`]) with at most `$max` bytes.
+macro_rules! path_type {
+    ($(#[$m:meta])* $ty:ident, $max:expr, $expecting:expr, $descr:expr) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $ty(pub(crate) String);
+
+        impl $ty {
+            /// Longest accepted path in bytes.
+            pub const MAX_BYTES: usize = $max;
+
+            /// The path text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// As a [`std::path::Path`].
+            pub fn as_path(&self) -> &std::path::Path {
+                std::path::Path::new(&self.0)
+            }
         }
-    }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                check_path_text(s, $max)?;
+                Ok(Self(s.into()))
+            }
+        }
+
+        string_type!($ty, $expecting, $descr, pattern = PATH_PATTERN, max_length = $max);
+    };
 }
 
-string_type!(FilePath, "a filesystem path", "A filesystem path.");
+path_type!(
+    /// A filesystem path (file or directory). Not checked for existence: the datamodel does no
+    /// I/O. The text follows [`check_path_text`] with at most [`PATH_MAX_BYTES`].
+    FilePath,
+    PATH_MAX_BYTES,
+    "a filesystem path",
+    "A filesystem path: no control characters, no '%', no leading/trailing whitespace, at most 4095 bytes."
+);
+
+path_type!(
+    /// A unix socket path: [`check_path_text`] with at most [`SOCKET_PATH_MAX_BYTES`] (what
+    /// fits `sockaddr_un`).
+    SocketPath,
+    SOCKET_PATH_MAX_BYTES,
+    "a unix socket path",
+    "A unix socket path: no control characters, no '%', no leading/trailing whitespace, at most 107 bytes."
+);
 
 /// A string of at least 32 bytes (TLS session ticket secret).
 #[derive(Clone, PartialEq, Eq, Hash)]

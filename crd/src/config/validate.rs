@@ -45,6 +45,7 @@ pub(crate) fn validate(config: &ResolverConfig) -> Result<(), ConfigErrors> {
             e.add(format!("/{field}"), "must not be empty when set");
         }
     }
+    directories(config, &mut e);
     management(config, &mut e);
     network(config, &mut e);
     cache(config, &mut e);
@@ -57,6 +58,26 @@ pub(crate) fn validate(config: &ResolverConfig) -> Result<(), ConfigErrors> {
     lua(config, &mut e);
     limits(config, &mut e);
     ConfigErrors(e.0).into_result()
+}
+
+/// Directories the operator creates and hands to supervisord, kresd and kres-cache-gc as
+/// working directory or argument: relative paths would depend on whose working directory.
+fn directories(config: &ResolverConfig, e: &mut Errors) {
+    for (pointer, path) in [
+        ("/rundir", config.rundir.as_ref()),
+        ("/cache/storage", Some(&config.cache.storage)),
+    ] {
+        let Some(path) = path else { continue };
+        if !path.as_path().is_absolute() {
+            e.add(pointer, format!("must be an absolute path, got '{path}'"));
+        }
+    }
+    // supervisord includes `RUNDIR/programs/*.conf` from a whitespace-separated list.
+    if let Some(rundir) = &config.rundir
+        && rundir.as_str().contains(char::is_whitespace)
+    {
+        e.add("/rundir", "must not contain whitespace");
+    }
 }
 
 fn management(config: &ResolverConfig, e: &mut Errors) {

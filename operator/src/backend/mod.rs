@@ -30,6 +30,10 @@ pub enum BackendError {
     /// The process manager refused or failed an operation.
     #[error("{0}")]
     Operation(String),
+    /// A value cannot be written into supervisord's configuration as it is (refused, never
+    /// written).
+    #[error(transparent)]
+    Unwritable(#[from] supervisord::conf::UnwritableValue),
 }
 
 impl BackendError {

@@ -45,9 +45,15 @@ struct HostArgs {
     /// On SIGTERM/SIGINT leave supervisord and the workers serving (default: stop them).
     #[arg(long)]
     keep_workers_on_exit: bool,
-    /// Run directory (default: the config's `rundir`).
+    /// Run directory (default: the config's `rundir`, else /run/kres-operator as root,
+    /// $XDG_RUNTIME_DIR/kres-operator otherwise). Must be owned by the operator's user and not
+    /// group- or world-writable, nor may any parent be (sticky ones like /tmp excepted).
     #[arg(long, value_name = "DIR")]
     rundir: Option<PathBuf>,
+    /// When started as root: the user kresd and kres-cache-gc run as (default knot-resolver;
+    /// never root). Started as another user, the workers run as that user.
+    #[arg(long, value_name = "USER")]
+    worker_user: Option<String>,
     /// Loopback address for the workers' private probe endpoints.
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
     probe_address: IpAddr,
@@ -95,6 +101,7 @@ fn main() -> ExitCode {
         start_timeout: Duration::from_millis(a.start_timeout_ms),
         supervisord: a.supervisord,
         kresd: a.kresd,
+        worker_user: a.worker_user,
     })))
 }
 

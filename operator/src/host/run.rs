@@ -14,6 +14,7 @@ use super::{Reconciler, Status};
 use crate::backend::BackendError;
 use crate::backend::supervisord::conf::Layout;
 use crate::backend::supervisord::{SupervisordBackend, SupervisordSettings};
+use crate::privilege::{PrivilegeError, WorkerUser, default_rundir, worker_dir, worker_user};
 use crate::source::file::{FileSource, SourceError};
 
 /// Options of `kres-operator host`.
@@ -35,6 +36,8 @@ pub struct HostOptions {
     pub supervisord: String,
     /// kresd binary.
     pub kresd: String,
+    /// User the workers run as when the operator runs as root (default `knot-resolver`).
+    pub worker_user: Option<String>,
 }
 
 /// Why host mode could not run.
@@ -46,6 +49,9 @@ pub enum HostError {
     /// The backend could not be set up.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The worker user or a directory is unsafe or unusable.
+    #[error(transparent)]
+    Privilege(#[from] PrivilegeError),
     /// Signal handlers or the working directory.
     #[error("{0}")]
     Setup(String),
@@ -62,13 +68,23 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         .borrow()
         .clone()
         .ok_or_else(|| HostError::Setup("no config".into()))?;
+    let worker = worker_user(opts.worker_user.as_deref())?;
     let rundir = opts
         .rundir
         .clone()
-        .unwrap_or_else(|| first.rundir.as_path().to_path_buf());
+        .or_else(|| first.rundir.as_ref().map(|r| r.as_path().to_path_buf()))
+        .or_else(default_rundir)
+        .ok_or_else(|| {
+            HostError::Setup(
+                "no rundir: set `rundir` in the config, --rundir, or XDG_RUNTIME_DIR".into(),
+            )
+        })?;
     let rundir = std::path::absolute(&rundir)
         .map_err(|e| HostError::Setup(format!("rundir {}: {e}", rundir.display())))?;
+    // The cache must belong to the workers before any of them starts.
+    prepare_cache(&first, worker.as_ref())?;
     let mut settings = SupervisordSettings::new(rundir.clone());
+    settings.worker_user = worker.clone();
     settings.probe_ip = opts.probe_address;
     settings.supervisord = opts.supervisord.clone();
     settings.kresd = opts.kresd.clone();
@@ -86,8 +102,12 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         "launch".into(),
         "--holder".into(),
         holder_socket.display().to_string(),
-        "--".into(),
     ];
+    if let Some(w) = &worker {
+        // launch receives the sockets as root, then drops to the worker user and execs kresd.
+        settings.launcher.extend(["--user".into(), w.name.clone()]);
+    }
+    settings.launcher.push("--".into());
     let backend = SupervisordBackend::new(settings)?;
     let status_file = backend.layout().status_file();
     tracing::info!(config = %opts.config.display(), rundir = %rundir.display(), "host mode");
@@ -107,10 +127,15 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         loop {
             let cfg = cfg_rx.borrow_and_update().clone();
             if let Some(cfg) = cfg {
-                if cfg.rundir.as_path() != first.rundir.as_path() {
+                if cfg.rundir != first.rundir {
                     tracing::warn!("rundir changes need an operator restart; keeping the old one");
                 }
-                match desired_from(&cfg, SOCKETS, start_timeout) {
+                let desired = prepare_cache(&cfg, worker.as_ref())
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        desired_from(&cfg, SOCKETS, start_timeout).map_err(|e| e.to_string())
+                    });
+                match desired {
                     Ok(d) => {
                         desired_tx.send_if_modified(|cur| {
                             if cur.as_deref() == Some(&d) {
@@ -170,4 +195,12 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         tracing::info!("workers and supervisord stopped");
     }
     Ok(())
+}
+
+/// Create the cache directory owned by the workers, or check that an existing one is theirs.
+fn prepare_cache(
+    cfg: &kres_crd::config::ResolverConfig,
+    worker: Option<&WorkerUser>,
+) -> Result<(), PrivilegeError> {
+    worker_dir("cache.storage", cfg.cache.storage.as_path(), worker)
 }

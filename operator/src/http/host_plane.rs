@@ -41,7 +41,7 @@ pub struct HostPlaneParts {
     pub status: watch::Receiver<Status>,
     /// Setting it to true stops the operator.
     pub shutdown: watch::Sender<bool>,
-    /// The operator's rundir (kresd control sockets are `control/<pid>` below it).
+    /// The operator's rundir (kresd control sockets are `kresd/control/<pid>` below it).
     pub rundir: PathBuf,
     /// How listening sockets reach kresd (for rendering the same revision as the loop).
     pub sockets: SocketMode,
@@ -430,7 +430,10 @@ impl ControlPlane for HostPlane {
     }
 
     fn worker_control_sockets(&self) -> Vec<WorkerSocket> {
-        let control = self.p.rundir.join("control");
+        let control = crate::backend::supervisord::conf::Layout {
+            rundir: self.p.rundir.clone(),
+        }
+        .control_dir();
         self.p
             .status
             .borrow()

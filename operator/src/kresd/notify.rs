@@ -1,15 +1,18 @@
 //! sd_notify listener: the `$NOTIFY_SOCKET` datagram socket kresd reports `READY=1` to.
 //!
 //! The socket has `SO_PASSCRED`, so the kernel attaches the sender's credentials to every
-//! message and the PID in a [`Notification`] cannot be forged. A background task receives
-//! messages, remembers the last state of every PID (so a `READY=1` that arrives before anyone
-//! waits for it is not lost) and broadcasts each message to subscribers.
+//! message and the PID in a [`Notification`] cannot be forged. Only senders a [`SenderFilter`]
+//! accepts (the processes the operator started) count; others are logged, counted and dropped.
+//! The socket file is not world-writable (0600, or 0660 with the workers' group). A background
+//! task receives messages, remembers the last state of every PID (so a `READY=1` that arrives
+//! before anyone waits for it is not lost) and broadcasts each message to subscribers.
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::mem::MaybeUninit;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -124,7 +127,30 @@ pub struct PidState {
 /// dropped (only a runaway crash loop gets there; call [`NotifyListener::forget`] normally).
 const MAX_PIDS: usize = 4096;
 
+/// Decides from the kernel-verified sender PID whether a message counts.
+pub type SenderFilter = Box<dyn Fn(u32) -> bool + Send + Sync>;
+
+/// Who may send: the socket's group (mode 0660 with a group, else 0600) and which PIDs count.
+pub struct NotifyAccess {
+    /// Group allowed to send (the workers' group when they run as another user).
+    pub group: Option<u32>,
+    /// Accepts a sender PID.
+    pub accept: SenderFilter,
+}
+
+impl NotifyAccess {
+    /// Owner only, every sender PID accepted (tests, single-user setups).
+    pub fn owner_only() -> Self {
+        Self {
+            group: None,
+            accept: Box::new(|_| true),
+        }
+    }
+}
+
 struct Shared {
+    accept: SenderFilter,
+    ignored: AtomicU64,
     pids: Mutex<HashMap<u32, PidState>>,
     changed: watch::Sender<u64>,
     events: broadcast::Sender<Notification>,
@@ -139,10 +165,10 @@ pub struct NotifyListener {
 
 impl NotifyListener {
     /// Bind a datagram socket at `path` (a stale file there is replaced) with `SO_PASSCRED`
-    /// and start receiving. The socket is mode 0666 so unprivileged workers can send; the
-    /// sender PID is kernel-verified, so this cannot be used to fake another worker's state.
-    /// Must be called inside a tokio runtime.
-    pub fn bind(path: impl AsRef<Path>) -> Result<Self, NotifyError> {
+    /// and start receiving. The socket is mode 0600, or 0660 owned by `access.group` so
+    /// workers running as another user can send; messages from PIDs `access.accept` refuses are
+    /// dropped. Must be called inside a tokio runtime.
+    pub fn bind(path: impl AsRef<Path>, access: NotifyAccess) -> Result<Self, NotifyError> {
         let path = path.as_ref().to_path_buf();
         let err = |source| NotifyError::Bind {
             path: path.clone(),
@@ -155,10 +181,16 @@ impl NotifyListener {
         }
         let sock = UnixDatagram::bind(&path).map_err(err)?;
         rustix::net::sockopt::set_socket_passcred(&sock, true).map_err(|e| err(e.into()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+        let mode = if access.group.is_some() { 0o660 } else { 0o600 };
+        if access.group.is_some() {
+            std::os::unix::fs::chown(&path, None, access.group).map_err(err)?;
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
         let (changed, _) = watch::channel(0);
         let (events, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
+            accept: access.accept,
+            ignored: AtomicU64::new(0),
             pids: Mutex::new(HashMap::new()),
             changed,
             events,
@@ -177,6 +209,11 @@ impl NotifyListener {
     /// [`broadcast::Receiver::recv`]); use [`NotifyListener::state`] for what matters.
     pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
         self.shared.events.subscribe()
+    }
+
+    /// How many messages came from senders the filter refused.
+    pub fn ignored(&self) -> u64 {
+        self.shared.ignored.load(Ordering::Relaxed)
     }
 
     /// What was received from `pid` so far.
@@ -298,6 +335,15 @@ async fn receive_loop(sock: UnixDatagram, shared: Arc<Shared>) {
         };
         let text = String::from_utf8_lossy(&buf[..n.min(buf.len())]);
         let pid = cred.pid.as_raw_nonzero().get() as u32;
+        if !(shared.accept)(pid) {
+            shared.ignored.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                pid,
+                uid = cred.uid.as_raw(),
+                "notify message from a process the operator did not start ignored"
+            );
+            continue;
+        }
         let note = Notification::parse(pid, cred.uid.as_raw(), &text);
         tracing::debug!(pid, message = %text.trim_end(), "sd_notify");
         {
@@ -333,7 +379,8 @@ mod tests {
     #[tokio::test]
     async fn own_message_carries_own_pid_and_wakes_waiter() {
         let dir = tempfile::tempdir().unwrap();
-        let l = NotifyListener::bind(dir.path().join("notify")).unwrap();
+        let l =
+            NotifyListener::bind(dir.path().join("notify"), NotifyAccess::owner_only()).unwrap();
         let me = std::process::id();
         let mut events = l.subscribe();
         let deadline = Instant::now() + Duration::from_millis(300);
@@ -358,9 +405,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn refused_sender_is_counted_and_marks_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let l = NotifyListener::bind(
+            dir.path().join("notify"),
+            NotifyAccess {
+                group: None,
+                accept: Box::new(move |pid| pid != me),
+            },
+        )
+        .unwrap();
+        let mode = std::fs::metadata(l.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let client = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        client.send_to(b"READY=1", l.path()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while l.ignored() == 0 {
+            assert!(Instant::now() < deadline, "the message was never received");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Processed (counted as ignored) and nothing recorded for the sender.
+        assert_eq!(l.ignored(), 1);
+        assert_eq!(l.state(me), None);
+    }
+
+    #[tokio::test]
     async fn exited_process_fails_fast() {
         let dir = tempfile::tempdir().unwrap();
-        let l = NotifyListener::bind(dir.path().join("notify")).unwrap();
+        let l =
+            NotifyListener::bind(dir.path().join("notify"), NotifyAccess::owner_only()).unwrap();
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();

@@ -4,7 +4,7 @@
 //! worker keeps the launcher's PID (supervisord's and `$NOTIFY_SOCKET`'s PIDs match).
 
 use std::convert::Infallible;
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -143,7 +143,12 @@ pub fn run_launch(args: &LaunchArgs) -> Result<Infallible, SocketsError> {
     if let Some(addr) = args.probe_listen {
         fds.push((bind_probe_endpoint(addr)?, Kind::Dns));
     }
-    let user = args.user.as_deref().map(lookup_user).transpose()?;
+    let user = args
+        .user
+        .as_deref()
+        .map(crate::privilege::lookup_user)
+        .transpose()
+        .map_err(|e| SocketsError::Launch(format!("--user: {e}")))?;
     let mut fd_args = Vec::with_capacity(fds.len());
     for (fd, kind) in fds {
         rustix::io::fcntl_setfd(&fd, FdFlags::empty()).map_err(|e| {
@@ -161,46 +166,16 @@ pub fn run_launch(args: &LaunchArgs) -> Result<Infallible, SocketsError> {
     tracing::debug!(?argv, "exec");
     let mut cmd = std::process::Command::new(program);
     cmd.args(rest);
-    if let Some((uid, gid)) = user {
-        // std sets the gid, drops supplementary groups (when root) and sets the uid before exec.
-        cmd.uid(uid).gid(gid);
+    if let Some(user) = user {
+        // std sets the gid, drops supplementary groups (when root) and sets the uid before exec:
+        // kresd keeps this PID and every descriptor, and runs unprivileged.
+        cmd.uid(user.uid).gid(user.gid);
     }
     let e = cmd.exec();
     Err(SocketsError::Launch(format!(
         "exec {}: {e}",
         program.to_string_lossy()
     )))
-}
-
-/// uid and primary gid of `name` (a numeric `uid` is accepted too, with gid = uid's group).
-fn lookup_user(name: &str) -> Result<(u32, u32), SocketsError> {
-    let fail = |m: String| SocketsError::Launch(format!("--user {name}: {m}"));
-    let cname = CString::new(name).map_err(|_| fail("contains NUL".into()))?;
-    let mut pwd = std::mem::MaybeUninit::<libc::passwd>::uninit();
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the duration of the call; buf outlives the use of pwd.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            pwd.as_mut_ptr(),
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 {
-        return Err(fail(std::io::Error::from_raw_os_error(rc).to_string()));
-    }
-    if result.is_null() {
-        if let Ok(uid) = name.parse::<u32>() {
-            return Ok((uid, uid));
-        }
-        return Err(fail("no such user".into()));
-    }
-    // SAFETY: getpwnam_r returned success with result == pwd, so pwd is initialised.
-    let pwd = unsafe { pwd.assume_init() };
-    Ok((pwd.pw_uid, pwd.pw_gid))
 }
 
 #[cfg(test)]
@@ -279,17 +254,6 @@ mod tests {
                 .contains("expected IP@PORT")
         );
         assert!(parse_ip_port("x@53").unwrap_err().contains("not an IP"));
-    }
-
-    #[test]
-    fn user_lookup() {
-        assert_eq!(lookup_user("root").unwrap(), (0, 0));
-        assert!(
-            lookup_user("no-such-user-kres")
-                .unwrap_err()
-                .to_string()
-                .contains("no such user")
-        );
     }
 
     #[test]

@@ -58,9 +58,14 @@ impl Layout {
     pub fn revision_config(&self, revision: &str) -> PathBuf {
         self.revision_dir(revision).join("kresd.conf")
     }
-    /// kresd's control sockets (`control/<pid>`).
+    /// kresd's working directory (its `rundir` argument): owned by the worker user, since
+    /// kresd 5.6 refuses a rundir it cannot write.
+    pub fn kresd_dir(&self) -> PathBuf {
+        self.rundir.join("kresd")
+    }
+    /// kresd's control sockets (`kresd/control/<pid>`).
     pub fn control_dir(&self) -> PathBuf {
-        self.rundir.join("control")
+        self.kresd_dir().join("control")
     }
     /// The status snapshot written for humans and tests.
     pub fn status_file(&self) -> PathBuf {
@@ -92,20 +97,127 @@ pub fn slot_of_program(name: &str) -> Option<Slot> {
     rest.parse().ok().map(Slot::Worker)
 }
 
+/// A value the supervisord writer refuses: supervisord would not read it back unchanged (or
+/// it would change the file's structure).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("supervisord {field}: cannot write {value:?} literally: {rule}")]
+pub struct UnwritableValue {
+    /// Where the value was going (`program:kresd0 command`, `supervisord directory`...).
+    pub field: String,
+    /// The value.
+    pub value: String,
+    /// The rule it breaks.
+    pub rule: &'static str,
+}
+
+/// The one escaping function for values in supervisord's INI files (supervisor 4.2.5: Python's
+/// `RawConfigParser` with `;`/`#` inline comments, values stripped, indented lines continuing a
+/// value, `%(here)s` replaced as plain text, then `%(name)s` expansion): `%` is doubled; what
+/// cannot be written so that it reads back unchanged is refused.
+pub fn ini_value(field: &str, value: &str) -> Result<String, UnwritableValue> {
+    let refuse = |rule| {
+        Err(UnwritableValue {
+            field: field.to_string(),
+            value: value.to_string(),
+            rule,
+        })
+    };
+    if value.is_empty() {
+        return refuse("empty");
+    }
+    if value.chars().any(char::is_control) {
+        return refuse("control characters (a newline would start a new line or section)");
+    }
+    if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+        return refuse("leading or trailing whitespace (stripped by the parser)");
+    }
+    let mut prev_blank = false;
+    for c in value.chars() {
+        if prev_blank && (c == ';' || c == '#') {
+            return refuse("';' or '#' after whitespace (starts a comment)");
+        }
+        prev_blank = c.is_whitespace();
+    }
+    // supervisor replaces the text `%(here)s` before it undoes `%%`, so `%%(here)s` too.
+    if value.contains("%(here)s") {
+        return refuse("'%(here)s' (replaced by supervisor even when escaped)");
+    }
+    Ok(value.replace('%', "%%"))
+}
+
+/// A program name usable in `[program:NAME]`: ASCII letters, digits, `-`, `_`, `.`.
+fn section_name(name: &str) -> Result<&str, UnwritableValue> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(name)
+    } else {
+        Err(UnwritableValue {
+            field: "program name".into(),
+            value: name.to_string(),
+            rule: "only ASCII letters, digits, '-', '_' and '.'",
+        })
+    }
+}
+
+/// `environment=`: `KEY="value",...`. supervisor splits it with a non-POSIX shlex (no escapes)
+/// and strips quotes from both ends, so keys must be identifiers and values free of quotes.
+fn environment(program: &str, env: &[(String, String)]) -> Result<String, UnwritableValue> {
+    let field = format!("program:{program} environment");
+    let refuse = |value: &str, rule| UnwritableValue {
+        field: field.clone(),
+        value: value.to_string(),
+        rule,
+    };
+    let mut pairs = Vec::with_capacity(env.len());
+    for (k, v) in env {
+        let key_ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !key_ok {
+            return Err(refuse(
+                k,
+                "a variable name is ASCII letters, digits and '_'",
+            ));
+        }
+        if v.contains(['"', '\'']) {
+            return Err(refuse(v, "quotes in an environment value"));
+        }
+        pairs.push(format!("{k}=\"{v}\""));
+    }
+    ini_value(&field, &pairs.join(","))
+}
+
 /// supervisord.conf: unix socket (0600) and pidfile in the rundir, programs included from
 /// `programs/*.conf`.
-pub fn supervisord_conf(layout: &Layout) -> String {
+pub fn supervisord_conf(layout: &Layout) -> Result<String, UnwritableValue> {
+    let path = |field: &str, p: &Path| {
+        ini_value(&format!("supervisord {field}"), &p.display().to_string())
+    };
     let mut s = String::new();
     let _ = writeln!(s, "; written by kres-operator; regenerated at every start");
     let _ = writeln!(s, "[unix_http_server]");
-    let _ = writeln!(s, "file={}", ini(&layout.supervisord_socket()));
+    let _ = writeln!(s, "file={}", path("socket", &layout.supervisord_socket())?);
     let _ = writeln!(s, "chmod=0600\n");
     let _ = writeln!(s, "[supervisord]");
-    let _ = writeln!(s, "pidfile={}", ini(&layout.supervisord_pidfile()));
-    let _ = writeln!(s, "logfile={}", ini(&layout.rundir.join("supervisord.log")));
+    let _ = writeln!(
+        s,
+        "pidfile={}",
+        path("pidfile", &layout.supervisord_pidfile())?
+    );
+    let _ = writeln!(
+        s,
+        "logfile={}",
+        path("logfile", &layout.rundir.join("supervisord.log"))?
+    );
     let _ = writeln!(s, "logfile_maxbytes=1MB\nlogfile_backups=1\nloglevel=info");
-    let _ = writeln!(s, "childlogdir={}", ini(&layout.logs_dir()));
-    let _ = writeln!(s, "directory={}", ini(&layout.rundir));
+    let _ = writeln!(
+        s,
+        "childlogdir={}",
+        path("childlogdir", &layout.logs_dir())?
+    );
+    let _ = writeln!(s, "directory={}", path("directory", &layout.rundir)?);
     let _ = writeln!(s, "minfds=1024\n");
     let _ = writeln!(s, "[rpcinterface:supervisor]");
     let _ = writeln!(
@@ -116,11 +228,20 @@ pub fn supervisord_conf(layout: &Layout) -> String {
     let _ = writeln!(
         s,
         "serverurl=unix://{}\n",
-        ini(&layout.supervisord_socket())
+        path("serverurl", &layout.supervisord_socket())?
     );
     let _ = writeln!(s, "[include]");
-    let _ = writeln!(s, "files = {}/*.conf", ini(&layout.programs_dir()));
-    s
+    let include = path("include", &layout.programs_dir())?;
+    if include.contains(char::is_whitespace) {
+        // `files` is a whitespace-separated list of globs.
+        return Err(UnwritableValue {
+            field: "supervisord include".into(),
+            value: layout.programs_dir().display().to_string(),
+            rule: "whitespace (the include list is split at whitespace)",
+        });
+    }
+    let _ = writeln!(s, "files = {include}/*.conf");
+    Ok(s)
 }
 
 /// One supervisord program.
@@ -132,6 +253,8 @@ pub struct Program {
     pub command: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// Run as this user (supervisord drops privileges before exec); `None`: as supervisord.
+    pub user: Option<String>,
     /// Start order (lower first).
     pub priority: u32,
     /// supervisord's `exitcodes`: an exit with one of these is final (no restart).
@@ -143,18 +266,26 @@ pub struct Program {
 }
 
 /// The `[program:x]` section.
-pub fn program_conf(layout: &Layout, p: &Program) -> String {
+pub fn program_conf(layout: &Layout, p: &Program) -> Result<String, UnwritableValue> {
+    let name = section_name(&p.name)?;
+    let field = |f: &str| format!("program:{name} {f}");
     let mut s = String::new();
-    let _ = writeln!(s, "[program:{}]", p.name);
-    let _ = writeln!(s, "command={}", join_command(&p.command));
-    let _ = writeln!(s, "directory={}", ini(&layout.rundir));
-    let env: Vec<String> = p
-        .env
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('%', "%%").replace('"', "")))
-        .collect();
-    if !env.is_empty() {
-        let _ = writeln!(s, "environment={}", env.join(","));
+    let _ = writeln!(s, "[program:{name}]");
+    let _ = writeln!(
+        s,
+        "command={}",
+        ini_value(&field("command"), &join_command(&p.command))?
+    );
+    let _ = writeln!(
+        s,
+        "directory={}",
+        ini_value(&field("directory"), &layout.rundir.display().to_string())?
+    );
+    if !p.env.is_empty() {
+        let _ = writeln!(s, "environment={}", environment(name, &p.env)?);
+    }
+    if let Some(user) = &p.user {
+        let _ = writeln!(s, "user={}", ini_value(&field("user"), user)?);
     }
     let _ = writeln!(s, "priority={}", p.priority);
     // Readiness is READY=1 + a DNS probe, not supervisord's startsecs (FACTS: startsecs costs
@@ -167,25 +298,24 @@ pub fn program_conf(layout: &Layout, p: &Program) -> String {
     let _ = writeln!(s, "autostart=true\nautorestart=unexpected");
     let _ = writeln!(s, "exitcodes={}", p.exitcodes);
     let _ = writeln!(s, "stopsignal=TERM\nstopwaitsecs=5\nkillasgroup=false");
-    let log = layout.logs_dir().join(format!("{}.log", p.name));
+    let log = layout.logs_dir().join(format!("{name}.log"));
     let _ = writeln!(s, "redirect_stderr=true");
-    let _ = writeln!(s, "stdout_logfile={}", ini(&log));
+    // supervisor expands `stdout_logfile` twice (saneget, then again): `%` becomes `%%%%`.
+    let log = ini_value(&field("stdout_logfile"), &log.display().to_string())?;
+    let _ = writeln!(s, "stdout_logfile={}", log.replace('%', "%%"));
     let _ = writeln!(s, "stdout_logfile_maxbytes=1MB\nstdout_logfile_backups=1");
-    s
+    Ok(s)
 }
 
-fn ini(p: &Path) -> String {
-    p.display().to_string().replace('%', "%%")
-}
-
-/// Join argv into a command line supervisord splits back (shlex): words with special characters
-/// are single-quoted.
+/// Join argv into a command line supervisord splits back (POSIX shlex): words with special
+/// characters are single-quoted; `;`/`#` after whitespace are backslash-escaped outside the
+/// quotes so the INI parser does not take them for a comment. Pass the result through
+/// [`ini_value`].
 pub fn join_command(argv: &[String]) -> String {
     argv.iter()
         .map(|a| quote_word(a))
         .collect::<Vec<_>>()
         .join(" ")
-        .replace('%', "%%")
 }
 
 fn quote_word(w: &str) -> String {
@@ -193,10 +323,25 @@ fn quote_word(w: &str) -> String {
         && w.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./@:=,+".contains(&b));
     if plain {
-        w.to_string()
-    } else {
-        format!("'{}'", w.replace('\'', "'\"'\"'"))
+        return w.to_string();
     }
+    let mut out = String::from("'");
+    let mut prev_blank = false;
+    for c in w.chars() {
+        match c {
+            '\'' => out.push_str("'\"'\"'"),
+            ';' | '#' if prev_blank => {
+                out.push('\'');
+                out.push('\\');
+                out.push(c);
+                out.push('\'');
+            }
+            c => out.push(c),
+        }
+        prev_blank = c.is_whitespace();
+    }
+    out.push('\'');
+    out
 }
 
 /// Split a command line as supervisord reports it back (single and double quotes, backslash).
@@ -276,7 +421,7 @@ pub fn parse_worker_command(line: &str) -> Option<WorkerCommand> {
     Some(WorkerCommand { revision, probe })
 }
 
-/// The command of a slot's worker: `kresd -n -a PROBE -c REVISION_CONFIG RUNDIR`, optionally
+/// The command of a slot's worker: `kresd -n -a PROBE -c REVISION_CONFIG RUNDIR/kresd`, optionally
 /// wrapped by `launcher` (which receives the shared listening sockets and execs kresd with
 /// `-S FD` arguments added).
 pub fn worker_command(
@@ -294,7 +439,7 @@ pub fn worker_command(
         format!("{}@{}", probe.ip(), probe.port()),
         "-c".into(),
         layout.revision_config(revision).display().to_string(),
-        layout.rundir.display().to_string(),
+        layout.kresd_dir().display().to_string(),
     ]);
     argv
 }
@@ -310,7 +455,7 @@ mod tests {
         };
         let probe: SocketAddr = "127.9.8.7:5301".parse().expect("addr");
         let argv = worker_command(&layout, &[], "kresd", "0123abcd", probe);
-        let line = join_command(&argv).replace("%%", "%");
+        let line = join_command(&argv);
         assert_eq!(split_command(&line), argv);
         assert_eq!(
             parse_worker_command(&line),

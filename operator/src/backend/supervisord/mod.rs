@@ -12,7 +12,11 @@
 //!   them from `getAllConfigInfo`.
 //! - Ready = `READY=1` from the worker's PID on the operator's `NOTIFY_SOCKET`, then a DNS probe
 //!   answered on the worker's private endpoint. Workers that already ran when the operator
-//!   adopted supervisord only need the probe.
+//!   adopted supervisord only need the probe. `NOTIFY_SOCKET` counts only messages from direct
+//!   children of the supervisord in use (every worker is one: `launch` execs kresd in place).
+//! - Least privilege: with a worker user (operator started as root) kresd and kres-cache-gc run
+//!   as that user; supervisord and the socket holder stay root. The rundir is the operator's
+//!   (0750, group: the workers'), `control/` the workers' (see [`crate::privilege`]).
 
 pub mod conf;
 pub mod rpc;
@@ -21,6 +25,8 @@ pub mod xmlrpc;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Mutex, broadcast};
@@ -29,8 +35,9 @@ use self::conf::{GC_PROGRAM, HOLDER_PROGRAM, Layout, Program};
 use self::rpc::{ProcessInfo, RpcError, Supervisor};
 use super::{Backend, BackendError, BackendResult};
 use crate::kresd::control::remove_stale_sockets;
-use crate::kresd::notify::{Notification, NotifyListener};
+use crate::kresd::notify::{Notification, NotifyAccess, NotifyListener};
 use crate::kresd::probe::{ProbeQuestion, probe};
+use crate::privilege::{WorkerUser, operator_dir, worker_dir};
 use crate::reconcile::{GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState};
 use crate::sockets::{BindSpec, rebind};
 
@@ -54,6 +61,8 @@ pub struct SupervisordSettings {
     pub holder: Option<String>,
     /// How long one probe waits for its reply.
     pub probe_timeout: Duration,
+    /// The user kresd and kres-cache-gc run as; `None`: as the operator.
+    pub worker_user: Option<WorkerUser>,
 }
 
 impl SupervisordSettings {
@@ -68,6 +77,7 @@ impl SupervisordSettings {
             launcher: vec![],
             holder: None,
             probe_timeout: Duration::from_millis(500),
+            worker_user: None,
         }
     }
 }
@@ -86,6 +96,8 @@ struct State {
     adopt_pending: bool,
     /// PID of the supervisord in use.
     supervisord_pid: Option<u32>,
+    /// The same, for the notify listener's sender filter (0: none yet).
+    notify_parent: Arc<AtomicU32>,
     /// The endpoints the holder should hold (last `set_endpoints`).
     endpoints: Option<Vec<String>>,
     /// The endpoints the running holder is known to hold.
@@ -101,6 +113,13 @@ pub struct SupervisordBackend {
     events: Mutex<broadcast::Receiver<Notification>>,
     state: std::sync::Mutex<State>,
     epoch: Instant,
+}
+
+/// Parent PID of `pid` (`/proc/PID/stat` field 4), if it is alive.
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn unix_ms() -> u64 {
@@ -132,16 +151,45 @@ impl SupervisordBackend {
         let layout = Layout {
             rundir: settings.rundir.clone(),
         };
-        for dir in [
-            layout.rundir.clone(),
-            layout.programs_dir(),
-            layout.logs_dir(),
-            layout.rundir.join("revisions"),
+        // Workers read the rundir (their configs, the notify socket) through their group.
+        let group = settings.worker_user.as_ref().map(|w| w.gid);
+        let shared = if group.is_some() { 0o750 } else { 0o700 };
+        for (what, dir, mode) in [
+            ("rundir", layout.rundir.clone(), shared),
+            ("programs dir", layout.programs_dir(), 0o700),
+            ("logs dir", layout.logs_dir(), 0o700),
+            ("revisions dir", layout.rundir.join("revisions"), shared),
         ] {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| BackendError::io(format!("create {}", dir.display()), e))?;
+            let group = group.filter(|_| mode & 0o070 != 0);
+            operator_dir(what, &dir, mode, group)
+                .map_err(|e| BackendError::Operation(e.to_string()))?;
         }
-        let notify = NotifyListener::bind(layout.notify_socket()).map_err(|e| {
+        for (what, dir) in [
+            ("kresd dir", layout.kresd_dir()),
+            ("control dir", layout.control_dir()),
+        ] {
+            worker_dir(what, &dir, settings.worker_user.as_ref())
+                .map_err(|e| BackendError::Operation(e.to_string()))?;
+        }
+        let notify_parent = Arc::new(AtomicU32::new(0));
+        let known = notify_parent.clone();
+        let pidfile = layout.supervisord_pidfile();
+        let access = NotifyAccess {
+            group,
+            // A direct child of our supervisord: the one in use, or (while it is starting and
+            // already spawning programs) the one its pidfile in our rundir names.
+            accept: Box::new(move |pid| {
+                let Some(parent) = parent_pid(pid).filter(|p| *p != 0) else {
+                    return false;
+                };
+                parent == known.load(Ordering::Relaxed)
+                    || std::fs::read_to_string(&pidfile)
+                        .ok()
+                        .and_then(|p| p.trim().parse::<u32>().ok())
+                        == Some(parent)
+            }),
+        };
+        let notify = NotifyListener::bind(layout.notify_socket(), access).map_err(|e| {
             BackendError::Operation(format!(
                 "NOTIFY_SOCKET {}: {e}",
                 layout.notify_socket().display()
@@ -154,7 +202,10 @@ impl SupervisordBackend {
             layout,
             notify,
             events,
-            state: std::sync::Mutex::new(State::default()),
+            state: std::sync::Mutex::new(State {
+                notify_parent,
+                ..State::default()
+            }),
             epoch: Instant::now(),
         })
     }
@@ -199,7 +250,7 @@ impl SupervisordBackend {
             let _ = std::fs::remove_file(stale);
         }
         let conf = self.layout.supervisord_conf();
-        write_file(&conf, &conf::supervisord_conf(&self.layout))?;
+        write_file(&conf, &conf::supervisord_conf(&self.layout)?)?;
         tracing::info!(conf = %conf.display(), "starting supervisord");
         let out = tokio::process::Command::new(&self.settings.supervisord)
             .arg("-c")
@@ -222,6 +273,7 @@ impl SupervisordBackend {
                 Ok(pid) => {
                     let mut st = self.lock();
                     st.supervisord_pid = Some(pid);
+                    st.notify_parent.store(pid, Ordering::Relaxed);
                     st.adopted.clear();
                     st.adopt_pending = false;
                     tracing::info!(pid, "supervisord up");
@@ -291,7 +343,7 @@ impl SupervisordBackend {
     async fn add_program(&self, program: &Program) -> BackendResult<()> {
         write_file(
             &self.layout.program_conf(&program.name),
-            &conf::program_conf(&self.layout, program),
+            &conf::program_conf(&self.layout, program)?,
         )?;
         self.rpc.reload_config().await.map_err(op)?;
         tolerate(
@@ -323,6 +375,8 @@ impl SupervisordBackend {
                     self.layout.rundir.display().to_string(),
                 ),
             ],
+            // The launcher drops to the worker user itself (after receiving the sockets).
+            user: None,
             priority: 100,
             exitcodes: "0,1",
             startsecs: 0,
@@ -379,6 +433,8 @@ impl SupervisordBackend {
                 "KRES_RUNDIR".into(),
                 self.layout.rundir.display().to_string(),
             )],
+            // Binds the listening sockets (port 53): stays root.
+            user: None,
             priority: 10,
             exitcodes: "0",
             startsecs: 0,
@@ -531,6 +587,7 @@ impl Backend for SupervisordBackend {
                     if new {
                         tracing::info!(pid, "adopting running supervisord");
                         st.supervisord_pid = Some(pid);
+                        st.notify_parent.store(pid, Ordering::Relaxed);
                         st.adopt_pending = true;
                     }
                     new
@@ -697,7 +754,7 @@ impl Backend for SupervisordBackend {
                 let program = self.holder_program(&exe, endpoints);
                 write_file(
                     &self.layout.program_conf(HOLDER_PROGRAM),
-                    &conf::program_conf(&self.layout, &program),
+                    &conf::program_conf(&self.layout, &program)?,
                 )?;
                 self.lock().held = Some(endpoints.to_vec());
                 Ok(())
@@ -717,6 +774,7 @@ impl Backend for SupervisordBackend {
                 "KRES_RUNDIR".into(),
                 self.layout.rundir.display().to_string(),
             )],
+            user: self.settings.worker_user.as_ref().map(|w| w.name.clone()),
             priority: 200,
             exitcodes: "0",
             startsecs: 1,
