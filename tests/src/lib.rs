@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod control;
 pub mod dns;
+pub mod dnsperf;
 pub mod host;
 pub mod k8s;
 pub mod knotd;
@@ -14,3 +15,4 @@ pub mod kresd;
 pub mod net;
 pub mod node_agent;
 pub mod process;
+pub mod root;
