@@ -279,6 +279,26 @@ impl Host {
         })
     }
 
+    /// Wait until a change was rejected (a failed revision) and the fleet settled again.
+    pub fn wait_rejected(&self, timeout: Duration) -> Result<Value> {
+        self.wait_status("rejection", timeout, |s| {
+            s["failed-revisions"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+                && s["converged"] == true
+        })
+    }
+
+    /// The messages of the status's rollout events, oldest first.
+    pub fn events(status: &Value) -> Vec<String> {
+        status["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["message"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// supervisord's own view: program name -> process info.
     pub fn processes(&self) -> Result<BTreeMap<String, ProcessInfo>> {
         let rpc = Supervisor::new(&self.rundir.join("supervisord.sock"));

@@ -9,6 +9,7 @@ pub mod control;
 pub mod dns;
 pub mod dnsperf;
 pub mod host;
+pub mod json;
 pub mod k8s;
 pub mod knotd;
 pub mod kresd;

@@ -8,19 +8,9 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 use kres_tests::dns::resolve;
 use kres_tests::host::Host;
-use serde_json::Value;
 
 fn local(addr: &str) -> String {
     format!("local-data:\n  addresses:\n    svc.test: {addr}\n")
-}
-
-fn events(status: &Value) -> Vec<String> {
-    status["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["message"].as_str().map(str::to_string))
-        .collect()
 }
 
 /// Kill -9 the operator between two slots of a rollout, start it again: it adopts the fleet
@@ -42,7 +32,7 @@ fn host_adoption_mid_rollout_replaces_no_slot_twice() -> anyhow::Result<()> {
     host.write_config(4, &slow)?;
     host.signal("HUP")?;
     let rolling = host.wait_status("slot 1 being replaced", Duration::from_secs(60), |s| {
-        events(s)
+        Host::events(s)
             .iter()
             .any(|e| e.starts_with("slot 1: replace with"))
     })?;
@@ -77,7 +67,7 @@ fn host_adoption_mid_rollout_replaces_no_slot_twice() -> anyhow::Result<()> {
     }
     assert!(!pids.contains_key("kresd-canary"), "canary left: {pids:?}");
     // The restarted operator's own events: no slot replaced twice, slot 0 not at all.
-    let ev = events(&after);
+    let ev = Host::events(&after);
     let mut replaced: BTreeMap<String, usize> = BTreeMap::new();
     for e in ev.iter().filter(|e| e.contains(": replace with")) {
         *replaced
@@ -153,12 +143,7 @@ fn host_ready_without_dns_answer_is_stopped_by_the_start_timeout() -> anyhow::Re
     );
     host.write_config(1, &mute)?;
     host.signal("HUP")?;
-    let status = host.wait_status("rejection", Duration::from_secs(60), |s| {
-        s["failed-revisions"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty())
-            && s["converged"] == true
-    })?;
+    let status = host.wait_rejected(Duration::from_secs(60))?;
     let failure = &status["last-failure"];
     let reason = failure["reason"].as_str().unwrap_or_default();
     assert_eq!(failure["slot"], "surge", "{failure:#}");

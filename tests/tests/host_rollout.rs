@@ -11,7 +11,6 @@ use hickory_proto::rr::RecordType;
 use kres_tests::dns::{query_with, resolve};
 use kres_tests::dnsperf;
 use kres_tests::host::Host;
-use serde_json::Value;
 
 fn local(addr: &str) -> String {
     format!("local-data:\n  addresses:\n    svc.test: {addr}\n")
@@ -50,15 +49,6 @@ fn query_loop(
         }
     });
     (stop, ok, failed, h)
-}
-
-fn events(status: &Value) -> Vec<String> {
-    status["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["message"].as_str().map(str::to_string))
-        .collect()
 }
 
 #[test]
@@ -104,7 +94,7 @@ fn host_change_under_load_canary_first_no_lost_queries() -> anyhow::Result<()> {
     );
 
     // The canary came first, then every slot, then the canary went away.
-    let ev = events(&after);
+    let ev = Host::events(&after);
     let target = ev
         .iter()
         .position(|e| e.contains(&format!("desired revision {new}")))
@@ -143,12 +133,7 @@ fn host_rejected_change_stops_at_the_canary() -> anyhow::Result<()> {
     );
     host.write_config(2, &bad)?;
     host.signal("HUP")?;
-    let status = host.wait_status("rejection", Duration::from_secs(30), |s| {
-        s["failed-revisions"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty())
-            && s["converged"] == true
-    })?;
+    let status = host.wait_rejected(Duration::from_secs(30))?;
     stop.store(true, Ordering::Relaxed);
     h.join().map_err(|_| anyhow::anyhow!("query thread"))?;
 
@@ -175,7 +160,7 @@ fn host_rejected_change_stops_at_the_canary() -> anyhow::Result<()> {
     assert_eq!(host.log().matches("desired state").count(), desired_before);
     let again = host.wait_converged(None, Duration::from_secs(10))?;
     assert_eq!(again["current-revision"], old.as_str());
-    assert_eq!(events(&again), events(&status), "{again:#}");
+    assert_eq!(Host::events(&again), Host::events(&status), "{again:#}");
     assert_eq!(host.worker_pids()?, pids);
     Ok(())
 }
@@ -205,12 +190,7 @@ fn host_failure_late_in_the_roll_rolls_back() -> anyhow::Result<()> {
     );
     host.write_raw(&bad)?;
     host.signal("HUP")?;
-    let status = host.wait_status("rollback", Duration::from_secs(40), |s| {
-        s["failed-revisions"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty())
-            && s["converged"] == true
-    })?;
+    let status = host.wait_rejected(Duration::from_secs(40))?;
     stop.store(true, Ordering::Relaxed);
     h.join().map_err(|_| anyhow::anyhow!("query thread"))?;
 
@@ -229,7 +209,7 @@ fn host_failure_late_in_the_roll_rolls_back() -> anyhow::Result<()> {
         vec![old.clone(); 4],
         "{status:#}"
     );
-    let ev = events(&status);
+    let ev = Host::events(&status);
     assert!(
         ev.iter()
             .any(|e| e.starts_with("slot 0: replace with") && e.ends_with(&old)),
@@ -296,12 +276,7 @@ fn host_listen_change_rebinds_and_bad_address_is_rejected() -> anyhow::Result<()
     );
     host.write_raw(&bad)?;
     host.signal("HUP")?;
-    let status = host.wait_status("rejection", Duration::from_secs(30), |s| {
-        s["failed-revisions"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty())
-            && s["converged"] == true
-    })?;
+    let status = host.wait_rejected(Duration::from_secs(30))?;
     stop.store(true, Ordering::Relaxed);
     h.join().map_err(|_| anyhow::anyhow!("query thread"))?;
     let reason = status["last-failure"]["reason"]

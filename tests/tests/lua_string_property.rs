@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 
 use kres_crd::config::ResolverConfig;
 use kres_crd::lua::{RenderOptions, quote, render};
+use kres_tests::json::merge;
 use kres_tests::kresd::Kresd;
 use kres_tests::net::{free_port, unique_loopback};
 use proptest::prelude::*;
@@ -98,18 +99,6 @@ fn check(pointer: &str, make: fn(&str) -> Value, s: &str) -> Result<Option<Strin
             );
             Ok(Some(literal))
         }
-    }
-}
-
-/// Merge `extra` into `base` (objects recursively; anything else replaces).
-fn merge(base: &mut Value, extra: Value) {
-    match (base, extra) {
-        (Value::Object(b), Value::Object(e)) => {
-            for (k, v) in e {
-                merge(b.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (b, e) => *b = e,
     }
 }
 
