@@ -32,7 +32,7 @@ async fn ready_arrives_with_kresd_pid_and_probe_answers_locally() {
     let k = Kresd::spawn(&lua, &[("NOTIFY_SOCKET", notify.path())]);
     let t = Instant::now();
     notify
-        .wait_ready(k.pid(), t + Duration::from_secs(5))
+        .wait_ready(k.pid(), t + Duration::from_secs(20))
         .await
         .unwrap();
     let first = events.recv().await.unwrap();

@@ -104,7 +104,7 @@ fn rundir_with_config() -> tempfile::TempDir {
 }
 
 async fn ready(notify: &NotifyListener, w: &Worker) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     notify
         .wait_ready(w.pid(), deadline)
         .await
@@ -594,11 +594,11 @@ async fn supervisord_runs_holder_and_launched_workers() {
     }
     // The holder reports READY=1 once it serves.
     let holder_pid = pids.remove(0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     notify.wait_ready(holder_pid, deadline).await.unwrap();
     for pid in &pids {
         // The PID supervisord reports is the one kresd sends READY=1 from.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         notify.wait_ready(*pid, deadline).await.unwrap_or_else(|e| {
             panic!(
                 "{e}\n{}",

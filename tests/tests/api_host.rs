@@ -440,7 +440,7 @@ fn api_status_health_schema_cache_and_stop() -> Result<()> {
     );
     assert_eq!(s["current-revision"], s["target-revision"]);
     // The cache garbage collector is enabled by default and runs under supervisord.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = api.req(Method::GET, "/status", &[], "").json();
         if s["cache-gc"]["state"] == "running" && s["cache-gc"]["pid"].is_u64() {
