@@ -7,7 +7,7 @@ CARGO ?= cargo
 APT_PACKAGES := knot-resolver knot-resolver-module-http supervisor knot knot-dnsutils dnsutils dnsperf nftables conntrack iproute2
 EXAMPLE := manifests/examples/config.yaml
 
-.PHONY: all build deps k8s-tools test test-rust lint fmt run bench
+.PHONY: all build deps k8s-tools test test-rust lint fmt run bench fuzz
 
 all: build
 
@@ -56,10 +56,16 @@ run: deps
 
 # Benchmarks (not tests; print numbers, see docs/BENCHMARKS.md): validate + render time; host mode
 # change -> converged for N = 1, 2, 4, 8, queries lost during a rollout, idle RSS, start-up time;
-# HTTP API latency and /metrics scrape time with 8 workers.
+# HTTP API latency and /metrics scrape time with 8 workers; zero loss (all NOERROR) at 20k qps while
+# workers restart on shared sockets (asserted), against per-worker SO_REUSEPORT binds.
 bench: deps
 	$(CARGO) bench -p kres-crd --bench render
 	$(CARGO) build --release -p kres-operator --bin kres-operator
 	$(CARGO) test --release -p kres-tests --test host_bench -- --ignored --nocapture --test-threads=1
 	$(CARGO) test --release -p kres-tests --test api_bench -- --ignored --nocapture --test-threads=1
+	$(CARGO) test --release -p kres-operator --test sockets -- --ignored --nocapture --test-threads=1
 
+# The property tests with many more cases than `make test` runs (same fixed seeds).
+fuzz: deps
+	KRES_PROP_CASES=20000 $(CARGO) test --release -p kres-crd --test parse_properties -- --nocapture
+	KRES_PROP_CASES=5000 $(CARGO) test --release -p kres-tests --test lua_string_property -- --nocapture

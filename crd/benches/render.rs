@@ -107,8 +107,41 @@ fn bench(name: &str, yaml: &str) {
     report(name, "parse+validate+render", &s);
 }
 
+/// How long hostile input takes to be refused (the tests check that it is, not how fast).
+fn bench_rejection(name: &str, yaml: &str) {
+    assert!(
+        ResolverConfig::from_yaml_str(yaml).is_err(),
+        "{name}: accepted"
+    );
+    let s = measure(
+        || {
+            black_box(ResolverConfig::from_yaml_str(black_box(yaml)).err());
+        },
+        5,
+        Duration::from_secs(2),
+    );
+    report(name, "rejected", &s);
+}
+
+/// Nine levels of ten aliases each: 10^9 nodes once expanded.
+fn alias_bomb() -> String {
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    bomb
+}
+
 fn main() {
     let example = include_str!("../../manifests/examples/config.yaml");
     bench("example config.yaml", example);
     bench("large (1000 names, 100 fwd)", &large_config());
+    bench_rejection("alias bomb (10^9 nodes)", &alias_bomb());
+    bench_rejection(
+        "10 MiB document",
+        &format!("nsid: '{}'\n", "x".repeat(10 * 1024 * 1024)),
+    );
 }

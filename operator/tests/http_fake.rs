@@ -11,18 +11,20 @@ use async_trait::async_trait;
 use hyper::{Method, StatusCode};
 use kres_operator::http::client::{ApiClient, Reply, Target};
 use kres_operator::http::{
-    Applied, ApplyError, Bound, ControlPlane, FieldError, Listen, Plan, PlannedRestart,
+    Applied, ApplyError, Bound, ControlPlane, FieldError, Listen, Plan, PlannedRestart, ServeError,
     ServerConfig, ServerHandle, StatusSnapshot, WorkerControl, WorkerSocket, WorkerStatus, etag_of,
     serve,
 };
 use kres_operator::metrics::OperatorMetrics;
 use serde_json::{Value, json};
 
-/// A fake fleet: validation of a few keys, convergence after `delay_ms`, canary rejection of
-/// `lua.script` containing `error(`.
+/// A fake fleet: validation of a few keys, convergence after `delay_ms` unless a newer change
+/// comes first, canary rejection of `lua.script` containing `error(`.
 struct Fake {
     config: Mutex<Value>,
     generation: AtomicU64,
+    /// Woken on every accepted change (a newer change supersedes a waiting one at once).
+    changed: tokio::sync::Notify,
     delay_ms: AtomicU64,
     stopped: AtomicBool,
     ready: AtomicBool,
@@ -34,6 +36,7 @@ impl Fake {
         Arc::new(Self {
             config: Mutex::new(json!({"workers": 2, "cache": {"size-max": "100M"}, "lua": {}})),
             generation: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
             delay_ms: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             ready: AtomicBool::new(true),
@@ -101,13 +104,26 @@ impl ControlPlane for Fake {
                 });
             }
             *cur = new;
-            self.generation.fetch_add(1, Ordering::SeqCst) + 1
+            let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            self.changed.notify_waiters();
+            g
         };
-        tokio::time::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))).await;
-        let cur = self.config();
-        if self.generation.load(Ordering::SeqCst) != gen_ {
-            return Err(ApplyError::Superseded { by: etag_of(&cur) });
+        let converged = tokio::time::Instant::now()
+            + Duration::from_millis(self.delay_ms.load(Ordering::SeqCst));
+        loop {
+            // Registered before the check, so a change in between still wakes it.
+            let newer = self.changed.notified();
+            if self.generation.load(Ordering::SeqCst) != gen_ {
+                return Err(ApplyError::Superseded {
+                    by: etag_of(&self.config()),
+                });
+            }
+            tokio::select! {
+                _ = newer => {}
+                _ = tokio::time::sleep_until(converged) => break,
+            }
         }
+        let cur = self.config();
         Ok(Applied {
             etag: etag_of(&cur),
             revision: Some(format!("rev{gen_}")),
@@ -252,7 +268,11 @@ async fn socket_is_private_and_stale_socket_is_replaced() {
     // A second server on a live socket is refused.
     let cfg = ServerConfig::new(Listen::Unix(api.socket.clone()));
     let second = serve(cfg.clone(), api.fake.clone(), api.workers.clone()).await;
-    assert!(second.is_err(), "a live socket must not be stolen");
+    assert!(
+        matches!(&second, Err(ServeError::InUse(p)) if *p == api.socket),
+        "a live socket must not be stolen: {:?}",
+        second.as_ref().err()
+    );
     // A stale socket (server gone, file left) is replaced.
     let server = api.server.take().unwrap();
     server.shutdown().await;
@@ -273,7 +293,11 @@ async fn socket_is_private_and_stale_socket_is_replaced() {
         api.workers.clone(),
     )
     .await;
-    assert!(refused.is_err());
+    assert!(
+        matches!(&refused, Err(ServeError::NotASocket(p)) if *p == file),
+        "{:?}",
+        refused.as_ref().err()
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
     again.shutdown().await;
 }
@@ -498,12 +522,22 @@ async fn dry_run_changes_nothing() {
 #[tokio::test]
 async fn superseded_change_gets_409_and_the_newer_wins() {
     let api = Arc::new(start().await);
-    api.fake.delay_ms.store(400, Ordering::SeqCst);
+    // The first change cannot converge before the second arrives: it waits 60 s unless
+    // superseded, and the second is sent once the first is the fake's desired config.
+    api.fake.delay_ms.store(60_000, Ordering::SeqCst);
     let first = {
         let api = api.clone();
         tokio::spawn(async move { api.req(Method::PUT, "/v1/config/workers", &[], "7").await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = std::time::Instant::now();
+    while api.fake.config()["workers"] != 7 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "first change never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    api.fake.delay_ms.store(0, Ordering::SeqCst);
     let second = api.req(Method::PUT, "/v1/config/workers", &[], "8").await;
     let first = first.await.unwrap();
     assert_eq!(first.status, 409, "{}", first.text());
@@ -561,7 +595,12 @@ async fn metrics_do_not_hang_on_a_stuck_worker() {
     let api = start().await;
     let t = std::time::Instant::now();
     let r = api.req(Method::GET, "/metrics", &[], "").await;
-    assert!(t.elapsed() < Duration::from_secs(2));
+    // The stuck worker is bounded by the scrape timeout; 10 s only fails a hang.
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(r.status, 200);
     let lines: Vec<String> = r.text().lines().map(str::to_owned).collect();
     let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).unwrap();

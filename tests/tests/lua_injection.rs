@@ -9,6 +9,7 @@ use hickory_proto::rr::RecordType;
 use kres_crd::config::ResolverConfig;
 use kres_crd::lua::{RenderOptions, render};
 use kres_tests::dns;
+use kres_tests::json::merge;
 use kres_tests::kresd::{Kresd, KresdOptions};
 use kres_tests::net::{free_port, unique_loopback};
 use serde_json::{Value, json};
@@ -122,18 +123,6 @@ const FIELDS: &[Field] = &[
         |p| json!({ "dns64": { "enable": true, "prefix": p } }),
     ),
 ];
-
-/// Merge `extra` into `base` (objects recursively; anything else replaces).
-fn merge(base: &mut Value, extra: Value) {
-    match (base, extra) {
-        (Value::Object(b), Value::Object(e)) => {
-            for (k, v) in e {
-                merge(b.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (b, e) => *b = e,
-    }
-}
 
 #[derive(Default)]
 struct Tally {

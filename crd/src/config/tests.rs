@@ -518,7 +518,7 @@ fn aliases_work_and_bombs_are_bounded() {
             "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
         ));
     }
-    let start = std::time::Instant::now();
+    // How long this takes is benchmark output (`make bench`); the node limit is what is tested.
     let e = errors_of(&bomb);
     assert!(
         e.0[0]
@@ -526,13 +526,11 @@ fn aliases_work_and_bombs_are_bounded() {
             .contains("more than 1000000 nodes (aliases expanded)"),
         "{e}"
     );
-    assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }
 
 #[test]
 fn oversized_input_is_rejected_fast() {
     let big = format!("nsid: '{}'\n", "x".repeat(10 * 1024 * 1024));
-    let start = std::time::Instant::now();
     let e = errors_of(&big);
     assert_eq!(e.len(), 1);
     assert_eq!(e.0[0].pointer, "");
@@ -544,7 +542,6 @@ fn oversized_input_is_rejected_fast() {
     );
     let e = ResolverConfig::from_yaml_bytes(big.as_bytes()).unwrap_err();
     assert!(e.0[0].message.contains("4 MiB"), "{e}");
-    assert!(start.elapsed() < std::time::Duration::from_secs(1));
 }
 
 #[test]
@@ -629,8 +626,30 @@ fn garbage_never_panics() {
         "workers: .inf",
         "workers: 99999999999999999999999",
     ];
+    let mut accepted = vec![];
     for s in samples {
-        let _ = ResolverConfig::from_yaml_str(s);
+        match ResolverConfig::from_yaml_str(s) {
+            Ok(_) => accepted.push(s),
+            Err(e) => {
+                // Every error names where (a JSON pointer: "" is the document) and what.
+                assert!(!e.is_empty(), "{s:?}: an error without entries");
+                for err in e.iter() {
+                    assert!(
+                        err.pointer.is_empty() || err.pointer.starts_with('/'),
+                        "{s:?}: not a JSON pointer: {err:?}"
+                    );
+                    assert!(!err.message.is_empty(), "{s:?}: {err:?}");
+                }
+            }
+        }
+    }
+    // Accepted: a valid document behind a byte-order mark, and two null-ish documents that mean
+    // "all defaults" (`&a`: an anchored null; `? `: a null key whose null value is stripped as
+    // "not set" before the unknown-key check).
+    assert_eq!(accepted, ["&a", "? ", "\u{feff}workers: 2"]);
+    for s in ["workers: 1e3", "workers: 1.5", "workers: .inf"] {
+        let e = errors_of(s);
+        assert!(e.iter().any(|e| e.pointer == "/workers"), "{s}: {e}");
     }
 }
 
@@ -733,17 +752,6 @@ fn type_and_semantic_errors_are_reported_together() {
     // The removed bad interface does not also yield "exactly one of ... must be set".
     assert!(!e.iter().any(|e| e.pointer == "/management"), "{e}");
     assert_eq!(e.0[1].location.map(|l| l.line), Some(5));
-}
-
-#[test]
-fn typical_config_parses_quickly() {
-    let start = std::time::Instant::now();
-    for _ in 0..100 {
-        ResolverConfig::from_yaml_str(FULL).unwrap();
-    }
-    let per = start.elapsed() / 100;
-    println!("FULL config: {per:?} per parse+validate");
-    assert!(per < std::time::Duration::from_millis(100), "{per:?}");
 }
 
 #[test]
