@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod durable;
 pub mod host;
 pub mod http;
 pub mod kresd;
@@ -9,3 +10,4 @@ pub mod metrics;
 pub mod reconcile;
 pub mod sockets;
 pub mod source;
+pub mod time;

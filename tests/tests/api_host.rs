@@ -97,6 +97,23 @@ fn tcp_listeners_of(pid: u32) -> Vec<String> {
     out
 }
 
+/// The dated backups of the host's config file (`config.yaml.<time>.bak`), oldest first.
+fn config_backups(host: &Host) -> Vec<std::path::PathBuf> {
+    let mut b: Vec<_> = std::fs::read_dir(host.dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("config.yaml.") && n.ends_with("Z.bak"))
+        })
+        .collect();
+    b.sort();
+    b
+}
+
 /// method, path, headers, body, expected status.
 type Case<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>, String, u16);
 
@@ -216,7 +233,12 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("api-canary-boom"), "{}", r.text());
     assert_eq!(pids(&host), pids0, "a rejected change restarted workers");
-    let s = host.wait_converged(None, Duration::from_secs(30))?;
+    // The operator puts the last good config back as the desired one (a new change).
+    let s = host.wait_status(
+        "the last good config desired again",
+        Duration::from_secs(30),
+        |s| s["desired-revision"] == rev0.as_str() && s["converged"] == true,
+    )?;
     assert_eq!(s["current-revision"], rev0.as_str());
     let file_after: Value = serde_norway::from_str(&std::fs::read_to_string(&host.config)?)?;
     let file_before: Value = serde_norway::from_str(&file_before)?;
@@ -254,7 +276,7 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
     assert_eq!(r.json()["restart"], json!([]), "{}", r.text());
     assert_eq!(pids(&host), pids0, "a dry run restarted workers");
 
-    // A real change: 200 once converged, new ETag, persisted with a .bak.
+    // A real change: 200 once converged, new ETag, persisted with a dated backup.
     let r = api.req(
         Method::PUT,
         "/v1/config/local-data/addresses/api.test.",
@@ -276,8 +298,12 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
     assert!(format!("{answer:?}").contains("192.0.2.11"), "{answer:?}");
     let saved = std::fs::read_to_string(&host.config)?;
     assert!(saved.contains("192.0.2.11"), "{saved}");
-    let bak = host.config.with_file_name("config.yaml.bak");
-    assert!(std::fs::read_to_string(bak)?.contains("192.0.2.10"));
+    let backups = config_backups(&host);
+    let newest = backups.last().context("no backup")?;
+    assert!(
+        std::fs::read_to_string(newest)?.contains("192.0.2.10"),
+        "{backups:?}"
+    );
 
     // The old ETag is now stale: 412.
     let r = api.req(
@@ -663,6 +689,78 @@ fn api_readyz_is_503_until_a_worker_serves_the_current_revision() -> Result<()> 
     assert_eq!(
         dns::resolve(host.listen, "api.test.", RecordType::A)?,
         ["192.0.2.33"]
+    );
+    Ok(())
+}
+
+#[test]
+fn api_put_returns_when_that_change_converged_and_a_rejection_is_reverted_by_the_operator()
+-> Result<()> {
+    let host = Host::start(2, &local("192.0.2.20"))?;
+    let s0 = host.wait_converged(None, Duration::from_secs(30))?;
+    let rev0 = Host::current_revision(&s0)?;
+    let api = Api::new(&host)?;
+
+    // Workers 2 -> 4: same revision; the answer comes only once 4 workers are ready.
+    let r = api.req(Method::PUT, "/v1/config/workers", &[], "4");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["revision"], rev0.as_str(), "{}", r.text());
+    let s = host.status()?;
+    let ready: Vec<&Value> = s["workers"]
+        .as_array()
+        .context("workers")?
+        .iter()
+        .filter(|w| w["state"] == "ready" && w["revision"] == rev0.as_str())
+        .collect();
+    assert_eq!(
+        ready.len(),
+        4,
+        "answered before 4 workers were ready: {s:#}"
+    );
+    assert_eq!(
+        (s["converged"].clone(), s["workers-desired"].clone()),
+        (json!(true), json!(4))
+    );
+    let seq_after_scale = s["change-seq"].as_u64().context("change-seq")?;
+
+    // A change the fleet rejects, the client gone right away: the operator still reverts the
+    // file to the last good config (workers: 4), not to what the request saw or to nothing.
+    let good_file = std::fs::read_to_string(&host.config)?;
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = ApiClient::new(Target::Unix(host.api_socket()), Duration::from_millis(300));
+        let r = rt.block_on(client.request(
+            Method::PUT,
+            "/v1/config/lua/script",
+            &[],
+            r#""error('x')""#.to_owned(),
+        ));
+        assert!(r.is_err(), "the change answered within 300 ms: {r:?}");
+    }
+    let s = host.wait_status(
+        "the rejection and the revert",
+        Duration::from_secs(30),
+        |s| {
+            s["failed-revisions"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+                && s["desired-revision"] == rev0.as_str()
+                && s["change-seq"]
+                    .as_u64()
+                    .is_some_and(|n| n >= seq_after_scale + 2)
+                && s["converged"] == true
+        },
+    )?;
+    let reason = s["last-failure"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("x"), "{s:#}");
+    assert_eq!(std::fs::read_to_string(&host.config)?, good_file);
+    let backups = config_backups(&host);
+    let rejected = backups.last().context("no backup")?;
+    assert!(
+        std::fs::read_to_string(rejected)?.contains("error('x')"),
+        "the rejected content is kept as a backup: {backups:?}"
     );
     Ok(())
 }

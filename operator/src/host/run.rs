@@ -14,6 +14,8 @@ use super::{Reconciler, Status};
 use crate::backend::BackendError;
 use crate::backend::supervisord::conf::Layout;
 use crate::backend::supervisord::{SupervisordBackend, SupervisordSettings};
+use crate::reconcile::FileRevisionStore;
+use crate::source::Origin;
 use crate::source::file::{FileSource, SourceError};
 
 /// Options of `kres-operator host`.
@@ -27,6 +29,8 @@ pub struct HostOptions {
     pub keep_workers_on_exit: bool,
     /// Rundir override (default: the config's `rundir`).
     pub rundir: Option<PathBuf>,
+    /// Where the rollout state is kept (default: `<rundir>/state`).
+    pub state_dir: Option<PathBuf>,
     /// Address of the workers' private probe endpoints.
     pub probe_address: IpAddr,
     /// How long a worker may take to become ready.
@@ -56,16 +60,15 @@ pub const SOCKETS: SocketMode = SocketMode::Inherited;
 
 /// Run host mode until SIGTERM/SIGINT.
 pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
-    let source = FileSource::open(&opts.config)?;
-    let mut cfg_rx = source.subscribe();
-    let first = cfg_rx
-        .borrow()
-        .clone()
+    let start_timeout = opts.start_timeout;
+    let build: crate::source::Build =
+        Arc::new(move |cfg| desired_from(cfg, SOCKETS, start_timeout));
+    let source = FileSource::open(&opts.config, build)?;
+    let first = source
+        .current()
         .ok_or_else(|| HostError::Setup("no config".into()))?;
-    let rundir = opts
-        .rundir
-        .clone()
-        .unwrap_or_else(|| first.rundir.as_path().to_path_buf());
+    let first_rundir = first.config.rundir.as_path().to_path_buf();
+    let rundir = opts.rundir.clone().unwrap_or_else(|| first_rundir.clone());
     let rundir = std::path::absolute(&rundir)
         .map_err(|e| HostError::Setup(format!("rundir {}: {e}", rundir.display())))?;
     let mut settings = SupervisordSettings::new(rundir.clone());
@@ -97,35 +100,17 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sighup = sig(SignalKind::hangup())?;
     let reload = source.reload_handle();
-    let api_config = source.subscribe();
-    tokio::spawn(source.run(opts.watch, Duration::from_secs(1)));
-
-    // Config -> desired (render + revision); an unrenderable config keeps the previous one.
-    let (desired_tx, desired_rx) = watch::channel(None);
-    let start_timeout = opts.start_timeout;
+    let desired_rx = source.subscribe();
+    tokio::spawn(source.clone().run(opts.watch, Duration::from_secs(1)));
+    let mut rundir_rx = source.subscribe();
     tokio::spawn(async move {
-        loop {
-            let cfg = cfg_rx.borrow_and_update().clone();
-            if let Some(cfg) = cfg {
-                if cfg.rundir.as_path() != first.rundir.as_path() {
-                    tracing::warn!("rundir changes need an operator restart; keeping the old one");
-                }
-                match desired_from(&cfg, SOCKETS, start_timeout) {
-                    Ok(d) => {
-                        desired_tx.send_if_modified(|cur| {
-                            if cur.as_deref() == Some(&d) {
-                                return false;
-                            }
-                            tracing::info!(revision = %d.revision, workers = d.workers, "desired state");
-                            *cur = Some(Arc::new(d));
-                            true
-                        });
-                    }
-                    Err(e) => tracing::error!(error = %e, "configuration not applied"),
-                }
-            }
-            if cfg_rx.changed().await.is_err() {
-                return;
+        while rundir_rx.changed().await.is_ok() {
+            let changed = rundir_rx
+                .borrow_and_update()
+                .as_ref()
+                .is_some_and(|a| a.config.rundir.as_path() != first_rundir);
+            if changed {
+                tracing::warn!("rundir changes need an operator restart; keeping the old one");
             }
         }
     });
@@ -134,19 +119,36 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // The HTTP API (issue 4): listener from the config's `management`.
     let api = crate::http::host_plane::start_api(crate::http::host_plane::HostPlaneParts {
-        config_path: opts.config.clone(),
-        config: api_config,
-        reload: reload.clone(),
+        source: source.clone(),
         status: status_rx,
         shutdown: shutdown_tx.clone(),
         rundir: rundir.clone(),
-        sockets: SOCKETS,
-        start_timeout,
         metrics: Default::default(),
     })
     .await
     .map_err(|e| HostError::Setup(format!("API: {e}")))?;
-    let mut reconciler = Reconciler::new(backend, status_tx, Some(status_file));
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| rundir.join("state"));
+    let store = FileRevisionStore::open(&state_dir)
+        .map_err(|e| HostError::Setup(format!("state directory: {e}")))?;
+    let mut reconciler = Reconciler::new(backend, Box::new(store), status_tx, Some(status_file))
+        .map_err(|e| HostError::Setup(format!("rollout state: {e}")))?;
+    // A rejected API change (or rollback) is reverted here, not by the request: the last good
+    // config goes back to the file whether or not the client still waits.
+    let revert_source = source.clone();
+    reconciler.on_rejected(Box::new(move |change, good| {
+        if !matches!(change.origin, Origin::Api | Origin::Rollback) {
+            return;
+        }
+        let (source, seq, good) = (revert_source.clone(), change.seq, good.to_owned());
+        tokio::task::spawn_blocking(move || match source.revert(seq, &good) {
+            Ok(Some(a)) => tracing::info!(rejected = seq, seq = a.seq, revision = %a.desired.revision, "last good configuration restored"),
+            Ok(None) => tracing::info!(rejected = seq, "not reverted: a newer change came"),
+            Err(e) => tracing::error!(error = %e, "could not restore the last good configuration"),
+        });
+    }));
     tokio::spawn(async move {
         loop {
             tokio::select! {

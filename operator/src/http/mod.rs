@@ -11,7 +11,6 @@ pub mod client;
 pub mod doc;
 pub mod host_plane;
 pub mod metrics;
-pub mod persist;
 pub mod plane;
 pub mod routes;
 pub mod server;

@@ -154,7 +154,7 @@ impl Sim {
                 let s = self.observed.slot(*slot).expect("stop of an absent slot");
                 if s.state == SlotState::Starting {
                     assert!(
-                        self.rollout.failed.contains_key(&s.revision),
+                        self.rollout.durable.failed.contains_key(&s.revision),
                         "stop of a starting worker on a live revision"
                     );
                 }
@@ -248,7 +248,7 @@ fn first_start_starts_every_slot_at_once_without_canary() {
         revision: "r1".into()
     }));
     all_on(&sim, "r1", 4);
-    assert_eq!(sim.rollout.last_good.as_deref(), Some("r1"));
+    assert_eq!(sim.rollout.durable.last_good.as_deref(), Some("r1"));
     assert_eq!(sim.rollout.phase, Phase::Idle);
 }
 
@@ -344,7 +344,7 @@ fn config_change_canary_first_then_each_slot_then_canary_stopped() {
         }
     }
     all_on(&sim, "r2", 4);
-    assert_eq!(sim.rollout.last_good.as_deref(), Some("r2"));
+    assert_eq!(sim.rollout.durable.last_good.as_deref(), Some("r2"));
 }
 
 #[test]
@@ -401,7 +401,12 @@ fn canary_that_exits_is_rejected_and_no_regular_worker_touched() {
         ]
     ));
     assert_eq!(sim.pids(), before);
-    let failure = sim.rollout.failed.get("bad").expect("marked failed");
+    let failure = sim
+        .rollout
+        .durable
+        .failed
+        .get("bad")
+        .expect("marked failed");
     assert!(
         failure.reason.contains("error while loading config"),
         "{}",
@@ -492,7 +497,7 @@ fn worker_failing_mid_roll_rolls_every_slot_back() {
     );
     all_on(&sim, "r1", 4);
     assert_eq!(sim.rollout.phase, Phase::Idle);
-    assert!(sim.rollout.failed.contains_key("r2"));
+    assert!(sim.rollout.durable.failed.contains_key("r2"));
     // Not retried while the desired revision stays the same.
     assert_eq!(sim.converge(&desired("r2", 4)), vec![Action::Done]);
 }
@@ -592,7 +597,7 @@ fn failed_revision_is_retried_only_after_desired_changes() {
         }
     });
     sim.converge(&desired("bad", 2));
-    assert!(sim.rollout.failed.contains_key("bad"));
+    assert!(sim.rollout.durable.failed.contains_key("bad"));
     assert_eq!(
         plan(&desired("bad", 2), &sim.observed, &sim.rollout),
         Action::Done
