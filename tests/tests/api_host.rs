@@ -764,3 +764,98 @@ fn api_put_returns_when_that_change_converged_and_a_rejection_is_reverted_by_the
     );
     Ok(())
 }
+
+#[test]
+fn kresctl_history_and_rollback_return_dns_to_a_previous_revision() -> Result<()> {
+    let host = Host::start(1, &local("192.0.2.30"))?;
+    let s0 = host.wait_converged(None, Duration::from_secs(30))?;
+    let rev0 = Host::current_revision(&s0)?;
+    let api = Api::new(&host)?;
+    let bin = kres_tests::host::operator_binary()?.with_file_name("kresctl");
+    let run = |args: &[&str]| -> Result<(bool, String, String)> {
+        let out = Command::new(&bin)
+            .arg("-s")
+            .arg(host.api_socket())
+            .args(args)
+            .output()
+            .with_context(|| format!("run {}", bin.display()))?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let r = api.req(
+        Method::PUT,
+        "/v1/config/local-data/addresses/api.test.",
+        &[],
+        r#""192.0.2.31""#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rev1 = r.json()["revision"]
+        .as_str()
+        .context("revision")?
+        .to_owned();
+    assert_ne!(rev1, rev0);
+    assert_eq!(
+        dns::resolve(host.listen, "api.test.", RecordType::A)?,
+        vec!["192.0.2.31"]
+    );
+
+    // History: newest first, both good, what changed.
+    let (ok, out, err) = run(&["--json", "history"])?;
+    assert!(ok, "{err}");
+    let h: Value = serde_json::from_str(&out)?;
+    let revs: Vec<(&str, &str)> = h["revisions"]
+        .as_array()
+        .context("revisions")?
+        .iter()
+        .map(|e| {
+            (
+                e["revision"].as_str().unwrap_or(""),
+                e["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        revs,
+        [(rev1.as_str(), "good"), (rev0.as_str(), "good")],
+        "{out}"
+    );
+    assert_eq!(h["revisions"][0]["changed"], json!(["local-data"]), "{out}");
+    let (ok, out, err) = run(&["history"])?;
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l.contains(&rev1) && l.contains("desired")),
+        "{out}"
+    );
+
+    // Rolling back to a revision that is not in the history is refused, naming the field.
+    let (ok, _, err) = run(&["rollback", "0123456789abcdef"])?;
+    assert!(!ok);
+    assert!(err.contains("/revision"), "{err}");
+
+    // Rollback (default: the previous good revision): DNS answers as before, file rewritten.
+    let (ok, out, err) = run(&["rollback"])?;
+    assert!(ok, "{err}");
+    assert!(out.contains(&rev0), "{out}");
+    assert_eq!(Host::current_revision(&host.status()?)?, rev0);
+    assert_eq!(
+        dns::resolve(host.listen, "api.test.", RecordType::A)?,
+        vec!["192.0.2.30"]
+    );
+    let file = std::fs::read_to_string(&host.config)?;
+    assert!(
+        file.contains("192.0.2.30") && !file.contains("192.0.2.31"),
+        "{file}"
+    );
+    let backups = config_backups(&host);
+    let newest = backups.last().context("no backup")?;
+    assert!(
+        std::fs::read_to_string(newest)?.contains("192.0.2.31"),
+        "{backups:?}"
+    );
+    Ok(())
+}

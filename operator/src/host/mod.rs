@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::backend::{Backend, BackendError};
-use crate::reconcile::{Action, Failure, RevisionStore, Rollout, plan_with_phase};
+use crate::reconcile::{Action, Durable, Failure, RevisionStore, Rollout, plan_with_phase};
 use crate::source::Accepted;
 use crate::time::unix_ms;
 pub use status::Status;
@@ -39,6 +39,8 @@ pub struct Reconciler<B: Backend> {
     status_file: Option<PathBuf>,
     /// Called when the fleet rejected the desired change, with the last good revision's config.
     on_rejected: Option<RejectedHook>,
+    /// The durable state as last saved (revision history for the API).
+    durable: Option<watch::Sender<Arc<Durable>>>,
 }
 
 /// What the reconciler calls when the fleet rejected the desired change (`change`) and a last
@@ -69,6 +71,7 @@ impl<B: Backend> Reconciler<B> {
             status,
             status_file,
             on_rejected: None,
+            durable: None,
         };
         let rollout = reconciler.rollout.clone();
         reconciler.publish(|s| {
@@ -76,6 +79,13 @@ impl<B: Backend> Reconciler<B> {
             s.set_rollout(&rollout);
         });
         Ok(reconciler)
+    }
+
+    /// Publish the durable state (last good, failed revisions, history) to `tx`, now and after
+    /// every save.
+    pub fn publish_durable(&mut self, tx: watch::Sender<Arc<Durable>>) {
+        tx.send_replace(Arc::new(self.rollout.durable.clone()));
+        self.durable = Some(tx);
     }
 
     /// Call `hook` whenever the fleet rejects the desired change (see [`RejectedHook`]).
@@ -101,7 +111,12 @@ impl<B: Backend> Reconciler<B> {
             return;
         }
         match self.store.save(&self.rollout.durable) {
-            Ok(()) => self.rollout.saved(),
+            Ok(()) => {
+                self.rollout.saved();
+                if let Some(tx) = &self.durable {
+                    tx.send_replace(Arc::new(self.rollout.durable.clone()));
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "rollout state not saved"),
         }
     }

@@ -116,11 +116,13 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
     });
 
     let (status_tx, status_rx) = watch::channel(Status::default());
+    let (durable_tx, durable_rx) = watch::channel(Arc::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // The HTTP API (issue 4): listener from the config's `management`.
     let api = crate::http::host_plane::start_api(crate::http::host_plane::HostPlaneParts {
         source: source.clone(),
         status: status_rx,
+        history: durable_rx,
         shutdown: shutdown_tx.clone(),
         rundir: rundir.clone(),
         metrics: Default::default(),
@@ -135,6 +137,7 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         .map_err(|e| HostError::Setup(format!("state directory: {e}")))?;
     let mut reconciler = Reconciler::new(backend, Box::new(store), status_tx, Some(status_file))
         .map_err(|e| HostError::Setup(format!("rollout state: {e}")))?;
+    reconciler.publish_durable(durable_tx);
     // A rejected API change (or rollback) is reverted here, not by the request: the last good
     // config goes back to the file whether or not the client still waits.
     let revert_source = source.clone();

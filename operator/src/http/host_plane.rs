@@ -18,14 +18,14 @@ use tokio::sync::watch;
 
 use super::doc::etag_of;
 use super::plane::{
-    Applied, ApplyError, CacheGcStatus, ControlPlane, Failure, FieldError, Plan, PlannedRestart,
-    RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus,
+    Applied, ApplyError, CacheGcStatus, ControlPlane, Failure, FieldError, HistoryEntry, Plan,
+    PlannedRestart, RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus,
 };
 use super::server::{Listen, ServeError, ServerConfig, ServerHandle, serve};
 use super::worker::KresdControl;
 use crate::host::Status;
 use crate::metrics::{OperatorMetrics, ResultLabel};
-use crate::reconcile::{Phase, SlotState};
+use crate::reconcile::{Durable, Phase, RevisionState, SlotState};
 use crate::source::file::{FileSource, SourceError};
 use crate::source::{Accepted, Origin};
 use crate::time::rfc3339;
@@ -36,6 +36,8 @@ pub struct HostPlaneParts {
     pub source: Arc<FileSource>,
     /// The reconcile loop's status.
     pub status: watch::Receiver<Status>,
+    /// The reconcile loop's durable state (revision history).
+    pub history: watch::Receiver<Arc<Durable>>,
     /// Setting it to true stops the operator.
     pub shutdown: watch::Sender<bool>,
     /// The operator's rundir (kresd control sockets are `control/<pid>` below it).
@@ -342,6 +344,109 @@ impl ControlPlane for HostPlane {
     fn metrics(&self) -> Arc<OperatorMetrics> {
         self.p.metrics.clone()
     }
+
+    fn history(&self) -> Vec<HistoryEntry> {
+        let durable = self.p.history.borrow().clone();
+        let desired = self.current().map(|c| c.desired.revision.clone());
+        history_entries(&durable, desired.as_deref())
+    }
+
+    async fn rollback(&self, revision: Option<String>) -> Result<Applied, ApplyError> {
+        let durable = self.p.history.borrow().clone();
+        let desired = self.current().map(|c| c.desired.revision.clone());
+        let refuse = |message: String| {
+            ApplyError::Invalid(vec![FieldError {
+                pointer: "/revision".into(),
+                message,
+            }])
+        };
+        let record = match &revision {
+            Some(r) => durable
+                .record(r)
+                .ok_or_else(|| refuse(format!("revision {r} is not in the history")))?,
+            None => durable
+                .history
+                .iter()
+                .rev()
+                .find(|r| r.state == RevisionState::Good && Some(&r.revision) != desired.as_ref())
+                .ok_or_else(|| refuse("no previous good revision in the history".into()))?,
+        };
+        if record.state != RevisionState::Good {
+            return Err(refuse(format!(
+                "revision {} never served on every worker (it is {}); only good revisions can be rolled back to",
+                record.revision,
+                state_label(record.state)
+            )));
+        }
+        let since = crate::time::unix_ms();
+        let text = record.config.clone();
+        let change = self
+            .blocking(move |source| source.submit_text(&text, Origin::Rollback, None))
+            .await?
+            .ok_or_else(|| unavailable("the rollback was not published"))?;
+        self.outcome(&change, since).await
+    }
+}
+
+fn state_label(s: RevisionState) -> &'static str {
+    match s {
+        RevisionState::Pending => "pending",
+        RevisionState::Good => "good",
+        RevisionState::Failed => "failed",
+        RevisionState::Superseded => "superseded",
+    }
+}
+
+/// Top-level config sections whose value differs between two config texts (none when there
+/// is nothing before).
+fn changed_sections(before: Option<&str>, after: &str) -> Vec<String> {
+    let Some(before) = before else {
+        return vec![];
+    };
+    // Canonical form (every default filled in): a hand-written file and the API's rewrite of
+    // the same config compare equal.
+    let parse = |t: &str| {
+        ResolverConfig::from_yaml_str(t)
+            .ok()
+            .and_then(|c| serde_json::to_value(c).ok())
+            .unwrap_or(Value::Null)
+    };
+    let (before, after) = (parse(before), parse(after));
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        before.as_object().unwrap_or(&empty),
+        after.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The API's view of the revision history, newest first.
+fn history_entries(durable: &Durable, desired: Option<&str>) -> Vec<HistoryEntry> {
+    let mut out = Vec::with_capacity(durable.history.len());
+    let mut previous: Option<&str> = None;
+    for r in &durable.history {
+        out.push(HistoryEntry {
+            revision: r.revision.clone(),
+            state: state_label(r.state).into(),
+            desired: desired == Some(r.revision.as_str()),
+            last_good: durable.last_good.as_deref() == Some(r.revision.as_str()),
+            desired_at: rfc3339(r.desired_at_unix_ms),
+            changed_at: rfc3339(r.changed_at_unix_ms),
+            changed: changed_sections(previous, &r.config),
+            reason: r.reason.clone(),
+        });
+        previous = Some(&r.config);
+    }
+    out.reverse();
+    out
 }
 
 /// A minimal line diff (`-`/`+` lines, common lines omitted) of two rendered configs.
@@ -481,6 +586,22 @@ pub async fn start_api(parts: HostPlaneParts) -> Result<ServerHandle, ServeError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_sections_are_the_top_level_keys_that_differ() {
+        assert_eq!(
+            changed_sections(
+                Some("workers: 2\ncache: {size-max: 1M}\n"),
+                "workers: 4\ncache: {size-max: 1M}\nnsid: x\n"
+            ),
+            ["nsid", "workers"]
+        );
+        assert_eq!(
+            changed_sections(Some("workers: 2\n"), "workers: 2\nnsid: null\n"),
+            Vec::<String>::new(),
+            "defaults compare equal"
+        );
+    }
 
     #[test]
     fn diffs() {

@@ -18,8 +18,8 @@ pub mod worker;
 
 pub use doc::etag_of;
 pub use plane::{
-    Applied, ApplyError, CacheGcStatus, ControlPlane, Failure, FieldError, Plan, PlannedRestart,
-    RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus,
+    Applied, ApplyError, CacheGcStatus, ControlPlane, Failure, FieldError, HistoryEntry, Plan,
+    PlannedRestart, RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus,
 };
 pub use server::{Bound, Listen, ServeError, ServerConfig, ServerHandle, serve};
 pub use worker::{KresdControl, WorkerControl};

@@ -264,10 +264,15 @@ impl FileSource {
         Ok(self.publish(&mut state, config, text, desired, origin))
     }
 
-    /// Put `text` (the last good config) back as the desired config after the fleet rejected
-    /// change `seq`, unless a later change came meanwhile: written to the file (dated backup of
-    /// the rejected content) and published. Returns the new change, or None when superseded.
-    pub fn revert(&self, seq: ChangeSeq, text: &str) -> Result<Option<Arc<Accepted>>, SourceError> {
+    /// Make the config `text` (kept as is, comments included) the desired config: checked by
+    /// the pipeline, written to the file (dated backup), published. With `only_if`, nothing
+    /// happens (None) unless change `only_if` is still the current one.
+    pub fn submit_text(
+        &self,
+        text: &str,
+        origin: Origin,
+        only_if: Option<ChangeSeq>,
+    ) -> Result<Option<Arc<Accepted>>, SourceError> {
         let invalid = |errors| SourceError::Invalid {
             path: self.path.clone(),
             errors,
@@ -275,7 +280,9 @@ impl FileSource {
         let config = ResolverConfig::from_yaml_str(text).map_err(invalid)?;
         let desired = (self.build)(&config).map_err(invalid)?;
         let mut state = self.lock();
-        if self.current().is_none_or(|c| c.seq != seq) {
+        if let Some(seq) = only_if
+            && self.current().is_none_or(|c| c.seq != seq)
+        {
             return Ok(None);
         }
         write_back(&self.path, text)?;
@@ -285,8 +292,14 @@ impl FileSource {
             config,
             text.to_owned(),
             desired,
-            Origin::Revert,
+            origin,
         )))
+    }
+
+    /// Put `text` (the last good config) back as the desired config after the fleet rejected
+    /// change `seq`, unless a later change came meanwhile (then None).
+    pub fn revert(&self, seq: ChangeSeq, text: &str) -> Result<Option<Arc<Accepted>>, SourceError> {
+        self.submit_text(text, Origin::Revert, Some(seq))
     }
 
     /// Serve reload requests, and with `watch` poll the file every `interval`. Runs forever.
