@@ -99,19 +99,23 @@ fn tcp_listeners_of(pid: u32) -> Vec<String> {
 
 /// The dated backups of the host's config file (`config.yaml.<time>.bak`), oldest first.
 fn config_backups(host: &Host) -> Vec<std::path::PathBuf> {
-    let mut b: Vec<_> = std::fs::read_dir(host.dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("config.yaml.") && n.ends_with("Z.bak"))
-        })
-        .collect();
-    b.sort();
-    b
+    kres_operator::source::persist::backups(&host.config)
+}
+
+/// Run `kresctl -s <the host's API socket> ARGS`: (success, stdout, stderr).
+fn kresctl(host: &Host, args: &[&str]) -> Result<(bool, String, String)> {
+    let bin = kres_tests::host::operator_binary()?.with_file_name("kresctl");
+    let out = Command::new(&bin)
+        .arg("-s")
+        .arg(host.api_socket())
+        .args(args)
+        .output()
+        .with_context(|| format!("run {}", bin.display()))?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 /// method, path, headers, body, expected status.
@@ -562,20 +566,7 @@ fn kresctl_online_commands() -> Result<()> {
     let host = Host::start(1, &local("192.0.2.10"))?;
     host.wait_converged(None, Duration::from_secs(30))?;
     let _api = Api::new(&host)?;
-    let bin = kres_tests::host::operator_binary()?.with_file_name("kresctl");
-    let run = |args: &[&str]| -> Result<(bool, String, String)> {
-        let out = Command::new(&bin)
-            .arg("-s")
-            .arg(host.api_socket())
-            .args(args)
-            .output()
-            .with_context(|| format!("run {}", bin.display()))?;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
-    };
+    let run = |args: &[&str]| kresctl(&host, args);
     let (ok, out, err) = run(&["status"])?;
     assert!(ok, "{err}");
     assert!(out.contains("phase:") && out.contains("ready"), "{out}");
@@ -771,20 +762,7 @@ fn kresctl_history_and_rollback_return_dns_to_a_previous_revision() -> Result<()
     let s0 = host.wait_converged(None, Duration::from_secs(30))?;
     let rev0 = Host::current_revision(&s0)?;
     let api = Api::new(&host)?;
-    let bin = kres_tests::host::operator_binary()?.with_file_name("kresctl");
-    let run = |args: &[&str]| -> Result<(bool, String, String)> {
-        let out = Command::new(&bin)
-            .arg("-s")
-            .arg(host.api_socket())
-            .args(args)
-            .output()
-            .with_context(|| format!("run {}", bin.display()))?;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
-    };
+    let run = |args: &[&str]| kresctl(&host, args);
     let r = api.req(
         Method::PUT,
         "/v1/config/local-data/addresses/api.test.",

@@ -26,6 +26,19 @@ fn wait_workers(host: &Host, n: usize) -> anyhow::Result<Value> {
     )
 }
 
+/// Wait (10 s at most) until the operator logged a rejected configuration.
+fn wait_rejection_logged(host: &Host) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !host.log().contains("configuration rejected") {
+        assert!(
+            Instant::now() < deadline,
+            "no rejection logged:\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn subset(pids: &BTreeMap<String, u32>, names: &[&str]) -> BTreeMap<String, u32> {
     pids.iter()
         .filter(|(n, _)| names.contains(&n.as_str()))
@@ -223,15 +236,7 @@ fn host_invalid_config_on_reload_leaves_the_fleet_untouched() -> anyhow::Result<
     // Unknown key and an out-of-range worker count: both reported, nothing applied.
     host.write_raw(&host.config_text(0, &format!("{LOCAL}no-such-key: 1\n")))?;
     host.signal("HUP")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !host.log().contains("configuration rejected") {
-        assert!(
-            Instant::now() < deadline,
-            "no rejection logged:\n{}",
-            host.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_rejection_logged(&host);
     let log = host.log();
     assert!(log.contains("/workers"), "{log}");
     assert!(log.contains("no-such-key"), "{log}");
@@ -258,15 +263,7 @@ fn host_sighup_with_a_trust_anchor_conflict_is_invalid_not_current() -> anyhow::
     let conflict = "dnssec:\n  trust-anchors: ['svc.test. DS 1 8 2 AB']\n  negative-trust-anchors: [svc.test]\n";
     host.write_config(1, &format!("{LOCAL}{conflict}"))?;
     host.signal("HUP")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !host.log().contains("configuration rejected") {
-        assert!(
-            Instant::now() < deadline,
-            "no rejection logged:\n{}",
-            host.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_rejection_logged(&host);
     assert!(
         host.log().contains("/dnssec/negative-trust-anchors/0"),
         "{}",

@@ -180,12 +180,13 @@ impl HostPlane {
                 let s = status.borrow_and_update();
                 if s.change_seq >= change.seq {
                     // A failure of this revision since the change was submitted is its outcome,
-                    // even when a revert or a later change is already being worked on.
-                    if let Some(f) = s
-                        .failures
-                        .iter()
-                        .find(|f| &f.revision == revision && f.at_unix_ms >= since_ms)
-                    {
+                    // even when a revert or a later change is already being worked on; so is a
+                    // failure that still stands while the revision is desired (a change equal
+                    // to a rejected desired config).
+                    let desired_now = s.desired_revision.as_deref() == Some(revision.as_str());
+                    if let Some(f) = s.failures.iter().find(|f| {
+                        &f.revision == revision && (f.at_unix_ms >= since_ms || desired_now)
+                    }) {
                         return Err(ApplyError::Rejected {
                             revision: Some(revision.clone()),
                             reasons: f.reason.lines().map(str::to_owned).collect(),
@@ -198,7 +199,10 @@ impl HostPlane {
                             by: self.current().map(|c| Self::etag(&c)).unwrap_or_default(),
                         });
                     }
-                    if s.converged && s.desired_revision.as_deref() == Some(revision.as_str()) {
+                    if s.converged
+                        && desired_now
+                        && s.current_revision.as_deref() == Some(revision.as_str())
+                    {
                         return Ok(applied());
                     }
                 }

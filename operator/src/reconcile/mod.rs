@@ -12,7 +12,7 @@ pub use model::{ChangeSeq, Desired, GcSpec, Observed, ObservedSlot, Revision, Sl
 pub use plan::{Action, plan, plan_with_phase};
 pub use rollout::{Event, Failure, Phase, Rollout};
 pub use store::{
-    Durable, FileRevisionStore, NoStore, RevisionRecord, RevisionState, RevisionStore, StoreError,
+    Durable, FileRevisionStore, RevisionRecord, RevisionState, RevisionStore, StoreError,
 };
 
 #[cfg(test)]

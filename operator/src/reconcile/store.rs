@@ -175,19 +175,6 @@ pub trait RevisionStore: Send {
     fn save(&mut self, state: &Durable) -> Result<(), StoreError>;
 }
 
-/// A store that keeps nothing (tests, and runs without a state directory).
-#[derive(Debug, Default)]
-pub struct NoStore;
-
-impl RevisionStore for NoStore {
-    fn load(&self) -> Result<Durable, StoreError> {
-        Ok(Durable::default())
-    }
-    fn save(&mut self, _: &Durable) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
 /// Host mode's store: `<dir>/revisions.json`, replaced atomically (temporary file, fsync,
 /// rename, directory fsync). The directory is created mode 0700.
 #[derive(Debug)]
