@@ -721,3 +721,45 @@ fn worker_ids_round_trip() {
     }
     assert_eq!(Slot::from_worker_id("x"), None);
 }
+
+#[test]
+fn operator_restart_resumed_from_the_store_does_not_retry_a_failed_revision() {
+    let mut sim = Sim::converged("r1", 2).with_outcome(|_, rev| {
+        if rev == "bad" {
+            Outcome::Exit
+        } else {
+            Outcome::Ready
+        }
+    });
+    sim.converge(&desired("bad", 2));
+    assert!(sim.rollout.durable.failed.contains_key("bad"));
+    let before = sim.pids();
+    // The operator restarts: only the durable state survives (round-tripped through JSON,
+    // as the file store keeps it).
+    let json = serde_json::to_string(&sim.rollout.durable).expect("serialise");
+    sim.rollout = Rollout::resume(serde_json::from_str(&json).expect("deserialise"));
+    sim.outcome = Box::new(|_, _| Outcome::Ready);
+    let actions = sim.converge(&desired("bad", 2));
+    assert_eq!(actions, vec![Action::Done], "retried after a restart");
+    assert_eq!(sim.pids(), before);
+    assert_eq!(
+        sim.rollout
+            .last_failure
+            .as_ref()
+            .map(|f| f.revision.as_str()),
+        Some("bad")
+    );
+    // Without the store the same restart retries it (the behaviour the store removes).
+    sim.rollout = Rollout::default();
+    let actions = sim.converge(&desired("bad", 2));
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::StartSlot {
+                slot: Slot::Surge,
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
+}
