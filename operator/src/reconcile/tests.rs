@@ -587,15 +587,18 @@ fn operator_restart_with_converged_fleet_adopts_it() {
     assert_eq!(sim.pids(), before);
 }
 
+/// Workers of revision `bad` exit at start; every other revision becomes ready.
+fn bad_exits(_: Slot, rev: &str) -> Outcome {
+    if rev == "bad" {
+        Outcome::Exit
+    } else {
+        Outcome::Ready
+    }
+}
+
 #[test]
 fn failed_revision_is_retried_only_after_desired_changes() {
-    let mut sim = Sim::converged("r1", 2).with_outcome(|_, rev| {
-        if rev == "bad" {
-            Outcome::Exit
-        } else {
-            Outcome::Ready
-        }
-    });
+    let mut sim = Sim::converged("r1", 2).with_outcome(bad_exits);
     sim.converge(&desired("bad", 2));
     assert!(sim.rollout.durable.failed.contains_key("bad"));
     assert_eq!(
@@ -724,13 +727,7 @@ fn worker_ids_round_trip() {
 
 #[test]
 fn operator_restart_resumed_from_the_store_does_not_retry_a_failed_revision() {
-    let mut sim = Sim::converged("r1", 2).with_outcome(|_, rev| {
-        if rev == "bad" {
-            Outcome::Exit
-        } else {
-            Outcome::Ready
-        }
-    });
+    let mut sim = Sim::converged("r1", 2).with_outcome(bad_exits);
     sim.converge(&desired("bad", 2));
     assert!(sim.rollout.durable.failed.contains_key("bad"));
     let before = sim.pids();
