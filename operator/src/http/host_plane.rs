@@ -95,6 +95,11 @@ fn state_name(s: SlotState) -> &'static str {
 /// The API's status snapshot of a host status.
 pub fn snapshot(s: &Status) -> StatusSnapshot {
     StatusSnapshot {
+        change_seq: s.change_seq,
+        desired_revision: s.desired_revision.clone(),
+        converged: s.converged,
+        workers_desired: s.workers_desired,
+        failed_revisions: s.failed_revisions.clone(),
         current_revision: s.current_revision.clone(),
         target_revision: s.target_revision.clone(),
         phase: phase_name(&s.phase),

@@ -93,6 +93,24 @@ pub struct PlannedRestart {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub struct StatusSnapshot {
+    /// Sequence number of the change the reconciler last worked on; `converged` and the
+    /// workers describe its outcome.
+    #[serde(default)]
+    pub change_seq: u64,
+    /// Revision of the desired config.
+    #[serde(default)]
+    pub desired_revision: Option<String>,
+    /// Whether the fleet runs the desired state (or, after a rejection, the last good one) on
+    /// every slot, worker count and cache-gc included, with nothing left to do.
+    #[serde(default)]
+    pub converged: bool,
+    /// Desired number of regular workers.
+    #[serde(default)]
+    pub workers_desired: u16,
+    /// Revisions rejected and not retried until the desired config changes (kept across
+    /// operator restarts where a revision store is kept).
+    #[serde(default)]
+    pub failed_revisions: Vec<String>,
     /// Revision every worker runs once converged (last good).
     pub current_revision: Option<String>,
     /// Revision being rolled out (equal to current when idle).
