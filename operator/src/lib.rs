@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod durable;
 pub mod host;
 pub mod http;
 pub mod kresd;
@@ -10,3 +11,4 @@ pub mod privilege;
 pub mod reconcile;
 pub mod sockets;
 pub mod source;
+pub mod time;

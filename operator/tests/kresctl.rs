@@ -54,6 +54,37 @@ fn validate_lists_every_error_with_file_location_and_pointer() {
 }
 
 #[test]
+fn validate_refuses_what_the_operator_refuses_naming_the_field() {
+    // The trust-anchor vs negative-trust-anchor conflict (kresd refuses it at start) and an
+    // interface name (host mode binds IP addresses only): both were only found when the
+    // operator rendered the config.
+    let dir = tempfile::tempdir().unwrap();
+    let ta = dir.path().join("ta.yaml");
+    std::fs::write(
+        &ta,
+        "dnssec:\n  trust-anchors: ['example.test. DS 1 8 2 AB']\n  negative-trust-anchors: [example.test]\n",
+    )
+    .unwrap();
+    let iface = dir.path().join("iface.yaml");
+    std::fs::write(&iface, "network:\n  listen:\n    - interface: lo\n").unwrap();
+    let o = kresctl(&["validate", ta.to_str().unwrap(), iface.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    let (ta, iface) = (ta.to_str().unwrap(), iface.to_str().unwrap());
+    assert!(
+        lines[0].starts_with(&format!("{ta}: 3:28: /dnssec/negative-trust-anchors/0: ")),
+        "{err}"
+    );
+    assert!(lines[0].contains("trust anchor"), "{err}");
+    assert!(
+        lines[1].starts_with(&format!("{iface}: /network/listen/0/interface: ")),
+        "{err}"
+    );
+}
+
+#[test]
 fn validate_unreadable_file_is_invalid_input() {
     let o = kresctl(&["validate", "/nonexistent/config.yaml"]);
     assert_eq!(o.status.code(), Some(1));

@@ -98,6 +98,27 @@ fn tcp_listeners_of(pid: u32) -> Vec<String> {
     out
 }
 
+/// The dated backups of the host's config file (`config.yaml.<time>.bak`), oldest first.
+fn config_backups(host: &Host) -> Vec<std::path::PathBuf> {
+    kres_operator::source::persist::backups(&host.config)
+}
+
+/// Run `kresctl -s <the host's API socket> ARGS`: (success, stdout, stderr).
+fn kresctl(host: &Host, args: &[&str]) -> Result<(bool, String, String)> {
+    let bin = kres_tests::host::operator_binary()?.with_file_name("kresctl");
+    let out = Command::new(&bin)
+        .arg("-s")
+        .arg(host.api_socket())
+        .args(args)
+        .output()
+        .with_context(|| format!("run {}", bin.display()))?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// method, path, headers, body, expected status.
 type Case<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>, String, u16);
 
@@ -218,7 +239,12 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("api-canary-boom"), "{}", r.text());
     assert_eq!(pids(&host), pids0, "a rejected change restarted workers");
-    let s = host.wait_converged(None, Duration::from_secs(30))?;
+    // The operator puts the last good config back as the desired one (a new change).
+    let s = host.wait_status(
+        "the last good config desired again",
+        Duration::from_secs(30),
+        |s| s["desired-revision"] == rev0.as_str() && s["converged"] == true,
+    )?;
     assert_eq!(s["current-revision"], rev0.as_str());
     let file_after: Value = serde_norway::from_str(&std::fs::read_to_string(&host.config)?)?;
     let file_before: Value = serde_norway::from_str(&file_before)?;
@@ -256,7 +282,7 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
     assert_eq!(r.json()["restart"], json!([]), "{}", r.text());
     assert_eq!(pids(&host), pids0, "a dry run restarted workers");
 
-    // A real change: 200 once converged, new ETag, persisted with a .bak.
+    // A real change: 200 once converged, new ETag, persisted with a dated backup.
     let r = api.req(
         Method::PUT,
         "/v1/config/local-data/addresses/api.test.",
@@ -278,8 +304,12 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
     assert!(format!("{answer:?}").contains("192.0.2.11"), "{answer:?}");
     let saved = std::fs::read_to_string(&host.config)?;
     assert!(saved.contains("192.0.2.11"), "{saved}");
-    let bak = host.config.with_file_name("config.yaml.bak");
-    assert!(std::fs::read_to_string(bak)?.contains("192.0.2.10"));
+    let backups = config_backups(&host);
+    let newest = backups.last().context("no backup")?;
+    assert!(
+        std::fs::read_to_string(newest)?.contains("192.0.2.10"),
+        "{backups:?}"
+    );
 
     // The old ETag is now stale: 412.
     let r = api.req(
@@ -292,10 +322,13 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
 
     // A SIGHUP re-reads the same (API-written) content: the operator logs the re-read as
     // unchanged, no new desired state follows, the ETag stays.
-    let desired_before = host.log().matches("desired state").count();
+    let desired_before = host.log().matches("configuration accepted").count();
     let outcome = host.reload()?;
     assert!(outcome.contains("re-read; unchanged"), "{outcome}");
-    assert_eq!(host.log().matches("desired state").count(), desired_before);
+    assert_eq!(
+        host.log().matches("configuration accepted").count(),
+        desired_before
+    );
     let r = api.req(Method::GET, "/v1/config", &[], "");
     assert_eq!(r.header("etag").as_deref(), Some(etag1.as_str()));
 
@@ -646,20 +679,7 @@ fn kresctl_online_commands() -> Result<()> {
     let host = Host::start(1, &local("192.0.2.10"))?;
     host.wait_converged(None, Duration::from_secs(30))?;
     let _api = Api::new(&host)?;
-    let bin = kres_tests::host::operator_binary()?.with_file_name("kresctl");
-    let run = |args: &[&str]| -> Result<(bool, String, String)> {
-        let out = Command::new(&bin)
-            .arg("-s")
-            .arg(host.api_socket())
-            .args(args)
-            .output()
-            .with_context(|| format!("run {}", bin.display()))?;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
-    };
+    let run = |args: &[&str]| kresctl(&host, args);
     let (ok, out, err) = run(&["status"])?;
     assert!(ok, "{err}");
     assert!(out.contains("phase:") && out.contains("ready"), "{out}");
@@ -888,6 +908,160 @@ fn api_http_details_against_the_real_operator() -> Result<()> {
     assert_eq!(
         dns::resolve(host.listen, "api.test.", RecordType::A)?,
         ["192.0.2.31"]
+    );
+    Ok(())
+}
+
+#[test]
+fn api_put_returns_when_that_change_converged_and_a_rejection_is_reverted_by_the_operator()
+-> Result<()> {
+    let host = Host::start(2, &local("192.0.2.20"))?;
+    let s0 = host.wait_converged(None, Duration::from_secs(30))?;
+    let rev0 = Host::current_revision(&s0)?;
+    let api = Api::new(&host)?;
+
+    // Workers 2 -> 4: same revision; the answer comes only once 4 workers are ready.
+    let r = api.req(Method::PUT, "/v1/config/workers", &[], "4");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["revision"], rev0.as_str(), "{}", r.text());
+    let s = api.req(Method::GET, "/status", &[], "").json();
+    let ready: Vec<&Value> = s["workers"]
+        .as_array()
+        .context("workers")?
+        .iter()
+        .filter(|w| w["state"] == "ready" && w["revision"] == rev0.as_str())
+        .collect();
+    assert_eq!(
+        ready.len(),
+        4,
+        "answered before 4 workers were ready: {s:#}"
+    );
+    assert_eq!(
+        (s["converged"].clone(), s["workers-desired"].clone()),
+        (json!(true), json!(4))
+    );
+    let seq_after_scale = s["change-seq"].as_u64().context("change-seq")?;
+
+    // A change the fleet rejects, the client gone right away: the operator still reverts the
+    // file to the last good config (workers: 4), not to what the request saw or to nothing.
+    let good_file = std::fs::read_to_string(&host.config)?;
+    {
+        use std::io::Write;
+        let body = r#""error('x')""#;
+        let mut conn = std::os::unix::net::UnixStream::connect(host.api_socket())?;
+        write!(
+            conn,
+            "PUT /v1/config/lua/script HTTP/1.1\r\nhost: kres\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        // Gone before any answer.
+        conn.shutdown(std::net::Shutdown::Both)?;
+    }
+    let s = host.wait_status(
+        "the rejection and the revert",
+        Duration::from_secs(30),
+        |s| {
+            s["failed-revisions"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+                && s["desired-revision"] == rev0.as_str()
+                && s["change-seq"]
+                    .as_u64()
+                    .is_some_and(|n| n >= seq_after_scale + 2)
+                && s["converged"] == true
+        },
+    )?;
+    let reason = s["last-failure"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("x"), "{s:#}");
+    assert_eq!(std::fs::read_to_string(&host.config)?, good_file);
+    let backups = config_backups(&host);
+    let rejected = backups.last().context("no backup")?;
+    assert!(
+        std::fs::read_to_string(rejected)?.contains("error('x')"),
+        "the rejected content is kept as a backup: {backups:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn kresctl_history_and_rollback_return_dns_to_a_previous_revision() -> Result<()> {
+    let host = Host::start(1, &local("192.0.2.30"))?;
+    let s0 = host.wait_converged(None, Duration::from_secs(30))?;
+    let rev0 = Host::current_revision(&s0)?;
+    let api = Api::new(&host)?;
+    let run = |args: &[&str]| kresctl(&host, args);
+    let r = api.req(
+        Method::PUT,
+        "/v1/config/local-data/addresses/api.test.",
+        &[],
+        r#""192.0.2.31""#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rev1 = r.json()["revision"]
+        .as_str()
+        .context("revision")?
+        .to_owned();
+    assert_ne!(rev1, rev0);
+    assert_eq!(
+        dns::resolve(host.listen, "api.test.", RecordType::A)?,
+        vec!["192.0.2.31"]
+    );
+
+    // History: newest first, both good, what changed.
+    let (ok, out, err) = run(&["--json", "history"])?;
+    assert!(ok, "{err}");
+    let h: Value = serde_json::from_str(&out)?;
+    let revs: Vec<(&str, &str)> = h["revisions"]
+        .as_array()
+        .context("revisions")?
+        .iter()
+        .map(|e| {
+            (
+                e["revision"].as_str().unwrap_or(""),
+                e["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        revs,
+        [(rev1.as_str(), "good"), (rev0.as_str(), "good")],
+        "{out}"
+    );
+    assert_eq!(h["revisions"][0]["changed"], json!(["local-data"]), "{out}");
+    let (ok, out, err) = run(&["history"])?;
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .next()
+            .is_some_and(|l| l.contains(&rev1) && l.contains("desired")),
+        "{out}"
+    );
+
+    // Rolling back to a revision that is not in the history is refused, naming the field.
+    let (ok, _, err) = run(&["rollback", "0123456789abcdef"])?;
+    assert!(!ok);
+    assert!(err.contains("/revision"), "{err}");
+
+    // Rollback (default: the previous good revision): DNS answers as before, file rewritten.
+    let (ok, out, err) = run(&["rollback"])?;
+    assert!(ok, "{err}");
+    assert!(out.contains(&rev0), "{out}");
+    assert_eq!(Host::current_revision(&host.status()?)?, rev0);
+    assert_eq!(
+        dns::resolve(host.listen, "api.test.", RecordType::A)?,
+        vec!["192.0.2.30"]
+    );
+    let file = std::fs::read_to_string(&host.config)?;
+    assert!(
+        file.contains("192.0.2.30") && !file.contains("192.0.2.31"),
+        "{file}"
+    );
+    let backups = config_backups(&host);
+    let newest = backups.last().context("no backup")?;
+    assert!(
+        std::fs::read_to_string(newest)?.contains("192.0.2.31"),
+        "{backups:?}"
     );
     Ok(())
 }

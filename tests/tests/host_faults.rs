@@ -26,6 +26,7 @@ fn wait_workers(host: &Host, n: usize) -> anyhow::Result<Value> {
     )
 }
 
+/// Wait (10 s at most) until the operator logged a rejected configuration.
 fn subset(pids: &BTreeMap<String, u32>, names: &[&str]) -> BTreeMap<String, u32> {
     pids.iter()
         .filter(|(n, _)| names.contains(&n.as_str()))
@@ -233,11 +234,111 @@ fn host_invalid_config_on_reload_leaves_the_fleet_untouched() -> anyhow::Result<
     assert!(log.contains("/workers"), "{log}");
     assert!(log.contains("no-such-key"), "{log}");
     // A rejected file publishes nothing: no new desired state reaches the reconciler.
-    assert_eq!(log.matches("desired state").count(), 1, "{log}");
+    assert_eq!(log.matches("configuration accepted").count(), 1, "{log}");
     assert_eq!(host.worker_pids()?, pids);
     assert_eq!(
         host.status()?["current-revision"],
         before["current-revision"]
+    );
+    assert_eq!(
+        resolve(host.listen, "svc.test.", RecordType::A)?,
+        vec!["192.0.2.10"]
+    );
+    Ok(())
+}
+
+#[test]
+fn host_sighup_with_a_trust_anchor_conflict_is_invalid_not_current() -> anyhow::Result<()> {
+    let host = Host::start(1, LOCAL)?;
+    let before = wait_workers(&host, 1)?;
+    let seq = before["change-seq"].as_u64().expect("change-seq");
+    // kresd refuses a name that is both a trust anchor and a negative trust anchor; before the
+    // one config pipeline this was found only at render, after the source had published it.
+    let conflict = "dnssec:\n  trust-anchors: ['svc.test. DS 1 8 2 AB']\n  negative-trust-anchors: [svc.test]\n";
+    host.write_config(1, &format!("{LOCAL}{conflict}"))?;
+    let outcome = host.reload()?;
+    assert!(outcome.contains("configuration rejected"), "{outcome}");
+    assert!(
+        host.log().contains("/dnssec/negative-trust-anchors/0"),
+        "{}",
+        host.log()
+    );
+    // A valid change after it is the next change: the invalid one was never published.
+    host.write_config(1, "local-data:\n  addresses:\n    svc.test: 192.0.2.11\n")?;
+    host.signal("HUP")?;
+    let after =
+        host.wait_converged(before["current-revision"].as_str(), Duration::from_secs(30))?;
+    assert_eq!(after["change-seq"].as_u64(), Some(seq + 1), "{after:#}");
+    assert_eq!(
+        resolve(host.listen, "svc.test.", RecordType::A)?,
+        vec!["192.0.2.11"]
+    );
+    Ok(())
+}
+
+#[test]
+fn host_failed_revision_is_not_retried_after_an_operator_restart() -> anyhow::Result<()> {
+    let mut host = Host::start(2, LOCAL)?;
+    let good = wait_workers(&host, 2)?;
+    let good_rev = Host::current_revision(&good)?;
+    host.write_config(
+        2,
+        &format!("{LOCAL}lua:\n  script: error('canary says no')\n"),
+    )?;
+    host.signal("HUP")?;
+    let failed = host.wait_status("the rejection", Duration::from_secs(30), |s| {
+        s["failed-revisions"]
+            .as_array()
+            .is_some_and(|f| f.len() == 1)
+            && s["converged"] == true
+    })?;
+    let bad_rev = failed["desired-revision"]
+        .as_str()
+        .expect("desired")
+        .to_owned();
+    assert_ne!(bad_rev, good_rev);
+    let pids = host.worker_pids()?;
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let old_operator = host.pid().expect("pid");
+
+    host.kill_operator()?;
+    host.spawn()?;
+    let new_operator = host.pid().expect("pid");
+    // Proof the new operator processed the (unchanged, failed) config: its own status, on the
+    // same change, converged back on the good revision.
+    let s = host.wait_status(
+        "the restarted operator's status",
+        Duration::from_secs(30),
+        |s| {
+            s["operator-pid"] == new_operator
+                && s["desired-revision"] == bad_rev.as_str()
+                && s["converged"] == true
+        },
+    )?;
+    assert_ne!(old_operator, new_operator);
+    assert_eq!(s["current-revision"], good_rev.as_str(), "{s:#}");
+    assert_eq!(s["failed-revisions"], serde_json::json!([bad_rev]), "{s:#}");
+    let reason = s["last-failure"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("canary says no"), "status says why: {s:#}");
+    // Not retried: no canary, no worker started or replaced, the same processes serve.
+    let started: Vec<&Value> = s["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "start" || e["kind"] == "replace")
+        .collect();
+    assert!(started.is_empty(), "retried: {started:?}");
+    assert_eq!(host.worker_pids()?, pids);
+    // The store says so too.
+    let store: Value = serde_json::from_str(&std::fs::read_to_string(
+        host.rundir.join("state/revisions.json"),
+    )?)?;
+    assert_eq!(store["last-good"], good_rev.as_str(), "{store:#}");
+    assert!(
+        store["failed"][&bad_rev]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("canary says no")),
+        "{store:#}"
     );
     assert_eq!(
         resolve(host.listen, "svc.test.", RecordType::A)?,

@@ -61,3 +61,12 @@ impl Default for DnssecConfig {
         }
     }
 }
+
+/// The owner name of a trust anchor in presentation format (its first token), lower-cased and
+/// absolute (`A.test DS ...` -> `a.test.`).
+pub fn trust_anchor_owner(ta: &str) -> Option<String> {
+    ta.split_whitespace().next().map(|o| {
+        let o = o.to_ascii_lowercase();
+        if o.ends_with('.') { o } else { format!("{o}.") }
+    })
+}

@@ -56,7 +56,7 @@ pub use cache::{
     PrefillConfig,
 };
 pub use dns64::Dns64Config;
-pub use dnssec::{DnssecConfig, TrustAnchorFile};
+pub use dnssec::{DnssecConfig, TrustAnchorFile, trust_anchor_owner};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use forward::{
     FallbackConfig, ForwardOptions, ForwardServer, ForwardServerConfig, ForwardTransport,

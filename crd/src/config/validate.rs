@@ -57,6 +57,8 @@ pub(crate) fn validate(config: &ResolverConfig) -> Result<(), ConfigErrors> {
     monitoring(config, &mut e);
     lua(config, &mut e);
     limits(config, &mut e);
+    dnssec(config, &mut e);
+    no_nul(config, &mut e);
     ConfigErrors(e.0).into_result()
 }
 
@@ -77,6 +79,85 @@ fn directories(config: &ResolverConfig, e: &mut Errors) {
         && rundir.as_str().contains(char::is_whitespace)
     {
         e.add("/rundir", "must not contain whitespace");
+    }
+}
+
+/// kresd refuses a negative trust anchor for a name that has a configured trust anchor (both
+/// given directly and implied by `forward[*].options.dnssec: false`).
+fn dnssec(config: &ResolverConfig, e: &mut Errors) {
+    let d = &config.dnssec;
+    if !d.enable {
+        return;
+    }
+    let anchored: HashSet<String> = d
+        .trust_anchors
+        .iter()
+        .filter_map(|ta| super::trust_anchor_owner(ta))
+        .collect();
+    for (i, n) in d.negative_trust_anchors.iter().enumerate() {
+        if anchored.contains(n.as_str()) {
+            e.add(
+                format!("/dnssec/negative-trust-anchors/{i}"),
+                format!(
+                    "'{n}' cannot be both a trust anchor (/dnssec/trust-anchors) and a negative trust anchor"
+                ),
+            );
+        }
+    }
+    for (i, f) in config.forward.iter().enumerate() {
+        if !f.options.dnssec
+            && let Some(n) = f.subtree.iter().find(|n| anchored.contains(n.as_str()))
+        {
+            e.add(
+                format!("/forward/{i}/options/dnssec"),
+                format!(
+                    "'dnssec: false' makes '{n}' a negative trust anchor, but it has a trust anchor (/dnssec/trust-anchors)"
+                ),
+            );
+        }
+    }
+}
+
+/// No string may contain NUL: kresd hands most strings to C, which would silently truncate them
+/// at the NUL (`/etc/a\0b` would open `/etc/a`).
+fn no_nul(config: &ResolverConfig, e: &mut Errors) {
+    fn walk(v: &serde_json::Value, ptr: &mut String, e: &mut Errors) {
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => {
+                e.add(ptr.clone(), "must not contain NUL characters");
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    let len = ptr.len();
+                    ptr.push_str(&format!("/{i}"));
+                    walk(x, ptr, e);
+                    ptr.truncate(len);
+                }
+            }
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    let len = ptr.len();
+                    ptr.push('/');
+                    ptr.push_str(&escape_token(k));
+                    if k.contains('\0') {
+                        e.add(ptr.clone(), "must not contain NUL characters");
+                    } else {
+                        walk(x, ptr, e);
+                    }
+                    ptr.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Fast path: serde_json writes NUL as \u0000; only then find the pointers.
+    match serde_json::to_string(config) {
+        Ok(text) if !text.contains("\\u0000") => {}
+        Ok(_) => match serde_json::to_value(config) {
+            Ok(v) => walk(&v, &mut String::new(), e),
+            Err(err) => e.add("", format!("cannot inspect the configuration: {err}")),
+        },
+        Err(err) => e.add("", format!("cannot inspect the configuration: {err}")),
     }
 }
 

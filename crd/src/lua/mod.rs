@@ -2,8 +2,8 @@
 //!
 //! [`render`] is deterministic (same config, same bytes); [`revision`] hashes its output.
 //! Every user string that reaches the output goes through [`quote`]; `lua.script` is the only
-//! raw passthrough and is labelled as such in the output. Settings kresd 5.6 cannot do are a
-//! [`RenderError`] naming the JSON pointer, never silently dropped.
+//! raw passthrough and is labelled as such in the output. Settings kresd 5.6 cannot do are
+//! refused by validation (`config::validate`, JSON pointer and rule), never silently dropped.
 
 mod general;
 mod network;
@@ -17,7 +17,7 @@ pub use quote::quote;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::ResolverConfig;
+use crate::config::{ConfigErrors, ResolverConfig};
 use writer::LuaOut;
 
 /// How `network.listen` entries reach kresd.
@@ -37,47 +37,35 @@ pub struct RenderOptions {
     pub sockets: SocketMode,
 }
 
-/// A setting that parses but kresd 5.x cannot do (or cannot do faithfully).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{pointer}: {message}")]
-pub struct RenderError {
-    /// JSON pointer of the offending setting, e.g. `/forward/0/servers`.
-    pub pointer: String,
-    /// What kresd 5.x cannot do.
-    pub message: String,
+/// Render `config` as a kresd 5.x Lua configuration: every rule is checked first by
+/// [`ResolverConfig::validate`] (the one rule set shared by every entry point, with pointers),
+/// then rendering cannot fail.
+pub fn render(config: &ResolverConfig, options: &RenderOptions) -> Result<String, ConfigErrors> {
+    config.validate()?;
+    Ok(render_valid(config, options))
 }
 
-impl RenderError {
-    pub(crate) fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        RenderError {
-            pointer: pointer.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// Render `config` as a kresd 5.x Lua configuration.
-pub fn render(config: &ResolverConfig, options: &RenderOptions) -> Result<String, RenderError> {
+/// Render a config [`ResolverConfig::validate`] accepted. Settings validation refuses render
+/// nothing.
+fn render_valid(config: &ResolverConfig, options: &RenderOptions) -> String {
     let mut out = LuaOut::default();
-    general::no_nul(config)?;
     out.line("-- kresd 5.x configuration rendered by kres-operator from config.yaml; do not edit.");
     // Knot Resolver 6 provides a global `ffi` to configuration scripts; keep `lua.script` portable.
     out.line("ffi = require('ffi')");
     if !config.lua.script_only {
-        general::unsupported(config)?;
         general::identity(config, &mut out);
-        general::logging(config, &mut out)?;
-        general::monitoring(config, &mut out)?;
+        general::logging(config, &mut out);
+        general::monitoring(config, &mut out);
         resolver::options(config, &mut out);
-        network::network(config, options, &mut out)?;
-        resolver::cache(config, &mut out)?;
-        resolver::dnssec(config, &mut out)?;
-        policy::policy(config, &mut out)?;
-        policy::views(config, &mut out)?;
+        network::network(config, options, &mut out);
+        resolver::cache(config, &mut out);
+        resolver::dnssec(config, &mut out);
+        policy::policy(config, &mut out);
+        policy::views(config, &mut out);
         resolver::dns64(config, &mut out);
     }
-    general::lua(config, &mut out)?;
-    Ok(out.finish())
+    general::lua(config, &mut out);
+    out.finish()
 }
 
 /// A short stable hash (16 hex digits of SHA-256) of rendered Lua, used as the revision id.

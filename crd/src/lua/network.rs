@@ -1,20 +1,20 @@
 //! `network`: listening sockets, TLS, EDNS, TCP, PROXYv2, address renumbering.
 
-use crate::config::{AutoBool, InterfaceHost, ListenKind, ResolverConfig, TlsPadding};
+use crate::config::{InterfaceHost, ListenKind, ResolverConfig, TlsPadding};
 
 use super::writer::{LuaOut, lua_bool, str_list};
-use super::{RenderError, RenderOptions, SocketMode, quote};
+use super::{RenderOptions, SocketMode, quote};
 
-/// kresd 5.x's `kind` for a listen kind, or why it has none.
-fn kind_name(kind: ListenKind) -> Result<&'static str, &'static str> {
+/// kresd 5.x's `kind` for a listen kind (`None` for the Knot Resolver 6.x-only kinds, which
+/// validation refuses).
+fn kind_name(kind: ListenKind) -> Option<&'static str> {
     match kind {
-        ListenKind::Dns => Ok("dns"),
-        ListenKind::Dot => Ok("tls"),
-        ListenKind::DohLegacy => Ok("doh_legacy"),
-        ListenKind::Doh2 => Ok("doh2"),
-        ListenKind::Xdp => Ok("xdp"),
-        ListenKind::Doh2Insecure => Err("kind 'doh2-insecure' exists only in Knot Resolver 6.x"),
-        ListenKind::Doq => Err("kind 'doq' (DNS over QUIC) exists only in Knot Resolver 6.x"),
+        ListenKind::Dns => Some("dns"),
+        ListenKind::Dot => Some("tls"),
+        ListenKind::DohLegacy => Some("doh_legacy"),
+        ListenKind::Doh2 => Some("doh2"),
+        ListenKind::Xdp => Some("xdp"),
+        ListenKind::Doh2Insecure | ListenKind::Doq => None,
     }
 }
 
@@ -22,17 +22,13 @@ fn kind_name(kind: ListenKind) -> Result<&'static str, &'static str> {
 /// (`None` for plain DNS).
 pub fn inherited_kind(kind: ListenKind) -> Option<&'static str> {
     match kind_name(kind) {
-        Ok("dns") | Err(_) => None,
-        Ok(k) => Some(k),
+        Some("dns") | None => None,
+        Some(k) => Some(k),
     }
 }
 
 /// The `network` section.
-pub(super) fn network(
-    c: &ResolverConfig,
-    opts: &RenderOptions,
-    out: &mut LuaOut,
-) -> Result<(), RenderError> {
+pub(super) fn network(c: &ResolverConfig, opts: &RenderOptions, out: &mut LuaOut) {
     let n = &c.network;
     out.section("network");
     out.line(format!("net.ipv4 = {}", lua_bool(n.do_ipv4)));
@@ -56,25 +52,13 @@ pub(super) fn network(
     ));
 
     let tls = &n.tls;
-    if tls.watchdog == AutoBool::Bool(true) {
-        return Err(RenderError::new(
-            "/network/tls/watchdog",
-            "kresd 5.x does not watch TLS certificate files",
-        ));
-    }
-    match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => out.line(format!(
+    // Validation requires both or neither.
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        out.line(format!(
             "net.tls({}, {})",
             quote(cert.as_str()),
             quote(key.as_str())
-        )),
-        (None, None) => {}
-        _ => {
-            return Err(RenderError::new(
-                "/network/tls",
-                "'cert-file' and 'key-file' must be configured together",
-            ));
-        }
+        ));
     }
     if let Some(secret) = &tls.sticket_secret {
         out.line(format!(
@@ -111,29 +95,12 @@ pub(super) fn network(
         ));
     }
 
-    if n.quic != Default::default() {
-        return Err(RenderError::new(
-            "/network/quic",
-            "kresd 5.x has no DNS over QUIC",
-        ));
-    }
-
     let mut need_http = false;
     let mut listens = Vec::new();
-    for (i, l) in n.listen.iter().enumerate() {
-        let ptr = format!("/network/listen/{i}");
-        let kind = kind_name(l.kind).map_err(|m| RenderError::new(format!("{ptr}/kind"), m))?;
-        if l.unix_socket.is_some() {
-            return Err(RenderError::new(
-                format!("{ptr}/unix-socket"),
-                "kresd 5.x serves DNS only on IP sockets, not on unix sockets",
-            ));
-        }
-        let Some(interfaces) = &l.interface else {
-            return Err(RenderError::new(
-                ptr,
-                "one of 'interface' or 'unix-socket' must be configured",
-            ));
+    for l in &n.listen {
+        // Validation refuses 6.x-only kinds and unix sockets: every entry has interfaces.
+        let (Some(kind), Some(interfaces)) = (kind_name(l.kind), &l.interface) else {
+            continue;
         };
         need_http |= l.kind == ListenKind::DohLegacy;
         let mut opts = format!("kind = '{kind}'");
@@ -167,5 +134,4 @@ pub(super) fn network(
             out.line("-- network.listen: sockets are inherited from the operator (kresd -S)")
         }
     }
-    Ok(())
 }

@@ -20,8 +20,8 @@ use crate::config::{
     ViewAnswer, ViewProtocol,
 };
 
+use super::quote;
 use super::writer::{LuaOut, dname_list, lua_bool, str_list};
-use super::{RenderError, quote};
 
 /// TTL of local data when neither the rule nor `local-data/ttl` sets one (upstream's default).
 pub const DEFAULT_LOCAL_TTL: u64 = 300;
@@ -179,7 +179,7 @@ struct SubtreeRule {
 }
 
 /// `local-data` and `forward` as policy rules, in the order described in the module docs.
-pub(super) fn policy(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderError> {
+pub(super) fn policy(c: &ResolverConfig, out: &mut LuaOut) {
     let ld = &c.local_data;
     let mut cx = Ctx {
         c,
@@ -205,7 +205,7 @@ pub(super) fn policy(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderE
     }
     let mut subtree_rules = Vec::new();
     for (i, r) in ld.rules.iter().enumerate() {
-        rule(&mut cx, i, r, &mut subtree_rules)?;
+        rule(&mut cx, i, r, &mut subtree_rules);
     }
     // 2. addresses: hints, and PASS so that no policy rule below hides them
     for (name, addrs) in &ld.addresses {
@@ -244,20 +244,8 @@ pub(super) fn policy(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderE
         }
     }
     // 4. RPZ
-    for (i, z) in ld.rpz.iter().enumerate() {
-        let ptr = format!("/local-data/rpz/{i}");
-        if z.tags.is_some() {
-            return Err(RenderError::new(
-                format!("{ptr}/tags"),
-                "kresd 5.x has no policy tags",
-            ));
-        }
-        if z.log.is_some() {
-            return Err(RenderError::new(
-                format!("{ptr}/log"),
-                "kresd 5.x cannot log RPZ matches per file",
-            ));
-        }
+    // Validation refuses `tags` and `log` (Knot Resolver 6.x).
+    for z in &ld.rpz {
         let watch = match z.watchdog {
             crate::config::AutoBool::Auto => "nil",
             crate::config::AutoBool::Bool(b) => lua_bool(b),
@@ -271,19 +259,9 @@ pub(super) fn policy(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderE
 }
 
 /// One `local-data/rules` entry: exact rules are emitted now, subtree rules collected.
-fn rule(
-    cx: &mut Ctx<'_>,
-    i: usize,
-    r: &LocalDataRule,
-    subtrees: &mut Vec<SubtreeRule>,
-) -> Result<(), RenderError> {
-    let ptr = format!("/local-data/rules/{i}");
-    if r.tags.is_some() {
-        return Err(RenderError::new(
-            format!("{ptr}/tags"),
-            "kresd 5.x has no policy tags",
-        ));
-    }
+/// Shapes validation refuses (tags, no source, `redirect` without or `nxdomain` with
+/// addresses, per-file TTL) render nothing.
+fn rule(cx: &mut Ctx<'_>, i: usize, r: &LocalDataRule, subtrees: &mut Vec<SubtreeRule>) {
     let ttl = r
         .ttl
         .map(|t| t.seconds())
@@ -291,26 +269,17 @@ fn rule(
     let nodata = r.nodata.unwrap_or(cx.c.local_data.nodata);
     if let Some(text) = &r.records {
         cx.records(text, ttl, nodata);
-        return Ok(());
+        return;
     }
     if let Some(files) = &r.file {
-        if r.ttl.is_some() || r.nodata.is_some() {
-            return Err(RenderError::new(
-                ptr,
-                "kresd 5.x applies one TTL and nodata setting to all hosts files; set them in /local-data",
-            ));
-        }
         for f in files {
             cx.out
                 .line(format!("hints.add_hosts({})", quote(f.as_str())));
         }
-        return Ok(());
+        return;
     }
     let Some(names) = &r.name else {
-        return Err(RenderError::new(
-            ptr,
-            "one of 'name', 'file' or 'records' must be configured",
-        ));
+        return;
     };
     let addrs: Vec<IpAddr> = r
         .address
@@ -327,13 +296,12 @@ fn rule(
                 address_answer(&addrs, ttl, nodata),
                 str_list(names.iter().map(|n| n.as_str()))
             ));
-            return Ok(());
+            return;
         }
-        (None, true) => {
-            return Err(RenderError::new(
-                format!("{ptr}/address"),
-                "a rule with 'name' needs 'address' or 'subtree'",
-            ));
+        (None, true)
+        | (Some(RuleSubtree::Redirect), true)
+        | (Some(RuleSubtree::Nxdomain), false) => {
+            return;
         }
         (Some(RuleSubtree::Nxdomain), true) => {
             lines.push(format!(
@@ -358,18 +326,6 @@ fn rule(
                 address_answer(&addrs, ttl, true)
             ));
         }
-        (Some(RuleSubtree::Redirect), true) => {
-            return Err(RenderError::new(
-                format!("{ptr}/subtree"),
-                "with kresd 5.x a 'redirect' subtree needs 'address'",
-            ));
-        }
-        (Some(RuleSubtree::Nxdomain), false) => {
-            return Err(RenderError::new(
-                format!("{ptr}/address"),
-                "'nxdomain' subtree cannot have addresses",
-            ));
-        }
     }
     // Names of one rule share a rule; order by the most specific of them.
     let most = names.iter().map(labels).max().unwrap_or(0);
@@ -378,27 +334,21 @@ fn rule(
         index: i,
         lines,
     });
-    Ok(())
 }
 
-/// The policy action of one forward zone.
-fn forward_action(c: &ResolverConfig, zi: usize) -> Result<String, RenderError> {
+/// The policy action of one forward zone. Validation guarantees at least one server, TLS
+/// settings only with `transport: tls`, authenticated TLS, no mix of TLS and plain servers, and
+/// no TLS to authoritative servers.
+fn forward_action(c: &ResolverConfig, zi: usize) -> String {
     let z = &c.forward[zi];
-    let ptr = format!("/forward/{zi}");
     let mut plain = Vec::new();
     let mut tls = Vec::new();
-    for (si, s) in z.servers.iter().enumerate() {
+    for s in &z.servers {
         match s {
             ForwardServer::Address(a) => plain.push(quote(&a.to_string())),
             ForwardServer::Server(sc) => {
                 let is_tls = sc.transport == Some(ForwardTransport::Tls);
                 if !is_tls {
-                    if sc.hostname.is_some() || sc.ca_file.is_some() || sc.pin_sha256.is_some() {
-                        return Err(RenderError::new(
-                            format!("{ptr}/servers/{si}"),
-                            "'hostname', 'ca-file' and 'pin-sha256' need 'transport: tls'",
-                        ));
-                    }
                     plain.extend(sc.address.iter().map(|a| quote(&a.to_string())));
                     continue;
                 }
@@ -418,50 +368,26 @@ fn forward_action(c: &ResolverConfig, zi: usize) -> Result<String, RenderError> 
                         str_list(pins.iter().map(|p| p.as_str()))
                     ));
                 }
-                if sc.hostname.is_none() && sc.pin_sha256.is_none() {
-                    return Err(RenderError::new(
-                        format!("{ptr}/servers/{si}"),
-                        "kresd 5.x authenticates a TLS forwarder by 'hostname' or 'pin-sha256'; set one",
-                    ));
-                }
                 for a in &sc.address {
                     tls.push(format!("{{{}{auth}}}", quote(&a.to_string())));
                 }
             }
         }
     }
-    if !plain.is_empty() && !tls.is_empty() {
-        return Err(RenderError::new(
-            format!("{ptr}/servers"),
-            "kresd 5.x cannot mix TLS and plain DNS servers in one forward zone",
-        ));
-    }
     if z.options.authoritative {
-        if !tls.is_empty() {
-            return Err(RenderError::new(
-                format!("{ptr}/options/authoritative"),
-                "forwarding to authoritative servers over TLS is not supported",
-            ));
-        }
-        return Ok(format!("policy.STUB({{{}}})", plain.join(", ")));
+        return format!("policy.STUB({{{}}})", plain.join(", "));
     }
     if !tls.is_empty() {
-        return Ok(format!("policy.TLS_FORWARD({{{}}})", tls.join(", ")));
+        return format!("policy.TLS_FORWARD({{{}}})", tls.join(", "));
     }
-    if plain.is_empty() {
-        return Err(RenderError::new(
-            format!("{ptr}/servers"),
-            "a forward zone needs at least one server",
-        ));
-    }
-    Ok(format!("policy.FORWARD({{{}}})", plain.join(", ")))
+    format!("policy.FORWARD({{{}}})", plain.join(", "))
 }
 
 /// `forward`: one action per zone, one rule per subtree, most specific subtree first.
-fn forward(cx: &mut Ctx<'_>) -> Result<(), RenderError> {
+fn forward(cx: &mut Ctx<'_>) {
     let c = cx.c;
     if c.forward.is_empty() {
-        return Ok(());
+        return;
     }
     cx.out.section("forward");
     cx.out.line("local kres_forward = {}");
@@ -470,7 +396,7 @@ fn forward(cx: &mut Ctx<'_>) -> Result<(), RenderError> {
         cx.out.line(format!(
             "kres_forward[{}] = {}",
             zi + 1,
-            forward_action(c, zi)?
+            forward_action(c, zi)
         ));
         for s in &z.subtree {
             rules.push((labels(s), s.as_str(), zi));
@@ -484,42 +410,24 @@ fn forward(cx: &mut Ctx<'_>) -> Result<(), RenderError> {
             quote(name)
         ));
     }
-    Ok(())
 }
 
 /// `views`: `view:addr` rules, most specific subnet first.
-pub(super) fn views(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderError> {
+/// Validation refuses `tags`, a `price-factor` and the `doq` protocol, and requires `answer`.
+pub(super) fn views(c: &ResolverConfig, out: &mut LuaOut) {
     if c.views.is_empty() {
-        return Ok(());
+        return;
     }
     out.section("views");
     out.line("modules.load('view < policy')");
     out.line(VIEW_HELPER);
     let mut entries = Vec::new();
     for (vi, v) in c.views.iter().enumerate() {
-        let ptr = format!("/views/{vi}");
-        if v.tags.is_some() {
-            return Err(RenderError::new(
-                format!("{ptr}/tags"),
-                "kresd 5.x has no policy tags",
-            ));
-        }
-        if v.options.price_factor.get() != 1.0 {
-            return Err(RenderError::new(
-                format!("{ptr}/options/price-factor"),
-                "kresd 5.x has no rate limiting or defer to apply a price factor to",
-            ));
-        }
         let action = match v.answer {
             Some(ViewAnswer::Allow) => "policy.PASS",
             Some(ViewAnswer::Refused) => "policy.REFUSE",
             Some(ViewAnswer::Noanswer) => "policy.NO_ANSWER",
-            None => {
-                return Err(RenderError::new(
-                    format!("{ptr}/answer"),
-                    "a view needs 'answer'",
-                ));
-            }
+            None => continue,
         };
         let dst = v
             .dst_subnet
@@ -529,21 +437,16 @@ pub(super) fn views(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderEr
         let protocols = match &v.protocols {
             None => "nil".to_string(),
             Some(ps) => {
-                let mut names = Vec::new();
-                for p in ps {
-                    names.push(match p {
-                        ViewProtocol::Udp53 => "udp53",
-                        ViewProtocol::Tcp53 => "tcp53",
-                        ViewProtocol::Dot => "dot",
-                        ViewProtocol::Doh => "doh",
-                        ViewProtocol::Doq => {
-                            return Err(RenderError::new(
-                                format!("{ptr}/protocols"),
-                                "kresd 5.x has no DNS over QUIC",
-                            ));
-                        }
-                    });
-                }
+                let mut names: Vec<&str> = ps
+                    .iter()
+                    .filter_map(|p| match p {
+                        ViewProtocol::Udp53 => Some("udp53"),
+                        ViewProtocol::Tcp53 => Some("tcp53"),
+                        ViewProtocol::Dot => Some("dot"),
+                        ViewProtocol::Doh => Some("doh"),
+                        ViewProtocol::Doq => None,
+                    })
+                    .collect();
                 names.sort_unstable();
                 names.dedup();
                 format!(
@@ -588,5 +491,4 @@ pub(super) fn views(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderEr
             "view:addr({subnet}, kres_view_rule({action}, {dst}, {protocols}))"
         ));
     }
-    Ok(())
 }

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{GlueChecking, ResolverConfig};
+use crate::config::{GlueChecking, ResolverConfig, trust_anchor_owner};
 
+use super::quote;
 use super::writer::{LuaOut, lua_bool, str_list};
-use super::{RenderError, quote};
 
 fn module(out: &mut LuaOut, load: bool, spec: &str, name: &str) {
     if load {
@@ -59,7 +59,7 @@ pub(super) fn options(c: &ResolverConfig, out: &mut LuaOut) {
 
 /// `cache`: storage and size, TTL bounds, NS timeout, prefill, prefetch (the `predict` module).
 /// The garbage collector is a separate process (kres-cache-gc), not Lua.
-pub(super) fn cache(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderError> {
+pub(super) fn cache(c: &ResolverConfig, out: &mut LuaOut) {
     let k = &c.cache;
     out.section("cache");
     let uri = format!("lmdb://{}", k.storage.as_str());
@@ -89,23 +89,12 @@ pub(super) fn cache(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderEr
         }
         out.line(format!("prefill.config({{{}}})", entries.join(", ")));
     }
+    // Validation requires `expiring` with `prediction`, and a window of whole minutes.
     let pre = &k.prefetch;
-    if pre.prediction.enable && !pre.expiring {
-        return Err(RenderError::new(
-            "/cache/prefetch/prediction/enable",
-            "kresd 5.x's predict module always prefetches expiring records; set cache/prefetch/expiring: true as well",
-        ));
-    }
     if pre.expiring {
         out.line("modules.load('predict')");
         if pre.prediction.enable {
             let secs = pre.prediction.window.seconds();
-            if secs < 60 || !secs.is_multiple_of(60) {
-                return Err(RenderError::new(
-                    "/cache/prefetch/prediction/window",
-                    "kresd 5.x takes the prediction window in whole minutes",
-                ));
-            }
             out.line(format!(
                 "predict.config({{window = {}, period = {}}})",
                 secs / 60,
@@ -116,24 +105,15 @@ pub(super) fn cache(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderEr
             out.line("predict.config({window = 15, period = 0})");
         }
     }
-    Ok(())
-}
-
-/// The owner name of a trust anchor in presentation format (its first token), lower-cased.
-fn ta_owner(ta: &str) -> Option<String> {
-    ta.split_whitespace().next().map(|o| {
-        let o = o.to_ascii_lowercase();
-        if o.ends_with('.') { o } else { format!("{o}.") }
-    })
 }
 
 /// `dnssec`, plus the negative trust anchors implied by `forward[*].options.dnssec: false`.
-pub(super) fn dnssec(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderError> {
+pub(super) fn dnssec(c: &ResolverConfig, out: &mut LuaOut) {
     let d = &c.dnssec;
     out.section("dnssec");
     if !d.enable {
         out.line("trust_anchors.remove('.')");
-        return Ok(());
+        return;
     }
     if d.log_bogus {
         out.line("modules.load('bogus_log')");
@@ -143,7 +123,7 @@ pub(super) fn dnssec(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderE
     // Configured anchors replace any default anchor for the same owner (e.g. the packaged root key).
     let mut removed = BTreeSet::new();
     for ta in &d.trust_anchors {
-        if let Some(owner) = ta_owner(ta)
+        if let Some(owner) = trust_anchor_owner(ta)
             && removed.insert(owner.clone())
         {
             out.line(format!("trust_anchors.remove({})", quote(&owner)));
@@ -165,35 +145,13 @@ pub(super) fn dnssec(c: &ResolverConfig, out: &mut LuaOut) -> Result<(), RenderE
     for f in c.forward.iter().filter(|f| !f.options.dnssec) {
         insecure.extend(f.subtree.iter().map(|n| n.as_str()));
     }
-    // kresd refuses a negative anchor for a name that has a (configured) trust anchor.
-    for (i, n) in d.negative_trust_anchors.iter().enumerate() {
-        if removed.contains(n.as_str()) {
-            return Err(RenderError::new(
-                format!("/dnssec/negative-trust-anchors/{i}"),
-                "a name cannot be both a trust anchor and a negative trust anchor",
-            ));
-        }
-    }
-    for (i, f) in c
-        .forward
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| !f.options.dnssec)
-    {
-        if f.subtree.iter().any(|n| removed.contains(n.as_str())) {
-            return Err(RenderError::new(
-                format!("/forward/{i}/options/dnssec"),
-                "'dnssec: false' makes the subtree a negative trust anchor, but it has a trust anchor",
-            ));
-        }
-    }
+    // Validation refuses a negative anchor for a name that has a configured trust anchor.
     if !insecure.is_empty() {
         out.line(format!(
             "trust_anchors.set_insecure({})",
             str_list(insecure)
         ));
     }
-    Ok(())
 }
 
 /// `dns64`.

@@ -15,8 +15,16 @@ fn raw(yaml: &str) -> ResolverConfig {
     serde_norway::from_str(yaml).unwrap()
 }
 
-fn raw_err(yaml: &str) -> RenderError {
-    render(&raw(yaml), &RenderOptions::default()).unwrap_err()
+/// The first error `render` reports for an unvalidated config (render validates first).
+fn raw_err(yaml: &str) -> crate::config::ConfigError {
+    first_err(&raw(yaml))
+}
+
+fn first_err(c: &ResolverConfig) -> crate::config::ConfigError {
+    render(c, &RenderOptions::default())
+        .unwrap_err()
+        .0
+        .remove(0)
 }
 
 fn lua_raw(yaml: &str) -> String {
@@ -386,9 +394,10 @@ fn dns64_logging_monitoring_lua_sections() {
         l.ends_with("print('hi')\n\n") || l.ends_with("print('hi')\n"),
         "{l}"
     );
-    pos(
-        &lua_raw("logging:\n  groups: [kresd]\n"),
-        "log_level('debug')",
+    // The process group `kresd` belongs to the 6.x manager: validation refuses it.
+    assert_eq!(
+        raw_err("logging:\n  groups: [kresd]\n").pointer,
+        "/logging/groups/0"
     );
     pos(
         &lua("lua:\n  script-file: /etc/extra.lua\n"),
@@ -427,30 +436,23 @@ fn six_x_only_features_are_errors() {
 fn nul_in_any_string_is_an_error_naming_the_field() {
     let mut c = cfg("{}");
     c.nsid = Some("a\0b".into());
-    assert_eq!(
-        render(&c, &RenderOptions::default()).unwrap_err().pointer,
-        "/nsid"
-    );
+    assert_eq!(first_err(&c).pointer, "/nsid");
     let mut c = cfg("{}");
     c.dnssec.trust_anchors = vec!["ok".into(), "x\0y".into()];
-    assert_eq!(
-        render(&c, &RenderOptions::default()).unwrap_err().pointer,
-        "/dnssec/trust-anchors/1"
-    );
+    assert_eq!(first_err(&c).pointer, "/dnssec/trust-anchors/1");
 }
 
 #[test]
 fn a_name_cannot_be_trust_anchor_and_negative_trust_anchor() {
-    let e = render(
-        &cfg("dnssec:\n  trust-anchors: ['A.test. DS 1 8 2 AB']\n  negative-trust-anchors: [b.test, a.test]\n"),
-        &RenderOptions::default(),
-    )
-    .unwrap_err();
-    assert_eq!(e.pointer, "/dnssec/negative-trust-anchors/1");
-    let e = render(
-        &cfg("dnssec:\n  trust-anchors: ['a.test. DS 1 8 2 AB']\nforward:\n  - subtree: a.test\n    servers: [192.0.2.1]\n    options:\n      dnssec: false\n"),
-        &RenderOptions::default(),
-    )
-    .unwrap_err();
-    assert_eq!(e.pointer, "/forward/0/options/dnssec");
+    // Found by validation (every entry point), not first at render.
+    let yaml = "dnssec:\n  trust-anchors: ['A.test. DS 1 8 2 AB']\n  negative-trust-anchors: [b.test, a.test]\n";
+    let e = ResolverConfig::from_yaml_str(yaml).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].pointer, "/dnssec/negative-trust-anchors/1");
+    assert!(e.0[0].message.contains("both a trust anchor"), "{e}");
+    assert_eq!(raw_err(yaml).pointer, "/dnssec/negative-trust-anchors/1");
+    let yaml = "dnssec:\n  trust-anchors: ['a.test. DS 1 8 2 AB']\nforward:\n  - subtree: a.test\n    servers: [192.0.2.1]\n    options:\n      dnssec: false\n";
+    let e = ResolverConfig::from_yaml_str(yaml).unwrap_err();
+    assert_eq!(e.0[0].pointer, "/forward/0/options/dnssec");
+    assert_eq!(raw_err(yaml).pointer, "/forward/0/options/dnssec");
 }

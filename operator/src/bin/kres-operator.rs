@@ -54,6 +54,10 @@ struct HostArgs {
     /// never root). Started as another user, the workers run as that user.
     #[arg(long, value_name = "USER")]
     worker_user: Option<String>,
+    /// Where the rollout state is kept (last good and failed revisions, history; default:
+    /// `<rundir>/state`, created mode 0700).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Loopback address for the workers' private probe endpoints.
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
     probe_address: IpAddr,
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         watch: a.watch,
         keep_workers_on_exit: a.keep_workers_on_exit,
         rundir: a.rundir,
+        state_dir: a.state_dir,
         probe_address: a.probe_address,
         start_timeout: Duration::from_millis(a.start_timeout_ms),
         supervisord: a.supervisord,

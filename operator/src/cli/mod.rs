@@ -47,6 +47,14 @@ pub enum Command {
     Metrics,
     /// Re-read the configuration file (as SIGHUP).
     Reload,
+    /// List the last revisions: when, what became of each, what changed.
+    History,
+    /// Make a previous good revision's config the desired one again (default: the newest good
+    /// revision other than the desired one); waits until applied or rejected.
+    Rollback {
+        /// The revision (from `kresctl history`).
+        revision: Option<String>,
+    },
     /// Stop the workers and the operator.
     Stop,
     /// Cache operations.
@@ -69,6 +77,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status => online::run(online::Online::Status, &cli.conn),
         Command::Metrics => online::run(online::Online::Metrics, &cli.conn),
         Command::Reload => online::run(online::Online::Reload, &cli.conn),
+        Command::History => online::run(online::Online::History, &cli.conn),
+        Command::Rollback { revision } => {
+            online::run(online::Online::Rollback(revision), &cli.conn)
+        }
         Command::Stop => online::run(online::Online::Stop, &cli.conn),
         Command::Cache(c) => online::run(online::Online::Cache(c), &cli.conn),
         Command::Completion { shell } => {

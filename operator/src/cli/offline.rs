@@ -95,10 +95,20 @@ fn write_out(output: Option<&Path>, text: &str) -> ExitCode {
 }
 
 /// `kresctl validate FILE...`: exit 0 when every file is valid, else 1 with every error listed.
+/// Runs the same pipeline as `kres-operator host` (file, SIGHUP, `--watch`, API): the datamodel's
+/// rules and host mode's (listen entries it can bind).
 pub fn validate(args: &ValidateArgs) -> ExitCode {
     let mut ok = true;
     for f in &args.files {
-        if let Err(lines) = load(f) {
+        let checked = load(f).and_then(|cfg| {
+            crate::host::desired::validate(&cfg).map_err(|errs| {
+                errs.to_string()
+                    .lines()
+                    .map(|l| format!("{}: {l}", f.display()))
+                    .collect()
+            })
+        });
+        if let Err(lines) = checked {
             report(&lines);
             ok = false;
         }

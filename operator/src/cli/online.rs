@@ -302,6 +302,51 @@ fn print_status(reply: &Reply) {
     }
 }
 
+/// `kresctl history`: one revision per line, newest first.
+fn print_history(reply: &Reply) {
+    let v = reply.json();
+    let s = |e: &Value, p: &str| {
+        e.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    for e in v["revisions"].as_array().into_iter().flatten() {
+        let mut marks = vec![];
+        if e["desired"] == true {
+            marks.push("desired");
+        }
+        if e["last-good"] == true {
+            marks.push("last good");
+        }
+        let changed: Vec<&str> = e["changed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "{}  {}  {:<10}  changed: {}{}",
+            s(e, "/desired-at"),
+            s(e, "/revision"),
+            s(e, "/state"),
+            if changed.is_empty() {
+                "-".to_owned()
+            } else {
+                changed.join(", ")
+            },
+            if marks.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", marks.join(", "))
+            },
+        );
+        if let Some(r) = e["reason"].as_str() {
+            println!("    reason: {r}");
+        }
+    }
+}
+
 /// The online commands, parsed.
 #[derive(Debug)]
 pub enum Online {
@@ -313,6 +358,10 @@ pub enum Online {
     Metrics,
     /// `reload`
     Reload,
+    /// `history`
+    History,
+    /// `rollback [REVISION]`
+    Rollback(Option<String>),
     /// `stop`
     Stop,
     /// `cache ...`
@@ -414,6 +463,26 @@ async fn run_async(cmd: Online, conn: &ConnArgs) -> ExitCode {
             Online::Reload => {
                 let reply = client
                     .request(Method::POST, "/reload", &[], "")
+                    .await
+                    .map_err(e)?;
+                finish(&reply, conn, print_applied)
+            }
+            Online::History => {
+                let reply = client.get("/v1/history").await.map_err(e)?;
+                finish(&reply, conn, print_history)
+            }
+            Online::Rollback(revision) => {
+                let body = match revision {
+                    Some(r) => serde_json::json!({ "revision": r }).to_string(),
+                    None => String::new(),
+                };
+                let reply = client
+                    .request(
+                        Method::POST,
+                        "/v1/rollback",
+                        &[("content-type", "application/json")],
+                        body,
+                    )
                     .await
                     .map_err(e)?;
                 finish(&reply, conn, print_applied)

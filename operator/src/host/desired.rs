@@ -4,46 +4,49 @@ use std::time::Duration;
 
 use std::net::SocketAddr;
 
-use kres_crd::config::{InterfaceHost, ResolverConfig};
+use kres_crd::config::{ConfigError, ConfigErrors, InterfaceHost, ResolverConfig};
 use kres_crd::lua::{RenderOptions, SocketMode, render, revision};
 
 use crate::reconcile::{Desired, GcSpec};
 use crate::sockets::specs_for_listen;
 
-/// A config that could not be turned into a desired state.
-#[derive(Debug, thiserror::Error)]
-pub enum DesiredError {
-    /// Lua rendering failed.
-    #[error("rendering the kresd config: {0}")]
-    Render(String),
-    /// A `network.listen` entry host mode cannot serve.
-    #[error("{0}")]
-    Listen(String),
-    /// `workers` out of range for a host.
-    #[error("/workers: {0} workers is more than host mode supports")]
-    Workers(usize),
-}
-
-/// Build the desired state: render the worker config (sockets inherited or bound by kresd),
-/// hash it into the revision, resolve the worker count, derive the cache-gc arguments.
+/// The one config pipeline of host mode: every rule (the datamodel's
+/// [`ResolverConfig::validate`], checked by `render`, plus host mode's listen rules) with
+/// pointers, then an infallible build: render the worker config (sockets inherited or bound by
+/// kresd), hash it into the revision, resolve the worker count, derive the cache-gc arguments.
+/// Every source (file, SIGHUP, `--watch`, API) and `kresctl validate` go through it.
 pub fn desired_from(
     cfg: &ResolverConfig,
     sockets: SocketMode,
     start_timeout: Duration,
-) -> Result<Desired, DesiredError> {
-    let mut config =
-        render(cfg, &RenderOptions { sockets }).map_err(|e| DesiredError::Render(e.to_string()))?;
+) -> Result<Desired, ConfigErrors> {
+    let rendered = render(cfg, &RenderOptions { sockets });
     let listen = match sockets {
-        SocketMode::Inherited => listen_specs(cfg)?,
-        SocketMode::Listen => vec![],
+        SocketMode::Inherited => listen_specs(cfg),
+        SocketMode::Listen => Ok(vec![]),
+    };
+    let workers = cfg.worker_count();
+    let workers = u16::try_from(workers).map_err(|_| {
+        ConfigErrors::single(
+            "/workers",
+            format!("{workers} workers is more than host mode supports"),
+        )
+    });
+    let (mut config, listen, workers) = match (rendered, listen, workers) {
+        (Ok(c), Ok(l), Ok(w)) => (c, l, w),
+        (r, l, w) => {
+            let mut all = vec![];
+            for e in [r.err(), l.err(), w.err()].into_iter().flatten() {
+                all.extend(e.0);
+            }
+            return Err(ConfigErrors(all));
+        }
     };
     if !listen.is_empty() {
         // The inherited sockets are part of what a worker runs: a change of them is a new
         // revision, so every worker is replaced and fetches the new set from the holder.
         config.push_str(&format!("-- inherited sockets: {}\n", listen.join(" ")));
     }
-    let workers = cfg.worker_count();
-    let workers = u16::try_from(workers).map_err(|_| DesiredError::Workers(workers))?;
     Ok(Desired {
         revision: revision(config.as_bytes()),
         config,
@@ -54,25 +57,41 @@ pub fn desired_from(
     })
 }
 
-/// The socket holder's bind specs for `network.listen` (IP interfaces; `dns` = UDP + TCP).
-pub fn listen_specs(cfg: &ResolverConfig) -> Result<Vec<String>, DesiredError> {
+/// Check `cfg` as host mode would run it (what `kresctl validate` reports).
+pub fn validate(cfg: &ResolverConfig) -> Result<(), ConfigErrors> {
+    desired_from(cfg, crate::host::run::SOCKETS, Duration::ZERO).map(|_| ())
+}
+
+/// The socket holder's bind specs for `network.listen` (IP interfaces; `dns` = UDP + TCP);
+/// every entry host mode cannot serve is an error naming it.
+pub fn listen_specs(cfg: &ResolverConfig) -> Result<Vec<String>, ConfigErrors> {
     let mut specs = vec![];
+    let mut errors = vec![];
     for (i, l) in cfg.network.listen.iter().enumerate() {
         let port = l.effective_port();
         for item in l.interface.iter().flat_map(|x| x.items()) {
             let InterfaceHost::Ip(ip) = &item.host else {
-                return Err(DesiredError::Listen(format!(
-                    "/network/listen/{i}/interface: interface names are not supported in host \
-                     mode; give IP addresses"
-                )));
+                errors.push(ConfigError::new(
+                    format!("/network/listen/{i}/interface"),
+                    "interface names are not supported in host mode; give IP addresses",
+                ));
+                continue;
             };
             let addr = SocketAddr::new(*ip, item.port.map(|p| p.get()).unwrap_or(port));
-            let more = specs_for_listen(l.kind.as_str(), addr, l.freebind)
-                .map_err(|e| DesiredError::Listen(format!("/network/listen/{i}: {e}")))?;
-            specs.extend(more.iter().map(ToString::to_string));
+            match specs_for_listen(l.kind.as_str(), addr, l.freebind) {
+                Ok(more) => specs.extend(more.iter().map(ToString::to_string)),
+                Err(e) => errors.push(ConfigError::new(
+                    format!("/network/listen/{i}"),
+                    e.to_string(),
+                )),
+            }
         }
     }
-    Ok(specs)
+    if errors.is_empty() {
+        Ok(specs)
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }
 
 /// `kres-cache-gc` arguments for the config's `cache.garbage-collector` (None when disabled).
@@ -131,5 +150,20 @@ mod tests {
         other.lua.script = Some("-- x".into());
         let c = desired_from(&other, SocketMode::Inherited, Duration::from_secs(5)).expect("ok");
         assert_ne!(a.revision, c.revision);
+    }
+
+    #[test]
+    fn every_host_rule_is_reported_with_its_pointer() {
+        let cfg = ResolverConfig::from_yaml_str(
+            "network:\n  listen:\n    - interface: lo\n    - interface: 127.0.0.1@8443\n      kind: doh2\n",
+        )
+        .expect("valid datamodel");
+        let e = validate(&cfg).expect_err("host mode refuses both");
+        let pointers: Vec<&str> = e.0.iter().map(|e| e.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            ["/network/listen/0/interface", "/network/listen/1"],
+            "{e}"
+        );
     }
 }

@@ -12,16 +12,17 @@ pub mod desired;
 pub mod run;
 pub mod status;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::backend::{Backend, BackendError};
-use crate::reconcile::{Action, Desired, Failure, Revision, Rollout, plan_with_phase};
+use crate::reconcile::{Action, Durable, Failure, RevisionStore, Rollout, plan_with_phase};
+use crate::source::Accepted;
+use crate::time::unix_ms;
 pub use status::Status;
 
 /// How often a converged fleet is re-observed.
@@ -29,22 +30,23 @@ pub const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How long a `Wait` sleeps at most before observing again.
 pub const WAIT_POLL: Duration = Duration::from_millis(20);
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// The reconcile loop's state.
 pub struct Reconciler<B: Backend> {
     backend: B,
     rollout: Rollout,
+    store: Box<dyn RevisionStore>,
     status: watch::Sender<Status>,
     status_file: Option<PathBuf>,
-    /// Endpoints of each desired revision seen (to give the holder back the last good set).
-    endpoints_of: HashMap<Revision, Vec<String>>,
+    /// Called when the fleet rejected the desired change, with the last good revision's config.
+    on_rejected: Option<RejectedHook>,
+    /// The durable state as last saved (revision history for the API).
+    durable: Option<watch::Sender<Arc<Durable>>>,
 }
+
+/// What the reconciler calls when the fleet rejected the desired change (`change`) and a last
+/// good config (`good`, its text) exists: host mode puts `good` back as the desired config when
+/// the change came from the API.
+pub type RejectedHook = Box<dyn Fn(&Accepted, &str) + Send>;
 
 enum Next {
     Now,
@@ -53,14 +55,69 @@ enum Next {
 }
 
 impl<B: Backend> Reconciler<B> {
-    /// A reconciler publishing its status to `status` (and, if given, to a JSON file).
-    pub fn new(backend: B, status: watch::Sender<Status>, status_file: Option<PathBuf>) -> Self {
-        Reconciler {
+    /// A reconciler publishing its status to `status` (and, if given, to a JSON file), resuming
+    /// the rollout state kept in `store` (last good and failed revisions, history).
+    pub fn new(
+        backend: B,
+        store: Box<dyn RevisionStore>,
+        status: watch::Sender<Status>,
+        status_file: Option<PathBuf>,
+    ) -> Result<Self, crate::reconcile::StoreError> {
+        let rollout = Rollout::resume(store.load()?);
+        let reconciler = Reconciler {
             backend,
-            rollout: Rollout::default(),
+            rollout,
+            store,
             status,
             status_file,
-            endpoints_of: HashMap::new(),
+            on_rejected: None,
+            durable: None,
+        };
+        let rollout = reconciler.rollout.clone();
+        reconciler.publish(|s| {
+            s.operator_pid = std::process::id();
+            s.set_rollout(&rollout);
+        });
+        Ok(reconciler)
+    }
+
+    /// Publish the durable state (last good, failed revisions, history) to `tx`, now and after
+    /// every save.
+    pub fn publish_durable(&mut self, tx: watch::Sender<Arc<Durable>>) {
+        tx.send_replace(Arc::new(self.rollout.durable.clone()));
+        self.durable = Some(tx);
+    }
+
+    /// Call `hook` whenever the fleet rejects the desired change (see [`RejectedHook`]).
+    pub fn on_rejected(&mut self, hook: RejectedHook) {
+        self.on_rejected = Some(hook);
+    }
+
+    /// The desired change was rejected: hand the last good config to the hook.
+    fn rejected(&self, change: &Accepted) {
+        let durable = &self.rollout.durable;
+        let good = durable.last_good.as_ref().and_then(|g| durable.record(g));
+        if let (Some(hook), Some(good)) = (&self.on_rejected, good)
+            && good.revision != change.desired.revision
+        {
+            hook(change, &good.config);
+        }
+    }
+
+    /// Save the durable rollout state when it changed. A failed save is logged and tried again
+    /// at the next step; the fleet is not held up by it.
+    fn save(&mut self) {
+        if !self.rollout.is_dirty() {
+            return;
+        }
+        match self.store.save(&self.rollout.durable) {
+            Ok(()) => {
+                self.rollout.saved();
+                if let Some(tx) = &self.durable {
+                    tx.send_replace(Arc::new(self.rollout.durable.clone()));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "rollout state not saved"),
         }
     }
 
@@ -72,7 +129,7 @@ impl<B: Backend> Reconciler<B> {
     /// Run until `shutdown` becomes true. Workers are left running; see [`Reconciler::stop`].
     pub async fn run(
         &mut self,
-        mut desired: watch::Receiver<Option<Arc<Desired>>>,
+        mut desired: watch::Receiver<Option<Arc<Accepted>>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
@@ -81,9 +138,9 @@ impl<B: Backend> Reconciler<B> {
             }
             let current = desired.borrow_and_update().clone();
             let next = match current {
-                Some(d) => {
-                    let span = tracing::info_span!("reconcile", revision = %d.revision);
-                    self.step(&d).instrument(span).await
+                Some(a) => {
+                    let span = tracing::info_span!("reconcile", seq = a.seq, revision = %a.desired.revision);
+                    self.step(&a).instrument(span).await
                 }
                 None => {
                     // No valid config yet: keep the backend up, nothing else.
@@ -132,40 +189,45 @@ impl<B: Backend> Reconciler<B> {
     }
 
     /// One observe-plan-apply step.
-    async fn step(&mut self, d: &Desired) -> Next {
-        match self.try_step(d).await {
+    async fn step(&mut self, change: &Accepted) -> Next {
+        let next = match self.try_step(change).await {
             Ok(next) => next,
             Err(e) => {
                 self.backend_error(&e);
                 self.rollout.record(unix_ms(), "error", e.to_string());
                 Next::Idle
             }
-        }
+        };
+        self.save();
+        next
     }
 
-    async fn try_step(&mut self, d: &Desired) -> Result<Next, BackendError> {
+    async fn try_step(&mut self, change: &Accepted) -> Result<Next, BackendError> {
         tracing::debug!("step");
+        let d = &change.desired;
         if self.backend.ensure().await? {
             self.rollout
                 .record(unix_ms(), "backend", "process manager started");
         }
-        self.endpoints_of
-            .insert(d.revision.clone(), d.listen.clone());
+        self.rollout
+            .note_config(&d.revision, &change.text, &d.listen, unix_ms());
         // The endpoints of the target: the desired ones, or after a rejection the last good
-        // revision's (when known to this operator instance).
-        let endpoints = if !self.rollout.failed.contains_key(&d.revision) {
-            Some(&d.listen)
+        // revision's (from the history).
+        let endpoints = if !self.rollout.durable.failed.contains_key(&d.revision) {
+            Some(d.listen.clone())
         } else {
-            self.rollout
+            let durable = &self.rollout.durable;
+            durable
                 .last_good
                 .as_ref()
-                .and_then(|g| self.endpoints_of.get(g))
+                .and_then(|g| durable.record(g))
+                .map(|r| r.endpoints.clone())
         };
         if let Some(endpoints) = endpoints
-            && let Err(e) = self.backend.set_endpoints(endpoints).await
+            && let Err(e) = self.backend.set_endpoints(&endpoints).await
         {
             match e {
-                BackendError::Operation(reason) if endpoints == &d.listen => {
+                BackendError::Operation(reason) if endpoints == d.listen => {
                     // The new endpoints cannot be had: a rejected change, like a failed gate.
                     tracing::warn!(revision = %d.revision, %reason, "revision rejected");
                     self.rollout.note_desired(&d.revision, unix_ms());
@@ -175,6 +237,7 @@ impl<B: Backend> Reconciler<B> {
                         reason,
                         at_unix_ms: unix_ms(),
                     });
+                    self.rejected(change);
                 }
                 e => return Err(e),
             }
@@ -184,12 +247,12 @@ impl<B: Backend> Reconciler<B> {
         let observed = self.backend.observe().await?;
         tracing::debug!(took_us = t.elapsed().as_micros() as u64, "observed");
         self.rollout.note_desired(&d.revision, unix_ms());
-        if self.rollout.last_good.is_none()
+        if self.rollout.durable.last_good.is_none()
             && let Some(g) = self.rollout.effective_last_good(&d.revision, &observed)
             && g != d.revision
         {
-            // Adopted mid-rollout: remember what was serving before.
-            self.rollout.last_good = Some(g);
+            // Adopted mid-rollout without a stored state: remember what was serving before.
+            self.rollout.adopt_last_good(g);
         }
         let (phase, action) = plan_with_phase(d, &observed, &self.rollout);
         if phase != self.rollout.phase {
@@ -204,6 +267,7 @@ impl<B: Backend> Reconciler<B> {
         let rollout = self.rollout.clone();
         self.publish(|s| {
             s.desired_revision = Some(d.revision.clone());
+            s.change_seq = change.seq;
             s.workers_desired = d.workers;
             s.workers = observed.slots.clone();
             s.workers.sort_by_key(|w| w.slot);
@@ -213,12 +277,12 @@ impl<B: Backend> Reconciler<B> {
             s.set_rollout(&rollout);
         });
         let t = std::time::Instant::now();
-        let next = self.apply(action).await;
+        let next = self.apply(action, change).await;
         tracing::debug!(took_us = t.elapsed().as_micros() as u64, "applied");
         next
     }
 
-    async fn apply(&mut self, action: Action) -> Result<Next, BackendError> {
+    async fn apply(&mut self, action: Action, change: &Accepted) -> Result<Next, BackendError> {
         let now = unix_ms();
         match action {
             Action::StartSlot { slot, revision } => {
@@ -265,12 +329,16 @@ impl<B: Backend> Reconciler<B> {
                     format!("{reason}; worker log: {last}")
                 };
                 tracing::warn!(%revision, %slot, %reason, "revision rejected");
+                let desired = revision == change.desired.revision;
                 self.rollout.mark_failed(Failure {
                     revision,
                     slot: Some(slot),
                     reason,
                     at_unix_ms: now,
                 });
+                if desired {
+                    self.rejected(change);
+                }
                 Ok(Next::Now)
             }
             Action::MarkGood { revision } => {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kres_crd::config::ConfigErrors;
 use kres_crd::lua::SocketMode;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -15,6 +16,8 @@ use crate::backend::BackendError;
 use crate::backend::supervisord::conf::Layout;
 use crate::backend::supervisord::{SupervisordBackend, SupervisordSettings};
 use crate::privilege::{PrivilegeError, WorkerUser, default_rundir, worker_dir, worker_user};
+use crate::reconcile::FileRevisionStore;
+use crate::source::Origin;
 use crate::source::file::{FileSource, SourceError};
 
 /// Options of `kres-operator host`.
@@ -28,6 +31,8 @@ pub struct HostOptions {
     pub keep_workers_on_exit: bool,
     /// Rundir override (default: the config's `rundir`).
     pub rundir: Option<PathBuf>,
+    /// Where the rollout state is kept (default: `<rundir>/state`).
+    pub state_dir: Option<PathBuf>,
     /// Address of the workers' private probe endpoints.
     pub probe_address: IpAddr,
     /// How long a worker may take to become ready.
@@ -62,17 +67,27 @@ pub const SOCKETS: SocketMode = SocketMode::Inherited;
 
 /// Run host mode until SIGTERM/SIGINT.
 pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
-    let source = FileSource::open(&opts.config)?;
-    let mut cfg_rx = source.subscribe();
-    let first = cfg_rx
-        .borrow()
-        .clone()
-        .ok_or_else(|| HostError::Setup("no config".into()))?;
+    let start_timeout = opts.start_timeout;
     let worker = worker_user(opts.worker_user.as_deref())?;
+    // Every accepted config gets its cache directory prepared for the workers (created, or
+    // checked to belong to them) before it can become desired.
+    let build: crate::source::Build = {
+        let worker = worker.clone();
+        Arc::new(move |cfg| {
+            prepare_cache(cfg, worker.as_ref())
+                .map_err(|e| ConfigErrors::single("/cache/storage", e.to_string()))?;
+            desired_from(cfg, SOCKETS, start_timeout)
+        })
+    };
+    let source = FileSource::open(&opts.config, build)?;
+    let first = source
+        .current()
+        .ok_or_else(|| HostError::Setup("no config".into()))?;
+    let first_rundir = first.config.rundir.clone();
     let rundir = opts
         .rundir
         .clone()
-        .or_else(|| first.rundir.as_ref().map(|r| r.as_path().to_path_buf()))
+        .or_else(|| first_rundir.as_ref().map(|r| r.as_path().to_path_buf()))
         .or_else(default_rundir)
         .ok_or_else(|| {
             HostError::Setup(
@@ -82,7 +97,6 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
     let rundir = std::path::absolute(&rundir)
         .map_err(|e| HostError::Setup(format!("rundir {}: {e}", rundir.display())))?;
     // The cache must belong to the workers before any of them starts.
-    prepare_cache(&first, worker.as_ref())?;
     let mut settings = SupervisordSettings::new(rundir.clone());
     settings.worker_user = worker.clone();
     settings.probe_ip = opts.probe_address;
@@ -117,61 +131,58 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
     let mut sigint = sig(SignalKind::interrupt())?;
     let mut sighup = sig(SignalKind::hangup())?;
     let reload = source.reload_handle();
-    let api_config = source.subscribe();
-    tokio::spawn(source.run(opts.watch, Duration::from_secs(1)));
-
-    // Config -> desired (render + revision); an unrenderable config keeps the previous one.
-    let (desired_tx, desired_rx) = watch::channel(None);
-    let start_timeout = opts.start_timeout;
+    let desired_rx = source.subscribe();
+    tokio::spawn(source.clone().run(opts.watch, Duration::from_secs(1)));
+    let mut rundir_rx = source.subscribe();
     tokio::spawn(async move {
-        loop {
-            let cfg = cfg_rx.borrow_and_update().clone();
-            if let Some(cfg) = cfg {
-                if cfg.rundir != first.rundir {
-                    tracing::warn!("rundir changes need an operator restart; keeping the old one");
-                }
-                let desired = prepare_cache(&cfg, worker.as_ref())
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| {
-                        desired_from(&cfg, SOCKETS, start_timeout).map_err(|e| e.to_string())
-                    });
-                match desired {
-                    Ok(d) => {
-                        desired_tx.send_if_modified(|cur| {
-                            if cur.as_deref() == Some(&d) {
-                                return false;
-                            }
-                            tracing::info!(revision = %d.revision, workers = d.workers, "desired state");
-                            *cur = Some(Arc::new(d));
-                            true
-                        });
-                    }
-                    Err(e) => tracing::error!(error = %e, "configuration not applied"),
-                }
-            }
-            if cfg_rx.changed().await.is_err() {
-                return;
+        while rundir_rx.changed().await.is_ok() {
+            let changed = rundir_rx
+                .borrow_and_update()
+                .as_ref()
+                .is_some_and(|a| a.config.rundir != first_rundir);
+            if changed {
+                tracing::warn!("rundir changes need an operator restart; keeping the old one");
             }
         }
     });
 
     let (status_tx, status_rx) = watch::channel(Status::default());
+    let (durable_tx, durable_rx) = watch::channel(Arc::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // The HTTP API (issue 4): listener from the config's `management`.
     let api = crate::http::host_plane::start_api(crate::http::host_plane::HostPlaneParts {
-        config_path: opts.config.clone(),
-        config: api_config,
-        reload: reload.clone(),
+        source: source.clone(),
         status: status_rx,
+        history: durable_rx,
         shutdown: shutdown_tx.clone(),
         rundir: rundir.clone(),
-        sockets: SOCKETS,
-        start_timeout,
         metrics: Default::default(),
     })
     .await
     .map_err(|e| HostError::Setup(format!("API: {e}")))?;
-    let mut reconciler = Reconciler::new(backend, status_tx, Some(status_file));
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| rundir.join("state"));
+    let store = FileRevisionStore::open(&state_dir)
+        .map_err(|e| HostError::Setup(format!("state directory: {e}")))?;
+    let mut reconciler = Reconciler::new(backend, Box::new(store), status_tx, Some(status_file))
+        .map_err(|e| HostError::Setup(format!("rollout state: {e}")))?;
+    reconciler.publish_durable(durable_tx);
+    // A rejected API change (or rollback) is reverted here, not by the request: the last good
+    // config goes back to the file whether or not the client still waits.
+    let revert_source = source.clone();
+    reconciler.on_rejected(Box::new(move |change, good| {
+        if !matches!(change.origin, Origin::Api | Origin::Rollback) {
+            return;
+        }
+        let (source, seq, good) = (revert_source.clone(), change.seq, good.to_owned());
+        tokio::task::spawn_blocking(move || match source.revert(seq, &good) {
+            Ok(Some(a)) => tracing::info!(rejected = seq, seq = a.seq, revision = %a.desired.revision, "last good configuration restored"),
+            Ok(None) => tracing::info!(rejected = seq, "not reverted: a newer change came"),
+            Err(e) => tracing::error!(error = %e, "could not restore the last good configuration"),
+        });
+    }));
     tokio::spawn(async move {
         loop {
             tokio::select! {

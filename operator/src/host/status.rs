@@ -8,8 +8,14 @@ use crate::reconcile::{Event, Failure, ObservedSlot, Phase, Rollout};
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Status {
+    /// PID of the operator process that wrote this status.
+    pub operator_pid: u32,
     /// Revision of the current desired config (None until a valid config was read).
     pub desired_revision: Option<String>,
+    /// Sequence number of the change the reconciler last worked on (see
+    /// [`crate::reconcile::ChangeSeq`]): `converged`, `failed-revisions` and the workers describe
+    /// the outcome of this change.
+    pub change_seq: u64,
     /// Revision every regular slot last ran ready on.
     pub current_revision: Option<String>,
     /// Revision the fleet is moving to (the desired one, or the last good one after a failure).
@@ -28,6 +34,8 @@ pub struct Status {
     pub last_failure: Option<Failure>,
     /// Revisions rejected and not retried until the desired config changes.
     pub failed_revisions: Vec<String>,
+    /// Each rejected revision with why and when.
+    pub failures: Vec<Failure>,
     /// What the operator waits for, if anything.
     pub waiting_for: Option<String>,
     /// The last backend error, if the last step failed.
@@ -37,13 +45,14 @@ pub struct Status {
 impl Status {
     /// Fill in the rollout part.
     pub fn set_rollout(&mut self, rollout: &Rollout) {
-        self.current_revision = rollout.last_good.clone();
+        self.current_revision = rollout.durable.last_good.clone();
         self.phase = rollout.phase.clone();
         self.events = rollout.events.iter().cloned().collect();
         self.last_failure = rollout.last_failure.clone();
-        self.failed_revisions = rollout.failed.keys().cloned().collect();
+        self.failed_revisions = rollout.durable.failed.keys().cloned().collect();
+        self.failures = rollout.durable.failed.values().cloned().collect();
         self.target_revision = match &self.desired_revision {
-            Some(d) if rollout.failed.contains_key(d) => rollout.last_good.clone(),
+            Some(d) if rollout.durable.failed.contains_key(d) => rollout.durable.last_good.clone(),
             d => d.clone(),
         };
     }

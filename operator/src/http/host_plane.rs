@@ -1,10 +1,11 @@
-//! The real [`ControlPlane`] of host mode: the file source (written back to, then re-read) and
-//! the reconcile loop's status channel.
+//! The real [`ControlPlane`] of host mode: the file source and the reconcile loop's status.
 //!
-//! A change is validated (`ResolverConfig::from_json_value`), rendered (revision), written to the
-//! config file (`persist::write_back`, `.bak` kept), and picked up by the file source exactly as
-//! SIGHUP would; then the status channel tells when the fleet converged on the revision, rejected
-//! it (the previous file content is then written back), or a newer config replaced it.
+//! A change is submitted to the file source (`FileSource::submit`: the one config pipeline,
+//! then the file is written with a dated backup and the change published with a change
+//! sequence number); its outcome is what the reconcile loop reports for that sequence number
+//! (`Status::change_seq`): converged (worker count and cache-gc included), rejected, or
+//! superseded by a later change with a different desired state. Reverting a rejected change is
+//! the operator's job (see `host::run`), not the request's: it happens when the client is gone.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,41 +13,35 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kres_crd::config::{ConfigErrors, ResolverConfig};
-use kres_crd::lua::SocketMode;
 use serde_json::Value;
-use tokio::sync::{Mutex, Notify, watch};
+use tokio::sync::watch;
 
 use super::doc::etag_of;
-use super::persist;
 use super::plane::{
-    Applied, ApplyError, CacheGcStatus, ControlPlane, Failure, FieldError, Plan, PlannedRestart,
-    RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus,
+    Applied, ApplyError, CacheGcStatus, ControlPlane, Failure, FieldError, HistoryEntry, Plan,
+    PlannedRestart, RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus,
 };
 use super::server::{Listen, ServeError, ServerConfig, ServerHandle, serve};
 use super::worker::KresdControl;
 use crate::host::Status;
-use crate::host::desired::desired_from;
 use crate::metrics::{OperatorMetrics, ResultLabel};
-use crate::reconcile::{Phase, SlotState};
+use crate::reconcile::{Durable, Phase, RevisionState, SlotState};
+use crate::source::file::{FileSource, SourceError};
+use crate::source::{Accepted, Origin};
+use crate::time::rfc3339;
 
 /// What host mode hands to the API.
 pub struct HostPlaneParts {
-    /// The config file the operator was started with (API changes are written here).
-    pub config_path: PathBuf,
-    /// The file source's current valid config.
-    pub config: watch::Receiver<Option<Arc<ResolverConfig>>>,
-    /// Triggers a re-read of the file (what SIGHUP does).
-    pub reload: Arc<Notify>,
+    /// The config source (API changes are submitted to it).
+    pub source: Arc<FileSource>,
     /// The reconcile loop's status.
     pub status: watch::Receiver<Status>,
+    /// The reconcile loop's durable state (revision history).
+    pub history: watch::Receiver<Arc<Durable>>,
     /// Setting it to true stops the operator.
     pub shutdown: watch::Sender<bool>,
     /// The operator's rundir (kresd control sockets are `kresd/control/<pid>` below it).
     pub rundir: PathBuf,
-    /// How listening sockets reach kresd (for rendering the same revision as the loop).
-    pub sockets: SocketMode,
-    /// Worker start timeout (part of the desired state).
-    pub start_timeout: Duration,
     /// The operator's metrics.
     pub metrics: Arc<OperatorMetrics>,
 }
@@ -54,14 +49,9 @@ pub struct HostPlaneParts {
 /// Host mode's control plane.
 pub struct HostPlane {
     p: HostPlaneParts,
-    /// Serialises writes of the config file.
-    submit: Mutex<()>,
     /// Last seen state of the cache-gc program (polled from supervisord).
     gc: Arc<std::sync::Mutex<Option<CacheGcStatus>>>,
 }
-
-/// How long the file source may take to publish what was written.
-const PICKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn invalid(errors: ConfigErrors) -> ApplyError {
     ApplyError::Invalid(
@@ -78,30 +68,6 @@ fn invalid(errors: ConfigErrors) -> ApplyError {
 
 fn unavailable(e: impl std::fmt::Display) -> ApplyError {
     ApplyError::Unavailable(e.to_string())
-}
-
-/// RFC 3339 UTC time of a Unix time in milliseconds.
-pub fn rfc3339(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        unix_ms % 1000
-    )
 }
 
 fn phase_name(p: &Phase) -> String {
@@ -129,6 +95,11 @@ fn state_name(s: SlotState) -> &'static str {
 /// The API's status snapshot of a host status.
 pub fn snapshot(s: &Status) -> StatusSnapshot {
     StatusSnapshot {
+        change_seq: s.change_seq,
+        desired_revision: s.desired_revision.clone(),
+        converged: s.converged,
+        workers_desired: s.workers_desired,
+        failed_revisions: s.failed_revisions.clone(),
         current_revision: s.current_revision.clone(),
         target_revision: s.target_revision.clone(),
         phase: phase_name(&s.phase),
@@ -165,110 +136,87 @@ impl HostPlane {
     pub fn new(parts: HostPlaneParts) -> Self {
         Self {
             p: parts,
-            submit: Mutex::new(()),
             gc: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
-    fn current(&self) -> Option<Arc<ResolverConfig>> {
-        self.p.config.borrow().clone()
+    fn current(&self) -> Option<Arc<Accepted>> {
+        self.p.source.current()
     }
 
     fn to_json(cfg: &ResolverConfig) -> Value {
         serde_json::to_value(cfg).unwrap_or(Value::Null)
     }
 
-    fn validate(&self, new: Value) -> Result<(ResolverConfig, String), ApplyError> {
-        let cfg = ResolverConfig::from_json_value(new).map_err(invalid)?;
-        let desired = desired_from(&cfg, self.p.sockets, self.p.start_timeout).map_err(|e| {
-            let text = e.to_string();
-            let (pointer, message) = match text.split_once(": ") {
-                Some((p, m)) if p.starts_with('/') => (p.to_owned(), m.to_owned()),
-                _ => (String::new(), text),
-            };
-            ApplyError::Invalid(vec![FieldError { pointer, message }])
-        })?;
-        Ok((cfg, desired.revision))
+    fn etag(a: &Accepted) -> String {
+        etag_of(&Self::to_json(&a.config))
     }
 
-    /// Write `cfg` to the config file and wait until the file source published it.
-    async fn write_and_pickup(&self, cfg: &ResolverConfig) -> Result<(), ApplyError> {
-        let yaml = serde_norway::to_string(cfg).map_err(unavailable)?;
-        persist::write_back(&self.p.config_path, &yaml).map_err(unavailable)?;
-        let want = etag_of(&Self::to_json(cfg));
-        self.p.reload.notify_one();
-        if self.published(&want).await {
-            Ok(())
-        } else {
-            Err(ApplyError::Unavailable(
-                "the configuration file was written but not picked up by the operator".into(),
-            ))
-        }
-    }
-
-    /// Wait (up to [`PICKUP_TIMEOUT`]) until the file source publishes the config with ETag `want`.
-    async fn published(&self, want: &str) -> bool {
-        let mut rx = self.p.config.clone();
-        let wait = async {
-            loop {
-                let done = rx
-                    .borrow_and_update()
-                    .as_deref()
-                    .is_some_and(|c| etag_of(&Self::to_json(c)) == want);
-                if done {
-                    return true;
-                }
-                if rx.changed().await.is_err() {
-                    return false;
-                }
-            }
-        };
-        tokio::time::timeout(PICKUP_TIMEOUT, wait)
+    /// Run a source operation (validation, rendering, file I/O) off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&FileSource) -> Result<T, SourceError> + Send + 'static,
+    ) -> Result<T, ApplyError> {
+        let source = self.p.source.clone();
+        let result = tokio::task::spawn_blocking(move || f(&source))
             .await
-            .unwrap_or(false)
+            .map_err(unavailable)?;
+        result.map_err(|e| match e {
+            SourceError::Invalid { errors, .. } => invalid(errors),
+            SourceError::BaseChanged => ApplyError::BaseChanged {
+                current: self.current().map(|a| Self::etag(&a)).unwrap_or_default(),
+            },
+            e => unavailable(e),
+        })
     }
 
-    /// Wait until the fleet converged on `revision` (Ok), rejected it, or `etag` stopped being
-    /// the desired config.
-    async fn outcome(&self, etag: &str, revision: &str) -> Result<Applied, ApplyError> {
+    /// Wait until the reconcile loop reports the outcome of `change`: converged on it (every
+    /// slot ready on its revision, worker count and cache-gc included), rejected it, or moved on
+    /// to a later change with a different desired state (superseded).
+    async fn outcome(&self, change: &Accepted, since_ms: u64) -> Result<Applied, ApplyError> {
+        let revision = &change.desired.revision;
+        let applied = || Applied {
+            etag: Self::etag(change),
+            revision: Some(revision.clone()),
+        };
         let mut status = self.p.status.clone();
         loop {
-            let desired_now = self.current().map(|c| etag_of(&Self::to_json(&c)));
-            if desired_now.as_deref() != Some(etag) {
-                return Err(ApplyError::Superseded {
-                    by: desired_now.unwrap_or_default(),
-                });
-            }
             {
                 let s = status.borrow_and_update();
-                if s.desired_revision.as_deref() == Some(revision) {
-                    if s.failed_revisions.iter().any(|r| r == revision) {
-                        let reasons = s
-                            .last_failure
-                            .as_ref()
-                            .filter(|f| f.revision == revision)
-                            .map(|f| f.reason.lines().map(str::to_owned).collect())
-                            .unwrap_or_else(|| vec!["the fleet rejected the revision".into()]);
+                if s.change_seq >= change.seq {
+                    // A failure of this revision since the change was submitted is its outcome,
+                    // even when a revert or a later change is already being worked on; so is a
+                    // failure that still stands while the revision is desired (a change equal
+                    // to a rejected desired config).
+                    let desired_now = s.desired_revision.as_deref() == Some(revision.as_str());
+                    if let Some(f) = s.failures.iter().find(|f| {
+                        &f.revision == revision && (f.at_unix_ms >= since_ms || desired_now)
+                    }) {
                         return Err(ApplyError::Rejected {
-                            revision: Some(revision.to_owned()),
-                            reasons,
+                            revision: Some(revision.clone()),
+                            reasons: f.reason.lines().map(str::to_owned).collect(),
                         });
                     }
-                    if s.converged && s.current_revision.as_deref() == Some(revision) {
-                        return Ok(Applied {
-                            etag: etag.to_owned(),
-                            revision: Some(revision.to_owned()),
+                    let same_desired = s.change_seq == change.seq
+                        || self.current().is_some_and(|c| c.desired == change.desired);
+                    if !same_desired {
+                        return Err(ApplyError::Superseded {
+                            by: self.current().map(|c| Self::etag(&c)).unwrap_or_default(),
                         });
+                    }
+                    if s.converged
+                        && desired_now
+                        && s.current_revision.as_deref() == Some(revision.as_str())
+                    {
+                        return Ok(applied());
                     }
                 }
             }
-            // Status changes, or a config change (superseded), whichever comes first.
-            let mut cfg = self.p.config.clone();
             tokio::select! {
                 r = status.changed() => if r.is_err() {
                     return Err(ApplyError::Unavailable("the operator is stopping".into()));
                 },
-                _ = cfg.changed() => {}
+                // The desired config may change without a new status (superseded).
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
@@ -279,46 +227,28 @@ impl HostPlane {
 impl ControlPlane for HostPlane {
     fn config(&self) -> Value {
         self.current()
-            .map(|c| Self::to_json(&c))
+            .map(|c| Self::to_json(&c.config))
             .unwrap_or_else(|| Value::Object(Default::default()))
     }
 
     async fn apply(&self, new: Value, base_etag: &str) -> Result<Applied, ApplyError> {
-        let (cfg, revision) = self.validate(new)?;
-        let etag = etag_of(&Self::to_json(&cfg));
-        let previous = {
-            let _guard = self.submit.lock().await;
-            let current = self.current();
-            let current_etag = etag_of(&self.config());
-            if current_etag != base_etag {
-                return Err(ApplyError::BaseChanged {
-                    current: current_etag,
-                });
-            }
-            if current_etag != etag {
-                self.write_and_pickup(&cfg).await?;
-            }
-            current
-        };
-        match self.outcome(&etag, &revision).await {
-            Err(ApplyError::Rejected { revision, reasons }) => {
-                // Put the last accepted config back in the file, unless something newer came.
-                if let Some(prev) = previous {
-                    let _guard = self.submit.lock().await;
-                    if etag_of(&self.config()) == etag
-                        && let Err(e) = self.write_and_pickup(&prev).await
-                    {
-                        tracing::warn!(error = %e, "could not restore the previous configuration file");
-                    }
-                }
-                Err(ApplyError::Rejected { revision, reasons })
-            }
-            other => other,
-        }
+        let cfg = ResolverConfig::from_json_value(new).map_err(invalid)?;
+        let since = crate::time::unix_ms();
+        let base = base_etag.to_owned();
+        let change = self
+            .blocking(move |source| {
+                source.submit(cfg, Origin::Api, |cur| {
+                    cur.map(|c| etag_of(&Self::to_json(c))) == Some(base)
+                })
+            })
+            .await?;
+        self.outcome(&change, since).await
     }
 
     async fn dry_run(&self, new: Value) -> Result<Plan, ApplyError> {
-        let (cfg, target) = self.validate(new)?;
+        let cfg = ResolverConfig::from_json_value(new).map_err(invalid)?;
+        let desired = self.blocking(move |source| source.build(&cfg)).await?;
+        let target = desired.revision.clone();
         let current = self.current();
         let status = self.p.status.borrow().clone();
         let current_rev = status.current_revision.clone();
@@ -327,8 +257,11 @@ impl ControlPlane for HostPlane {
             target_revision: Some(target.clone()),
             ..Default::default()
         };
-        let old_workers = current.as_ref().map(|c| c.worker_count()).unwrap_or(0);
-        let new_workers = cfg.worker_count();
+        let old_workers = current
+            .as_ref()
+            .map(|c| usize::from(c.desired.workers))
+            .unwrap_or(0);
+        let new_workers = usize::from(desired.workers);
         if current_rev.as_deref() != Some(target.as_str()) {
             for i in 0..old_workers.min(new_workers) {
                 plan.restart.push(PlannedRestart {
@@ -350,19 +283,13 @@ impl ControlPlane for HostPlane {
             plan.live.push(format!("slot {i} stops (scale down)"));
         }
         if let Some(cur) = &current
-            && cur.cache.garbage_collector != cfg.cache.garbage_collector
+            && cur.desired.gc != desired.gc
         {
             plan.live
                 .push("cache garbage collector restarts with new settings".into());
         }
         if let Some(cur) = &current {
-            let old = desired_from(cur, self.p.sockets, self.p.start_timeout)
-                .map(|d| d.config)
-                .unwrap_or_default();
-            let new = desired_from(&cfg, self.p.sockets, self.p.start_timeout)
-                .map(|d| d.config)
-                .unwrap_or_default();
-            plan.lua_diff = line_diff(&old, &new);
+            plan.lua_diff = line_diff(&cur.desired.config, &desired.config);
         }
         Ok(plan)
     }
@@ -371,7 +298,7 @@ impl ControlPlane for HostPlane {
         let mut snap = snapshot(&self.p.status.borrow());
         let enabled = self
             .current()
-            .is_some_and(|c| c.cache.garbage_collector.enable);
+            .is_some_and(|c| c.config.cache.garbage_collector.enable);
         snap.cache_gc = if enabled {
             self.gc.lock().ok().and_then(|g| g.clone())
         } else {
@@ -384,42 +311,16 @@ impl ControlPlane for HostPlane {
     }
 
     async fn reload(&self) -> Result<Applied, ApplyError> {
-        let cfg = crate::source::file::load(&self.p.config_path);
-        let cfg = match cfg {
-            Ok(c) => {
-                self.p
-                    .metrics
-                    .config_reloads
-                    .get_or_create(&ResultLabel::new("ok"))
-                    .inc();
-                c
-            }
-            Err(crate::source::file::SourceError::Invalid { errors, .. }) => {
-                self.p
-                    .metrics
-                    .config_reloads
-                    .get_or_create(&ResultLabel::new("error"))
-                    .inc();
-                return Err(invalid(errors));
-            }
-            Err(e) => {
-                self.p
-                    .metrics
-                    .config_reloads
-                    .get_or_create(&ResultLabel::new("error"))
-                    .inc();
-                return Err(unavailable(e));
-            }
-        };
-        let (_, revision) = self.validate(Self::to_json(&cfg))?;
-        let etag = etag_of(&Self::to_json(&cfg));
-        {
-            let _guard = self.submit.lock().await;
-            self.p.reload.notify_one();
-            // An unchanged file publishes nothing new: then the current config already matches.
-            self.published(&etag).await;
-        }
-        self.outcome(&etag, &revision).await
+        let since = crate::time::unix_ms();
+        let result = self.blocking(|source| source.reload()).await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.p
+            .metrics
+            .config_reloads
+            .get_or_create(&ResultLabel::new(label))
+            .inc();
+        let change = result?;
+        self.outcome(&change, since).await
     }
 
     async fn stop(&self) -> Result<(), ApplyError> {
@@ -455,6 +356,109 @@ impl ControlPlane for HostPlane {
     fn metrics(&self) -> Arc<OperatorMetrics> {
         self.p.metrics.clone()
     }
+
+    fn history(&self) -> Vec<HistoryEntry> {
+        let durable = self.p.history.borrow().clone();
+        let desired = self.current().map(|c| c.desired.revision.clone());
+        history_entries(&durable, desired.as_deref())
+    }
+
+    async fn rollback(&self, revision: Option<String>) -> Result<Applied, ApplyError> {
+        let durable = self.p.history.borrow().clone();
+        let desired = self.current().map(|c| c.desired.revision.clone());
+        let refuse = |message: String| {
+            ApplyError::Invalid(vec![FieldError {
+                pointer: "/revision".into(),
+                message,
+            }])
+        };
+        let record = match &revision {
+            Some(r) => durable
+                .record(r)
+                .ok_or_else(|| refuse(format!("revision {r} is not in the history")))?,
+            None => durable
+                .history
+                .iter()
+                .rev()
+                .find(|r| r.state == RevisionState::Good && Some(&r.revision) != desired.as_ref())
+                .ok_or_else(|| refuse("no previous good revision in the history".into()))?,
+        };
+        if record.state != RevisionState::Good {
+            return Err(refuse(format!(
+                "revision {} never served on every worker (it is {}); only good revisions can be rolled back to",
+                record.revision,
+                state_label(record.state)
+            )));
+        }
+        let since = crate::time::unix_ms();
+        let text = record.config.clone();
+        let change = self
+            .blocking(move |source| source.submit_text(&text, Origin::Rollback, None))
+            .await?
+            .ok_or_else(|| unavailable("the rollback was not published"))?;
+        self.outcome(&change, since).await
+    }
+}
+
+fn state_label(s: RevisionState) -> &'static str {
+    match s {
+        RevisionState::Pending => "pending",
+        RevisionState::Good => "good",
+        RevisionState::Failed => "failed",
+        RevisionState::Superseded => "superseded",
+    }
+}
+
+/// Top-level config sections whose value differs between two config texts (none when there
+/// is nothing before).
+fn changed_sections(before: Option<&str>, after: &str) -> Vec<String> {
+    let Some(before) = before else {
+        return vec![];
+    };
+    // Canonical form (every default filled in): a hand-written file and the API's rewrite of
+    // the same config compare equal.
+    let parse = |t: &str| {
+        ResolverConfig::from_yaml_str(t)
+            .ok()
+            .and_then(|c| serde_json::to_value(c).ok())
+            .unwrap_or(Value::Null)
+    };
+    let (before, after) = (parse(before), parse(after));
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        before.as_object().unwrap_or(&empty),
+        after.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The API's view of the revision history, newest first.
+fn history_entries(durable: &Durable, desired: Option<&str>) -> Vec<HistoryEntry> {
+    let mut out = Vec::with_capacity(durable.history.len());
+    let mut previous: Option<&str> = None;
+    for r in &durable.history {
+        out.push(HistoryEntry {
+            revision: r.revision.clone(),
+            state: state_label(r.state).into(),
+            desired: desired == Some(r.revision.as_str()),
+            last_good: durable.last_good.as_deref() == Some(r.revision.as_str()),
+            desired_at: rfc3339(r.desired_at_unix_ms),
+            changed_at: rfc3339(r.changed_at_unix_ms),
+            changed: changed_sections(previous, &r.config),
+            reason: r.reason.clone(),
+        });
+        previous = Some(&r.config);
+    }
+    out.reverse();
+    out
 }
 
 /// A minimal line diff (`-`/`+` lines, common lines omitted) of two rendered configs.
@@ -575,9 +579,9 @@ async fn track_gc(socket: PathBuf, slot: std::sync::Weak<std::sync::Mutex<Option
 
 /// Start the API for host mode: listener from the config's `management`, real control plane.
 pub async fn start_api(parts: HostPlaneParts) -> Result<ServerHandle, ServeError> {
-    let cfg = parts.config.borrow().clone();
+    let cfg = parts.source.current();
     let listen = match cfg {
-        Some(c) => listen_of(&c, &parts.rundir),
+        Some(c) => listen_of(&c.config, &parts.rundir),
         None => Listen::Unix(parts.rundir.join("kres-api.sock")),
     };
     tokio::spawn(track_metrics(parts.status.clone(), parts.metrics.clone()));
@@ -596,10 +600,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339_times() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(1_795_651_200_000), "2026-11-26T00:00:00.000Z");
+    fn changed_sections_are_the_top_level_keys_that_differ() {
+        assert_eq!(
+            changed_sections(
+                Some("workers: 2\ncache: {size-max: 1M}\n"),
+                "workers: 4\ncache: {size-max: 1M}\nnsid: x\n"
+            ),
+            ["nsid", "workers"]
+        );
+        assert_eq!(
+            changed_sections(Some("workers: 2\n"), "workers: 2\nnsid: null\n"),
+            Vec::<String>::new(),
+            "defaults compare equal"
+        );
     }
 
     #[test]

@@ -11,7 +11,6 @@ pub mod client;
 pub mod doc;
 pub mod host_plane;
 pub mod metrics;
-pub mod persist;
 pub mod plane;
 pub mod routes;
 pub mod server;
@@ -19,8 +18,8 @@ pub mod worker;
 
 pub use doc::etag_of;
 pub use plane::{
-    Applied, ApplyError, CacheGcStatus, ControlPlane, Failure, FieldError, Plan, PlannedRestart,
-    RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus,
+    Applied, ApplyError, CacheGcStatus, ControlPlane, Failure, FieldError, HistoryEntry, Plan,
+    PlannedRestart, RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus,
 };
 pub use server::{Bound, Listen, ServeError, ServerConfig, ServerHandle, serve};
 pub use worker::{KresdControl, WorkerControl};

@@ -93,6 +93,24 @@ pub struct PlannedRestart {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub struct StatusSnapshot {
+    /// Sequence number of the change the reconciler last worked on; `converged` and the
+    /// workers describe its outcome.
+    #[serde(default)]
+    pub change_seq: u64,
+    /// Revision of the desired config.
+    #[serde(default)]
+    pub desired_revision: Option<String>,
+    /// Whether the fleet runs the desired state (or, after a rejection, the last good one) on
+    /// every slot, worker count and cache-gc included, with nothing left to do.
+    #[serde(default)]
+    pub converged: bool,
+    /// Desired number of regular workers.
+    #[serde(default)]
+    pub workers_desired: u16,
+    /// Revisions rejected and not retried until the desired config changes (kept across
+    /// operator restarts where a revision store is kept).
+    #[serde(default)]
+    pub failed_revisions: Vec<String>,
     /// Revision every worker runs once converged (last good).
     pub current_revision: Option<String>,
     /// Revision being rolled out (equal to current when idle).
@@ -168,6 +186,29 @@ impl StatusSnapshot {
     }
 }
 
+/// One revision in the history (`GET /v1/history`, `kresctl history`), newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HistoryEntry {
+    /// The revision.
+    pub revision: String,
+    /// `pending`, `good`, `failed` or `superseded`.
+    pub state: String,
+    /// Whether it is the desired revision now.
+    pub desired: bool,
+    /// Whether it is the last good revision (what the fleet serves when converged).
+    pub last_good: bool,
+    /// RFC 3339 UTC time it was first desired.
+    pub desired_at: String,
+    /// RFC 3339 UTC time of its last state change.
+    pub changed_at: String,
+    /// Top-level config sections that differ from the revision before it in the history
+    /// (empty for the oldest one).
+    pub changed: Vec<String>,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
+
 /// A worker's kresd control socket (for metrics and cache clearing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerSocket {
@@ -209,4 +250,18 @@ pub trait ControlPlane: Send + Sync + 'static {
 
     /// The operator's own metrics (incremented by the reconcile loop).
     fn metrics(&self) -> Arc<OperatorMetrics>;
+
+    /// The revision history, newest first (empty where none is kept).
+    fn history(&self) -> Vec<HistoryEntry> {
+        vec![]
+    }
+
+    /// Make the config of a previous good revision (`revision`; default: the newest good one
+    /// other than the desired one) the desired config again, and resolve like [`Self::apply`].
+    async fn rollback(&self, revision: Option<String>) -> Result<Applied, ApplyError> {
+        let _ = revision;
+        Err(ApplyError::Unavailable(
+            "no revision history is kept".into(),
+        ))
+    }
 }

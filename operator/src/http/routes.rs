@@ -164,6 +164,8 @@ enum Route {
     Reload,
     Stop,
     CacheClear,
+    History,
+    Rollback,
 }
 
 impl Route {
@@ -177,6 +179,8 @@ impl Route {
             "/reload" => Route::Reload,
             "/stop" => Route::Stop,
             "/cache/clear" => Route::CacheClear,
+            "/v1/history" => Route::History,
+            "/v1/rollback" => Route::Rollback,
             p if p == "/v1/config" || p.starts_with("/v1/config/") => {
                 Route::Config(doc::pointer_from_path(&p["/v1/config".len()..]))
             }
@@ -188,10 +192,13 @@ impl Route {
         match self {
             Route::Config(p) if p.is_empty() => &[Method::GET, Method::PUT, Method::PATCH],
             Route::Config(_) => &[Method::GET, Method::PUT, Method::PATCH, Method::DELETE],
-            Route::Status | Route::Healthz | Route::Readyz | Route::Metrics | Route::Schema => {
-                &[Method::GET]
-            }
-            Route::Reload | Route::Stop | Route::CacheClear => &[Method::POST],
+            Route::Status
+            | Route::Healthz
+            | Route::Readyz
+            | Route::Metrics
+            | Route::Schema
+            | Route::History => &[Method::GET],
+            Route::Reload | Route::Stop | Route::CacheClear | Route::Rollback => &[Method::POST],
         }
     }
 }
@@ -238,7 +245,7 @@ where
     }
     let cfg = &state.cfg;
     let is_change = matches!(route, Route::Config(_)) && req.method() != Method::GET
-        || matches!(route, Route::Reload);
+        || matches!(route, Route::Reload | Route::Rollback);
     let bound = if is_change {
         cfg.change_timeout
     } else {
@@ -282,6 +289,19 @@ where
                 cache_clear(state, body.0, body.1).await
             }
             Route::Config(pointer) => config(state, req, &pointer).await,
+            Route::History => Ok(json_response(
+                StatusCode::OK,
+                &json!({"revisions": state.plane.history()}),
+            )),
+            Route::Rollback => {
+                let (_, body) = read_body(req, cfg.max_body_bytes).await?;
+                let revision = rollback_revision(&body)?;
+                let applied = state.plane.rollback(revision).await?;
+                Ok(with_etag(
+                    json_response(StatusCode::OK, &json!(applied)),
+                    &applied.etag,
+                ))
+            }
         }
     };
     match tokio::time::timeout(bound, work).await {
@@ -292,6 +312,33 @@ where
                 "not finished within {} s; a change goes on in the background, see GET /status",
                 bound.as_secs()
             ),
+        )),
+    }
+}
+
+/// The body of `POST /v1/rollback`: empty, or `{"revision": "<revision>"}`.
+fn rollback_revision(body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let bad = |m: &str| {
+        ApiError::from(ApplyError::Invalid(vec![FieldError {
+            pointer: "/revision".into(),
+            message: m.into(),
+        }]))
+    };
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(o)) if o.keys().all(|k| k == "revision") => match o.get("revision") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(r)) => Ok(Some(r.clone())),
+            Some(_) => Err(bad("must be a string")),
+        },
+        Ok(_) => Err(bad(
+            "the body must be {\"revision\": \"<revision>\"} or empty",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("body is not JSON: {e}"),
         )),
     }
 }

@@ -6,10 +6,14 @@
 pub mod model;
 pub mod plan;
 pub mod rollout;
+pub mod store;
 
-pub use model::{Desired, GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState};
+pub use model::{ChangeSeq, Desired, GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState};
 pub use plan::{Action, plan, plan_with_phase};
 pub use rollout::{Event, Failure, Phase, Rollout};
+pub use store::{
+    Durable, FileRevisionStore, RevisionRecord, RevisionState, RevisionStore, StoreError,
+};
 
 #[cfg(test)]
 mod tests;

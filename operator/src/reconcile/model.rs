@@ -8,8 +8,15 @@ use serde::Serialize;
 /// A revision id: the hash of a rendered worker config (see `kres_crd::lua::revision`).
 pub type Revision = String;
 
+/// A change sequence number: assigned to each desired config when it is submitted, increasing
+/// (host mode: per operator process; Kubernetes: the resource's `metadata.generation`). The
+/// reconciler reports the outcome of the change it works on by this number.
+pub type ChangeSeq = u64;
+
 /// A worker position: regular slots `0..N-1` plus one surge (canary) slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Slot {
     /// Regular worker slot `i` (`0..workers-1`; higher ones are left over from a scale-down).

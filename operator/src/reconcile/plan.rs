@@ -108,7 +108,7 @@ pub fn plan_with_phase(
     // 1. Gates of unproven revisions.
     for s in &slots {
         let proven = good.as_ref() == Some(&s.revision);
-        if proven || rollout.failed.contains_key(&s.revision) {
+        if proven || rollout.durable.failed.contains_key(&s.revision) {
             continue;
         }
         let reason = match s.state {
@@ -139,7 +139,7 @@ pub fn plan_with_phase(
 
     // Workers stuck starting on a failed revision are stopped once their deadline passed.
     for s in &slots {
-        if rollout.failed.contains_key(&s.revision)
+        if rollout.durable.failed.contains_key(&s.revision)
             && s.state == SlotState::Starting
             && timed_out(s)
         {
@@ -148,7 +148,7 @@ pub fn plan_with_phase(
     }
 
     // 2. The target.
-    let rolling_back = rollout.failed.contains_key(&desired.revision);
+    let rolling_back = rollout.durable.failed.contains_key(&desired.revision);
     let target = if !rolling_back {
         desired.revision.clone()
     } else if let Some(g) = good.clone() {
@@ -156,7 +156,7 @@ pub fn plan_with_phase(
     } else {
         // Nothing to fall back to: clear away workers of failed revisions, then wait for a change.
         for s in &slots {
-            if rollout.failed.contains_key(&s.revision) && s.state != SlotState::Starting {
+            if rollout.durable.failed.contains_key(&s.revision) && s.state != SlotState::Starting {
                 return (Phase::Failed, Action::StopSlot { slot: s.slot });
             }
         }
@@ -346,7 +346,7 @@ pub fn plan_with_phase(
             None => (roll_phase(Phase::Finishing), Action::StopGc),
         };
     }
-    if rollout.last_good.as_ref() != Some(&target) && n > 0 {
+    if rollout.durable.last_good.as_ref() != Some(&target) && n > 0 {
         return (
             roll_phase(Phase::Finishing),
             Action::MarkGood { revision: target },

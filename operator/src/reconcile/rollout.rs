@@ -1,11 +1,13 @@
-//! Rollout state kept by the operator between planning steps (in memory only: everything that
-//! matters after a restart is recovered from what the backend shows).
+//! Rollout state kept by the operator between planning steps. Its durable part ([`Durable`]:
+//! target, last good, failed revisions, history) is saved to a [`super::store::RevisionStore`];
+//! the rest (phase, events) is recovered from what the backend shows.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::model::{Observed, Revision, Slot, SlotState};
+use super::store::{Durable, RevisionState};
 
 /// How many rollout events are kept.
 pub const EVENT_HISTORY: usize = 20;
@@ -35,7 +37,7 @@ pub enum Phase {
 }
 
 /// Why a revision was rejected.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Failure {
     /// The rejected revision.
@@ -60,17 +62,17 @@ pub struct Event {
     pub message: String,
 }
 
-/// Rollout state: target, last good revision, failed revisions, history.
+/// Rollout state: the durable part (desired and last good revision, failed revisions,
+/// history), phase, last failure, events.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Rollout {
-    /// The revision the fleet is being moved to (the desired one, unless it failed).
-    pub target: Option<Revision>,
-    /// Last revision every regular slot ran ready on.
-    pub last_good: Option<Revision>,
+    /// What survives an operator restart.
+    pub durable: Durable,
+    /// Whether `durable` changed since it was saved last.
+    #[serde(skip)]
+    dirty: bool,
     /// Current phase.
     pub phase: Phase,
-    /// Rejected revisions, not retried until the desired revision changes.
-    pub failed: BTreeMap<Revision, Failure>,
     /// Most recent failure.
     pub last_failure: Option<Failure>,
     /// The last [`EVENT_HISTORY`] events, oldest first.
@@ -78,6 +80,59 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// Rollout state resumed from a store: the most recent failure is the last one stored.
+    pub fn resume(durable: Durable) -> Self {
+        let last_failure = durable
+            .failed
+            .values()
+            .max_by_key(|f| f.at_unix_ms)
+            .cloned();
+        Rollout {
+            durable,
+            last_failure,
+            ..Rollout::default()
+        }
+    }
+
+    /// Whether the durable part changed since [`Rollout::saved`] (then it should be saved).
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The durable part was saved.
+    pub fn saved(&mut self) {
+        self.dirty = false;
+    }
+
+    /// Record the config (text) and endpoints `revision` is desired with, in the history.
+    pub fn note_config(
+        &mut self,
+        revision: &Revision,
+        config: &str,
+        endpoints: &[String],
+        at: u64,
+    ) {
+        let same = self
+            .durable
+            .record(revision)
+            .is_some_and(|r| r.config == config && r.endpoints == endpoints)
+            && self
+                .durable
+                .history
+                .back()
+                .is_some_and(|r| &r.revision == revision);
+        if !same {
+            self.durable.desired(revision, config, endpoints, at);
+            self.dirty = true;
+        }
+    }
+
+    /// Adopted a running fleet without a stored last good revision: take the guessed one.
+    pub fn adopt_last_good(&mut self, revision: Revision) {
+        self.durable.last_good = Some(revision);
+        self.dirty = true;
+    }
+
     /// Record an event, keeping the last [`EVENT_HISTORY`].
     pub fn record(&mut self, at_unix_ms: u64, kind: &str, message: impl Into<String>) {
         if self.events.len() == EVENT_HISTORY {
@@ -94,12 +149,13 @@ impl Rollout {
     /// (a changed desired config may be retried) and is recorded as an event. Returns whether the
     /// desired revision changed.
     pub fn note_desired(&mut self, revision: &Revision, at_unix_ms: u64) -> bool {
-        if self.target.as_ref() == Some(revision) {
+        if self.durable.target.as_ref() == Some(revision) {
             return false;
         }
-        self.failed.remove(revision);
-        let from = self.target.clone().unwrap_or_else(|| "-".into());
-        self.target = Some(revision.clone());
+        self.durable.failed.remove(revision);
+        self.dirty = true;
+        let from = self.durable.target.clone().unwrap_or_else(|| "-".into());
+        self.durable.target = Some(revision.clone());
         self.record(
             at_unix_ms,
             "target",
@@ -121,33 +177,52 @@ impl Rollout {
             ),
         );
         self.last_failure = Some(failure.clone());
-        self.failed.insert(failure.revision.clone(), failure);
+        self.durable.set_state(
+            &failure.revision,
+            RevisionState::Failed,
+            Some(&failure.reason),
+            failure.at_unix_ms,
+        );
+        self.durable
+            .failed
+            .insert(failure.revision.clone(), failure);
+        self.dirty = true;
     }
 
     /// Mark `revision` good (every regular slot runs it, ready).
     pub fn mark_good(&mut self, revision: &Revision, at_unix_ms: u64) {
-        if self.last_good.as_ref() != Some(revision) {
+        if self.durable.last_good.as_ref() != Some(revision) {
             self.record(
                 at_unix_ms,
                 "good",
                 format!("revision {revision} serving on every slot"),
             );
+            self.durable.last_good = Some(revision.clone());
+            self.dirty = true;
         }
-        self.last_good = Some(revision.clone());
+        if self
+            .durable
+            .record(revision)
+            .is_some_and(|r| r.state != RevisionState::Good)
+        {
+            self.durable
+                .set_state(revision, RevisionState::Good, None, at_unix_ms);
+            self.dirty = true;
+        }
     }
 
     /// The last good revision: the remembered one, or (after an operator restart) the one recovered
     /// from what runs: the most common revision among ready regular slots that is not the desired
     /// one (a rollout was interrupted), else the desired one when regular slots run it ready.
     pub fn effective_last_good(&self, desired: &Revision, observed: &Observed) -> Option<Revision> {
-        if self.last_good.is_some() {
-            return self.last_good.clone();
+        if self.durable.last_good.is_some() {
+            return self.durable.last_good.clone();
         }
         let mut counts: BTreeMap<&Revision, usize> = BTreeMap::new();
         for s in &observed.slots {
             if matches!(s.slot, Slot::Worker(_))
                 && s.state == SlotState::Ready
-                && !self.failed.contains_key(&s.revision)
+                && !self.durable.failed.contains_key(&s.revision)
             {
                 *counts.entry(&s.revision).or_default() += 1;
             }

@@ -154,7 +154,7 @@ impl Sim {
                 let s = self.observed.slot(*slot).expect("stop of an absent slot");
                 if s.state == SlotState::Starting {
                     assert!(
-                        self.rollout.failed.contains_key(&s.revision),
+                        self.rollout.durable.failed.contains_key(&s.revision),
                         "stop of a starting worker on a live revision"
                     );
                 }
@@ -248,7 +248,7 @@ fn first_start_starts_every_slot_at_once_without_canary() {
         revision: "r1".into()
     }));
     all_on(&sim, "r1", 4);
-    assert_eq!(sim.rollout.last_good.as_deref(), Some("r1"));
+    assert_eq!(sim.rollout.durable.last_good.as_deref(), Some("r1"));
     assert_eq!(sim.rollout.phase, Phase::Idle);
 }
 
@@ -344,7 +344,7 @@ fn config_change_canary_first_then_each_slot_then_canary_stopped() {
         }
     }
     all_on(&sim, "r2", 4);
-    assert_eq!(sim.rollout.last_good.as_deref(), Some("r2"));
+    assert_eq!(sim.rollout.durable.last_good.as_deref(), Some("r2"));
 }
 
 #[test]
@@ -401,7 +401,12 @@ fn canary_that_exits_is_rejected_and_no_regular_worker_touched() {
         ]
     ));
     assert_eq!(sim.pids(), before);
-    let failure = sim.rollout.failed.get("bad").expect("marked failed");
+    let failure = sim
+        .rollout
+        .durable
+        .failed
+        .get("bad")
+        .expect("marked failed");
     assert!(
         failure.reason.contains("error while loading config"),
         "{}",
@@ -492,7 +497,7 @@ fn worker_failing_mid_roll_rolls_every_slot_back() {
     );
     all_on(&sim, "r1", 4);
     assert_eq!(sim.rollout.phase, Phase::Idle);
-    assert!(sim.rollout.failed.contains_key("r2"));
+    assert!(sim.rollout.durable.failed.contains_key("r2"));
     // Not retried while the desired revision stays the same.
     assert_eq!(sim.converge(&desired("r2", 4)), vec![Action::Done]);
 }
@@ -582,17 +587,20 @@ fn operator_restart_with_converged_fleet_adopts_it() {
     assert_eq!(sim.pids(), before);
 }
 
+/// Workers of revision `bad` exit at start; every other revision becomes ready.
+fn bad_exits(_: Slot, rev: &str) -> Outcome {
+    if rev == "bad" {
+        Outcome::Exit
+    } else {
+        Outcome::Ready
+    }
+}
+
 #[test]
 fn failed_revision_is_retried_only_after_desired_changes() {
-    let mut sim = Sim::converged("r1", 2).with_outcome(|_, rev| {
-        if rev == "bad" {
-            Outcome::Exit
-        } else {
-            Outcome::Ready
-        }
-    });
+    let mut sim = Sim::converged("r1", 2).with_outcome(bad_exits);
     sim.converge(&desired("bad", 2));
-    assert!(sim.rollout.failed.contains_key("bad"));
+    assert!(sim.rollout.durable.failed.contains_key("bad"));
     assert_eq!(
         plan(&desired("bad", 2), &sim.observed, &sim.rollout),
         Action::Done
@@ -715,4 +723,40 @@ fn worker_ids_round_trip() {
         assert_eq!(Slot::from_worker_id(&s.worker_id()), Some(s));
     }
     assert_eq!(Slot::from_worker_id("x"), None);
+}
+
+#[test]
+fn operator_restart_resumed_from_the_store_does_not_retry_a_failed_revision() {
+    let mut sim = Sim::converged("r1", 2).with_outcome(bad_exits);
+    sim.converge(&desired("bad", 2));
+    assert!(sim.rollout.durable.failed.contains_key("bad"));
+    let before = sim.pids();
+    // The operator restarts: only the durable state survives (round-tripped through JSON,
+    // as the file store keeps it).
+    let json = serde_json::to_string(&sim.rollout.durable).expect("serialise");
+    sim.rollout = Rollout::resume(serde_json::from_str(&json).expect("deserialise"));
+    sim.outcome = Box::new(|_, _| Outcome::Ready);
+    let actions = sim.converge(&desired("bad", 2));
+    assert_eq!(actions, vec![Action::Done], "retried after a restart");
+    assert_eq!(sim.pids(), before);
+    assert_eq!(
+        sim.rollout
+            .last_failure
+            .as_ref()
+            .map(|f| f.revision.as_str()),
+        Some("bad")
+    );
+    // Without the store the same restart retries it (the behaviour the store removes).
+    sim.rollout = Rollout::default();
+    let actions = sim.converge(&desired("bad", 2));
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::StartSlot {
+                slot: Slot::Surge,
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
 }

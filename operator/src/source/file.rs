@@ -9,18 +9,24 @@
 //! write-and-rename, plain overwrites, and symlink swaps. Content is compared too, so a touch
 //! without change is no reload.
 //!
-//! An invalid file on reload is logged with every error (JSON pointer and line:column) and the
-//! previous config stays in force: the fleet is not touched.
+//! Every version goes through the source's [`Build`] (validation and desired state): an invalid
+//! file on reload is logged with every error (JSON pointer and line:column) and the previous
+//! config stays in force: the fleet is not touched. Changes submitted by the API (and reverts,
+//! rollbacks) are written to the file first ([`super::persist::write_back`]), then published.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kres_crd::config::{ConfigErrors, ResolverConfig};
 use tokio::sync::{Notify, watch};
 
-/// Reading the config file failed.
+use super::persist::{PersistError, write_back};
+use super::{Accepted, Build, Origin};
+use crate::reconcile::ChangeSeq;
+
+/// Reading, checking or writing the config file failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The file could not be read.
@@ -32,7 +38,7 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not a valid config.
+    /// The config is not valid (every rule of the pipeline, with pointers).
     #[error("{path}: invalid configuration:\n{errors}")]
     Invalid {
         /// The file.
@@ -40,18 +46,48 @@ pub enum SourceError {
         /// Every error found.
         errors: ConfigErrors,
     },
+    /// The file could not be written.
+    #[error(transparent)]
+    Write(#[from] PersistError),
+    /// The config was not the one the change was based on.
+    #[error("the configuration changed meanwhile")]
+    BaseChanged,
+    /// The config could not be serialised to YAML.
+    #[error("cannot serialise the configuration: {0}")]
+    Serialise(String),
 }
 
-/// Read and validate the config file.
-pub fn load(path: &Path) -> Result<ResolverConfig, SourceError> {
-    let text = std::fs::read(path).map_err(|source| SourceError::Read {
+/// Read the config file (bounded by the datamodel's size limit) and parse it.
+pub fn load(path: &Path) -> Result<(ResolverConfig, String), SourceError> {
+    let read_err = |source| SourceError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    ResolverConfig::from_yaml_bytes(&text).map_err(|errors| SourceError::Invalid {
+    };
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(f, kres_crd::config::MAX_INPUT_BYTES as u64 + 1),
+                &mut text,
+            )
+        })
+        .map_err(read_err)?;
+    let invalid = |errors| SourceError::Invalid {
         path: path.to_path_buf(),
         errors,
-    })
+    };
+    if text.len() > kres_crd::config::MAX_INPUT_BYTES {
+        return Err(invalid(ConfigErrors::single(
+            "",
+            format!(
+                "input is larger than {} bytes (4 MiB), the limit for a config",
+                kres_crd::config::MAX_INPUT_BYTES
+            ),
+        )));
+    }
+    let cfg = ResolverConfig::from_yaml_bytes(&text).map_err(invalid)?;
+    // from_yaml_bytes refuses non-UTF-8.
+    Ok((cfg, String::from_utf8_lossy(&text).into_owned()))
 }
 
 /// What identifies one version of the file behind `path` (symlinks followed).
@@ -73,32 +109,71 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// A file source publishing the current valid config.
+/// Mutable state, changed under one lock (reads and writes of the file are serialised).
+struct State {
+    /// The file version read or written last.
+    read: Option<Stamp>,
+    /// The last sequence number given out.
+    seq: ChangeSeq,
+}
+
+/// A file source publishing the current accepted config.
 pub struct FileSource {
     path: PathBuf,
-    tx: watch::Sender<Option<Arc<ResolverConfig>>>,
+    build: Build,
+    tx: watch::Sender<Option<Arc<Accepted>>>,
     reload: Arc<Notify>,
-    /// The file version read last.
-    read: Option<Stamp>,
+    state: Mutex<State>,
 }
 
 impl FileSource {
-    /// Read `path` now; an invalid or missing file is an error (nothing to start with).
-    pub fn open(path: &Path) -> Result<FileSource, SourceError> {
+    /// Read `path` now and run it through `build`; an invalid or missing file is an error
+    /// (nothing to start with).
+    pub fn open(path: &Path, build: Build) -> Result<Arc<FileSource>, SourceError> {
         let read = stamp(path);
-        let cfg = load(path)?;
-        let (tx, _) = watch::channel(Some(Arc::new(cfg)));
-        Ok(FileSource {
+        let (config, text) = load(path)?;
+        let desired = build(&config).map_err(|errors| SourceError::Invalid {
             path: path.to_path_buf(),
+            errors,
+        })?;
+        let first = Accepted {
+            seq: 1,
+            origin: Origin::File,
+            config,
+            text,
+            desired,
+        };
+        let (tx, _) = watch::channel(Some(Arc::new(first)));
+        Ok(Arc::new(FileSource {
+            path: path.to_path_buf(),
+            build,
             tx,
             reload: Arc::new(Notify::new()),
-            read,
+            state: Mutex::new(State { read, seq: 1 }),
+        }))
+    }
+
+    /// The config file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `config` through the pipeline without publishing it (dry runs).
+    pub fn build(&self, config: &ResolverConfig) -> Result<crate::reconcile::Desired, SourceError> {
+        (self.build)(config).map_err(|errors| SourceError::Invalid {
+            path: self.path.clone(),
+            errors,
         })
     }
 
-    /// Receiver of the current valid config.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<ResolverConfig>>> {
+    /// Receiver of the current accepted config.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Accepted>>> {
         self.tx.subscribe()
+    }
+
+    /// The current accepted config.
+    pub fn current(&self) -> Option<Arc<Accepted>> {
+        self.tx.borrow().clone()
     }
 
     /// A handle that triggers a re-read (what SIGHUP does).
@@ -106,49 +181,151 @@ impl FileSource {
         self.reload.clone()
     }
 
-    /// Re-read the file; publish it when valid and different. Returns whether it changed.
-    pub fn reload(&self) -> bool {
-        match load(&self.path) {
-            Ok(cfg) => {
-                let changed = self.tx.send_if_modified(|cur| {
-                    if cur.as_deref() == Some(&cfg) {
-                        return false;
-                    }
-                    *cur = Some(Arc::new(cfg));
-                    true
-                });
-                if changed {
-                    tracing::info!(path = %self.path.display(), "configuration changed");
-                } else {
-                    tracing::info!(path = %self.path.display(), "configuration re-read; unchanged");
-                }
-                changed
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publish `config` unless it equals the current one; returns what is current afterwards.
+    fn publish(
+        &self,
+        state: &mut State,
+        config: ResolverConfig,
+        text: String,
+        desired: crate::reconcile::Desired,
+        origin: Origin,
+    ) -> Arc<Accepted> {
+        if let Some(cur) = self.current()
+            && cur.config == config
+        {
+            return cur;
+        }
+        state.seq += 1;
+        let accepted = Arc::new(Accepted {
+            seq: state.seq,
+            origin,
+            config,
+            text,
+            desired,
+        });
+        tracing::info!(seq = state.seq, ?origin, revision = %accepted.desired.revision, "configuration accepted");
+        self.tx.send_replace(Some(accepted.clone()));
+        accepted
+    }
+
+    /// Re-read the file; publish it when valid and different. Returns the current accepted
+    /// config afterwards (the previous one when the file did not change).
+    pub fn reload(&self) -> Result<Arc<Accepted>, SourceError> {
+        let mut state = self.lock();
+        state.read = stamp(&self.path);
+        let before = state.seq;
+        let result = load(&self.path).and_then(|(config, text)| {
+            let desired = (self.build)(&config).map_err(|errors| SourceError::Invalid {
+                path: self.path.clone(),
+                errors,
+            })?;
+            Ok(self.publish(&mut state, config, text, desired, Origin::File))
+        });
+        match &result {
+            // One outcome line per re-read (tests wait for it as proof the re-read happened).
+            Ok(a) if a.seq != before => {
+                tracing::info!(path = %self.path.display(), seq = a.seq, "configuration changed")
+            }
+            Ok(a) => {
+                tracing::info!(path = %self.path.display(), seq = a.seq, "configuration re-read; unchanged")
             }
             Err(e) => {
-                tracing::error!(error = %e, "configuration rejected; the running fleet is kept");
-                false
+                tracing::error!(error = %e, "configuration rejected; the running fleet is kept")
             }
         }
+        result
+    }
+
+    /// Make `config` the desired config: check it (every rule of the pipeline), check `base`
+    /// against the current config (optimistic concurrency), write it to the file (dated backup
+    /// of the previous content), publish it. A config equal to the current one is not written
+    /// again; the current one is returned.
+    pub fn submit(
+        &self,
+        config: ResolverConfig,
+        origin: Origin,
+        base: impl FnOnce(Option<&ResolverConfig>) -> bool,
+    ) -> Result<Arc<Accepted>, SourceError> {
+        let desired = (self.build)(&config).map_err(|errors| SourceError::Invalid {
+            path: self.path.clone(),
+            errors,
+        })?;
+        let mut state = self.lock();
+        let current = self.current();
+        if !base(current.as_deref().map(|a| &a.config)) {
+            return Err(SourceError::BaseChanged);
+        }
+        if let Some(cur) = current
+            && cur.config == config
+        {
+            return Ok(cur);
+        }
+        let text =
+            serde_norway::to_string(&config).map_err(|e| SourceError::Serialise(e.to_string()))?;
+        write_back(&self.path, &text)?;
+        state.read = stamp(&self.path);
+        Ok(self.publish(&mut state, config, text, desired, origin))
+    }
+
+    /// Make the config `text` (kept as is, comments included) the desired config: checked by
+    /// the pipeline, written to the file (dated backup), published. With `only_if`, nothing
+    /// happens (None) unless change `only_if` is still the current one.
+    pub fn submit_text(
+        &self,
+        text: &str,
+        origin: Origin,
+        only_if: Option<ChangeSeq>,
+    ) -> Result<Option<Arc<Accepted>>, SourceError> {
+        let invalid = |errors| SourceError::Invalid {
+            path: self.path.clone(),
+            errors,
+        };
+        let config = ResolverConfig::from_yaml_str(text).map_err(invalid)?;
+        let desired = (self.build)(&config).map_err(invalid)?;
+        let mut state = self.lock();
+        if let Some(seq) = only_if
+            && self.current().is_none_or(|c| c.seq != seq)
+        {
+            return Ok(None);
+        }
+        write_back(&self.path, text)?;
+        state.read = stamp(&self.path);
+        Ok(Some(self.publish(
+            &mut state,
+            config,
+            text.to_owned(),
+            desired,
+            origin,
+        )))
+    }
+
+    /// Put `text` (the last good config) back as the desired config after the fleet rejected
+    /// change `seq`, unless a later change came meanwhile (then None).
+    pub fn revert(&self, seq: ChangeSeq, text: &str) -> Result<Option<Arc<Accepted>>, SourceError> {
+        self.submit_text(text, Origin::Revert, Some(seq))
     }
 
     /// Serve reload requests, and with `watch` poll the file every `interval`. Runs forever.
-    pub async fn run(self, watch: bool, interval: Duration) {
-        let mut last = self.read;
+    pub async fn run(self: Arc<Self>, watch: bool, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = self.reload.notified() => {
-                    last = stamp(&self.path);
-                    self.reload();
+                    let _ = self.reload();
                 }
                 _ = tick.tick(), if watch => {
                     let now = stamp(&self.path);
+                    let last = self.lock().read;
                     if now != last {
-                        last = now;
                         if now.is_some() {
-                            self.reload();
+                            let _ = self.reload();
                         } else {
+                            self.lock().read = now;
                             tracing::warn!(path = %self.path.display(), "configuration file is gone; keeping the last one");
                         }
                     }
@@ -166,8 +343,21 @@ mod tests {
         std::fs::write(path, format!("workers: {workers}\n")).expect("write");
     }
 
-    fn workers(rx: &watch::Receiver<Option<Arc<ResolverConfig>>>) -> usize {
-        rx.borrow().as_ref().map(|c| c.worker_count()).unwrap_or(0)
+    fn workers(rx: &watch::Receiver<Option<Arc<Accepted>>>) -> usize {
+        rx.borrow()
+            .as_ref()
+            .map(|c| c.config.worker_count())
+            .unwrap_or(0)
+    }
+
+    fn host_build() -> Build {
+        Arc::new(|cfg| {
+            crate::host::desired::desired_from(
+                cfg,
+                crate::host::run::SOCKETS,
+                Duration::from_secs(1),
+            )
+        })
     }
 
     #[tokio::test]
@@ -175,16 +365,68 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("config.yaml");
         write(&path, 2);
-        let src = FileSource::open(&path).expect("valid");
+        let src = FileSource::open(&path, host_build()).expect("valid");
         let rx = src.subscribe();
         assert_eq!(workers(&rx), 2);
         std::fs::write(&path, "workers: 2\nno-such-key: 1\n").expect("write");
-        assert!(!src.reload());
+        assert!(src.reload().is_err());
         assert_eq!(workers(&rx), 2);
         write(&path, 3);
-        assert!(src.reload());
+        assert_eq!(src.reload().expect("valid").seq, 2);
         assert_eq!(workers(&rx), 3);
-        assert!(!src.reload(), "same content is no change");
+        assert_eq!(
+            src.reload().expect("valid").seq,
+            2,
+            "same content is no change"
+        );
+    }
+
+    #[test]
+    fn the_pipeline_refuses_what_only_rendering_found_before() {
+        // A trust anchor that is also a negative trust anchor (kresd refuses it), and an
+        // interface name host mode cannot bind: each reported by pointer, the config kept.
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("config.yaml");
+        write(&path, 2);
+        let src = FileSource::open(&path, host_build()).expect("valid");
+        for (text, pointer) in [
+            (
+                "dnssec:\n  trust-anchors: ['a.test. DS 1 8 2 AB']\n  negative-trust-anchors: [a.test]\n",
+                "/dnssec/negative-trust-anchors/0",
+            ),
+            (
+                "network:\n  listen:\n    - interface: lo\n",
+                "/network/listen/0/interface",
+            ),
+        ] {
+            std::fs::write(&path, text).expect("write");
+            let Err(SourceError::Invalid { errors, .. }) = src.reload() else {
+                panic!("accepted: {text}");
+            };
+            let pointers: Vec<&str> = errors.0.iter().map(|e| e.pointer.as_str()).collect();
+            assert_eq!(pointers, [pointer], "{errors}");
+            assert_eq!(src.current().expect("kept").seq, 1);
+        }
+    }
+
+    #[test]
+    fn submit_writes_the_file_and_gives_the_next_sequence_number() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("config.yaml");
+        write(&path, 2);
+        let src = FileSource::open(&path, host_build()).expect("valid");
+        let four = ResolverConfig::from_yaml_str("workers: 4\n").expect("valid");
+        let stale = src.submit(four.clone(), Origin::Api, |_| false);
+        assert!(matches!(stale, Err(SourceError::BaseChanged)));
+        let a = src.submit(four.clone(), Origin::Api, |_| true).expect("ok");
+        assert_eq!((a.seq, a.origin), (2, Origin::Api));
+        assert_eq!(
+            load(&path).expect("written").0.worker_count(),
+            4,
+            "the file holds the change"
+        );
+        let again = src.submit(four, Origin::Api, |_| true).expect("ok");
+        assert_eq!(again.seq, 2, "an unchanged config is not a new change");
     }
 
     #[test]
@@ -192,7 +434,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, "workers: 0\n").expect("write");
-        let err = FileSource::open(&path).err().expect("invalid");
+        let err = FileSource::open(&path, host_build())
+            .err()
+            .expect("invalid");
         assert!(err.to_string().contains("/workers"), "{err}");
     }
 
@@ -205,7 +449,7 @@ mod tests {
         write(&d.join("..v1/config.yaml"), 1);
         std::os::unix::fs::symlink("..v1", d.join("..data")).expect("symlink");
         std::os::unix::fs::symlink("..data/config.yaml", d.join("config.yaml")).expect("symlink");
-        let src = FileSource::open(&d.join("config.yaml")).expect("valid");
+        let src = FileSource::open(&d.join("config.yaml"), host_build()).expect("valid");
         let mut rx = src.subscribe();
         tokio::spawn(src.run(true, Duration::from_millis(20)));
         std::fs::create_dir(d.join("..v2")).expect("mkdir");
