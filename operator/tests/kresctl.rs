@@ -151,3 +151,38 @@ fn validate_rejects_oversized_and_non_utf8_files_clearly() {
         stderr(&o)
     );
 }
+
+/// Run `bin args` with standard output a pipe whose reader is already closed (what
+/// `bin args | head -0` does); returns (exit code, stderr).
+fn with_closed_stdout(bin: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    (out.status.code(), stderr(&out))
+}
+
+#[test]
+fn a_closed_stdout_ends_kresctl_quietly_with_141() {
+    let kresctl = env!("CARGO_BIN_EXE_kresctl");
+    for args in [
+        vec!["schema"],
+        vec!["completion", "bash"],
+        vec!["convert", &example()],
+    ] {
+        let (code, err) = with_closed_stdout(kresctl, &args);
+        assert_eq!(code, Some(141), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} wrote to stderr: {err}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_does_not_panic_kres_operator() {
+    let (code, err) = with_closed_stdout(env!("CARGO_BIN_EXE_kres-operator"), &["--help"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -50,8 +50,19 @@ impl Api {
             .block_on(self.client.request(m, path, headers, body.to_owned()))?)
     }
 
+    /// A request; PUT, PATCH and POST get `Content-Type: application/json` unless `headers`
+    /// name one (the API requires it; `api_hardening.rs` tests requests without).
     fn req(&self, m: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        self.try_req(m, path, headers, body).expect("API request")
+        let mut headers = headers.to_vec();
+        let needs_type = matches!(m, Method::PUT | Method::PATCH | Method::POST);
+        if needs_type
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            headers.push(("content-type", "application/json"));
+        }
+        self.try_req(m, path, &headers, body).expect("API request")
     }
 }
 
@@ -163,7 +174,7 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
             Method::PUT,
             "/v1/config/lua/script",
             vec![],
-            format!("\"{}\"", "-".repeat(2 * 1024 * 1024)),
+            format!("\"{}\"", "-".repeat(5 * 1024 * 1024)),
             413,
         ),
         (

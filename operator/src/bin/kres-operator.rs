@@ -75,6 +75,11 @@ fn main() -> ExitCode {
         Command::SocketHolder(args) => return report(run_socket_holder(&args).map(|n| match n {})),
         Command::Launch(args) => return report(run_launch(&args).map(|n| match n {})),
     };
+    // One runtime thread on purpose: the reconcile loop, DNS gates, signals and the API's I/O
+    // share it and interleave only at awaits, which keeps the loop's ordering easy to reason
+    // about. Nothing CPU-heavy may run on it: request work that scales with a config (decoding,
+    // JSON Patch, validation, rendering, diffs) goes to the blocking pool, at most
+    // `http::heavy::HEAVY_CONCURRENCY` at a time (operator/src/http/heavy.rs).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -17,10 +17,11 @@ use serde_json::Value;
 use tokio::sync::{Mutex, Notify, watch};
 
 use super::doc::etag_of;
+use super::heavy;
 use super::persist;
 use super::plane::{
     Applied, ApplyError, CacheGcStatus, ControlPlane, Failure, FieldError, Plan, PlannedRestart,
-    RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus,
+    RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus, lua_diff,
 };
 use super::server::{Listen, ServeError, ServerConfig, ServerHandle, serve};
 use super::worker::KresdControl;
@@ -78,6 +79,24 @@ fn invalid(errors: ConfigErrors) -> ApplyError {
 
 fn unavailable(e: impl std::fmt::Display) -> ApplyError {
     ApplyError::Unavailable(e.to_string())
+}
+
+/// Validate `new` and render it to its revision.
+fn validate(
+    new: Value,
+    sockets: SocketMode,
+    start_timeout: Duration,
+) -> Result<(ResolverConfig, String), ApplyError> {
+    let cfg = ResolverConfig::from_json_value(new).map_err(invalid)?;
+    let desired = desired_from(&cfg, sockets, start_timeout).map_err(|e| {
+        let text = e.to_string();
+        let (pointer, message) = match text.split_once(": ") {
+            Some((p, m)) if p.starts_with('/') => (p.to_owned(), m.to_owned()),
+            _ => (String::new(), text),
+        };
+        ApplyError::Invalid(vec![FieldError { pointer, message }])
+    })?;
+    Ok((cfg, desired.revision))
 }
 
 /// RFC 3339 UTC time of a Unix time in milliseconds.
@@ -178,17 +197,12 @@ impl HostPlane {
         serde_json::to_value(cfg).unwrap_or(Value::Null)
     }
 
-    fn validate(&self, new: Value) -> Result<(ResolverConfig, String), ApplyError> {
-        let cfg = ResolverConfig::from_json_value(new).map_err(invalid)?;
-        let desired = desired_from(&cfg, self.p.sockets, self.p.start_timeout).map_err(|e| {
-            let text = e.to_string();
-            let (pointer, message) = match text.split_once(": ") {
-                Some((p, m)) if p.starts_with('/') => (p.to_owned(), m.to_owned()),
-                _ => (String::new(), text),
-            };
-            ApplyError::Invalid(vec![FieldError { pointer, message }])
-        })?;
-        Ok((cfg, desired.revision))
+    /// Validate and render `new` (on the heavy-work pool, see [`super::heavy`]).
+    async fn validate(&self, new: Value) -> Result<(ResolverConfig, String), ApplyError> {
+        let (sockets, start_timeout) = (self.p.sockets, self.p.start_timeout);
+        heavy::run(move || validate(new, sockets, start_timeout))
+            .await
+            .map_err(unavailable)?
     }
 
     /// Write `cfg` to the config file and wait until the file source published it.
@@ -284,7 +298,7 @@ impl ControlPlane for HostPlane {
     }
 
     async fn apply(&self, new: Value, base_etag: &str) -> Result<Applied, ApplyError> {
-        let (cfg, revision) = self.validate(new)?;
+        let (cfg, revision) = self.validate(new).await?;
         let etag = etag_of(&Self::to_json(&cfg));
         let previous = {
             let _guard = self.submit.lock().await;
@@ -318,53 +332,22 @@ impl ControlPlane for HostPlane {
     }
 
     async fn dry_run(&self, new: Value) -> Result<Plan, ApplyError> {
-        let (cfg, target) = self.validate(new)?;
+        let (cfg, target) = self.validate(new).await?;
         let current = self.current();
-        let status = self.p.status.borrow().clone();
-        let current_rev = status.current_revision.clone();
-        let mut plan = Plan {
-            current_revision: current_rev.clone(),
-            target_revision: Some(target.clone()),
-            ..Default::default()
-        };
-        let old_workers = current.as_ref().map(|c| c.worker_count()).unwrap_or(0);
-        let new_workers = cfg.worker_count();
-        if current_rev.as_deref() != Some(target.as_str()) {
-            for i in 0..old_workers.min(new_workers) {
-                plan.restart.push(PlannedRestart {
-                    slot: i.to_string(),
-                    reason: format!(
-                        "revision {} -> {target} (canary first)",
-                        current_rev.as_deref().unwrap_or("none")
-                    ),
-                });
-            }
-        }
-        for i in old_workers..new_workers {
-            plan.restart.push(PlannedRestart {
-                slot: i.to_string(),
-                reason: format!("new slot, starts on {target}"),
-            });
-        }
-        for i in new_workers..old_workers {
-            plan.live.push(format!("slot {i} stops (scale down)"));
-        }
-        if let Some(cur) = &current
-            && cur.cache.garbage_collector != cfg.cache.garbage_collector
-        {
-            plan.live
-                .push("cache garbage collector restarts with new settings".into());
-        }
-        if let Some(cur) = &current {
-            let old = desired_from(cur, self.p.sockets, self.p.start_timeout)
-                .map(|d| d.config)
-                .unwrap_or_default();
-            let new = desired_from(&cfg, self.p.sockets, self.p.start_timeout)
-                .map(|d| d.config)
-                .unwrap_or_default();
-            plan.lua_diff = line_diff(&old, &new);
-        }
-        Ok(plan)
+        let current_rev = self.p.status.borrow().current_revision.clone();
+        let (sockets, start_timeout) = (self.p.sockets, self.p.start_timeout);
+        heavy::run(move || {
+            plan(
+                current.as_deref(),
+                current_rev,
+                &cfg,
+                target,
+                sockets,
+                start_timeout,
+            )
+        })
+        .await
+        .map_err(unavailable)
     }
 
     fn status(&self) -> StatusSnapshot {
@@ -384,7 +367,10 @@ impl ControlPlane for HostPlane {
     }
 
     async fn reload(&self) -> Result<Applied, ApplyError> {
-        let cfg = crate::source::file::load(&self.p.config_path);
+        let path = self.p.config_path.clone();
+        let cfg = heavy::run(move || crate::source::file::load(&path))
+            .await
+            .map_err(unavailable)?;
         let cfg = match cfg {
             Ok(c) => {
                 self.p
@@ -411,7 +397,7 @@ impl ControlPlane for HostPlane {
                 return Err(unavailable(e));
             }
         };
-        let (_, revision) = self.validate(Self::to_json(&cfg))?;
+        let (_, revision) = self.validate(Self::to_json(&cfg)).await?;
         let etag = etag_of(&Self::to_json(&cfg));
         {
             let _guard = self.submit.lock().await;
@@ -454,40 +440,56 @@ impl ControlPlane for HostPlane {
     }
 }
 
-/// A minimal line diff (`-`/`+` lines, common lines omitted) of two rendered configs.
-fn line_diff(old: &str, new: &str) -> String {
-    if old == new {
-        return String::new();
-    }
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
-    // Longest common subsequence table (rendered configs are a few hundred lines).
-    let (n, m) = (a.len(), b.len());
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
+/// What replacing `current` (running `current_rev`) by `cfg` (rendering to `target`) does.
+fn plan(
+    current: Option<&ResolverConfig>,
+    current_rev: Option<String>,
+    cfg: &ResolverConfig,
+    target: String,
+    sockets: SocketMode,
+    start_timeout: Duration,
+) -> Plan {
+    let mut plan = Plan {
+        current_revision: current_rev.clone(),
+        target_revision: Some(target.clone()),
+        ..Default::default()
+    };
+    let old_workers = current.map(|c| c.worker_count()).unwrap_or(0);
+    let new_workers = cfg.worker_count();
+    if current_rev.as_deref() != Some(target.as_str()) {
+        for i in 0..old_workers.min(new_workers) {
+            plan.restart.push(PlannedRestart {
+                slot: i.to_string(),
+                reason: format!(
+                    "revision {} -> {target} (canary first)",
+                    current_rev.as_deref().unwrap_or("none")
+                ),
+            });
         }
     }
-    let mut out = String::from("--- current\n+++ target\n");
-    let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && a[i] == b[j] {
-            i += 1;
-            j += 1;
-        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            out.push_str(&format!("-{}\n", a[i]));
-            i += 1;
-        } else {
-            out.push_str(&format!("+{}\n", b[j]));
-            j += 1;
-        }
+    for i in old_workers..new_workers {
+        plan.restart.push(PlannedRestart {
+            slot: i.to_string(),
+            reason: format!("new slot, starts on {target}"),
+        });
     }
-    out
+    for i in new_workers..old_workers {
+        plan.live.push(format!("slot {i} stops (scale down)"));
+    }
+    if let Some(cur) = current {
+        if cur.cache.garbage_collector != cfg.cache.garbage_collector {
+            plan.live
+                .push("cache garbage collector restarts with new settings".into());
+        }
+        let old = desired_from(cur, sockets, start_timeout)
+            .map(|d| d.config)
+            .unwrap_or_default();
+        let new = desired_from(cfg, sockets, start_timeout)
+            .map(|d| d.config)
+            .unwrap_or_default();
+        plan.lua_diff = lua_diff(&old, &new);
+    }
+    plan
 }
 
 /// Where the config's `management` says the API listens (relative socket paths under `rundir`).
@@ -597,14 +599,5 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(1_795_651_200_000), "2026-11-26T00:00:00.000Z");
-    }
-
-    #[test]
-    fn diffs() {
-        assert_eq!(line_diff("a\nb\n", "a\nb\n"), "");
-        assert_eq!(
-            line_diff("a\nb\nc\n", "a\nx\nc\n"),
-            "--- current\n+++ target\n-b\n+x\n"
-        );
     }
 }
