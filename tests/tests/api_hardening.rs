@@ -111,6 +111,7 @@ fn api_hostile_patches_are_refused_while_a_rollout_completes_and_status_answers(
     ])
     .to_string();
 
+    let done = std::sync::atomic::AtomicBool::new(false);
     let (rollout, hostile, status_max) = std::thread::scope(|sc| -> Result<_> {
         // A real rollout (canary + 2 workers) through the API.
         let rollout = sc.spawn(|| {
@@ -128,7 +129,6 @@ fn api_hostile_patches_are_refused_while_a_rollout_completes_and_status_answers(
             s["desired-revision"].as_str().is_some_and(|d| d != rev0) && s["converged"] == false
         })?;
         // /status keeps answering while the hostile requests run.
-        let done = std::sync::atomic::AtomicBool::new(false);
         let poller = sc.spawn(|| {
             let api = Api::new(Target::Unix(host.api_socket())).expect("api");
             let mut max = Duration::ZERO;
