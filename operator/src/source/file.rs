@@ -108,7 +108,25 @@ impl FileSource {
 
     /// Re-read the file; publish it when valid and different. Returns whether it changed.
     pub fn reload(&self) -> bool {
-        match load(&self.path) {
+        self.publish(load(&self.path))
+    }
+
+    /// [`Self::reload`] with the parsing (up to 4 MiB of YAML) on the blocking pool, so the
+    /// runtime thread (reconcile loop, API) is not held by it.
+    async fn reload_off_thread(&self) -> bool {
+        let path = self.path.clone();
+        match tokio::task::spawn_blocking(move || load(&path)).await {
+            Ok(loaded) => self.publish(loaded),
+            Err(e) => {
+                tracing::error!(error = %e, "configuration re-read failed; the running fleet is kept");
+                false
+            }
+        }
+    }
+
+    /// Publish a loaded config when valid and different. Returns whether it changed.
+    fn publish(&self, loaded: Result<ResolverConfig, SourceError>) -> bool {
+        match loaded {
             Ok(cfg) => {
                 let changed = self.tx.send_if_modified(|cur| {
                     if cur.as_deref() == Some(&cfg) {
@@ -140,14 +158,14 @@ impl FileSource {
             tokio::select! {
                 _ = self.reload.notified() => {
                     last = stamp(&self.path);
-                    self.reload();
+                    self.reload_off_thread().await;
                 }
                 _ = tick.tick(), if watch => {
                     let now = stamp(&self.path);
                     if now != last {
                         last = now;
                         if now.is_some() {
-                            self.reload();
+                            self.reload_off_thread().await;
                         } else {
                             tracing::warn!(path = %self.path.display(), "configuration file is gone; keeping the last one");
                         }
