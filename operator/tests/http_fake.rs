@@ -235,18 +235,9 @@ async fn start() -> Api {
 }
 
 impl Api {
-    /// A request; PUT, PATCH and POST get `Content-Type: application/json` unless `headers`
-    /// name one (the API requires it, see `mutating_requests_*`).
+    /// A request, with a JSON content type added where required.
     async fn req(&self, m: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        let mut headers = headers.to_vec();
-        let needs_type = matches!(m, Method::PUT | Method::PATCH | Method::POST);
-        if needs_type
-            && !headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            headers.push(("content-type", "application/json"));
-        }
+        let headers = kres_tests::api::with_json_type(&m, headers);
         self.raw(m, path, &headers, body).await
     }
 

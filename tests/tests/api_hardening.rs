@@ -6,55 +6,14 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use hickory_proto::rr::RecordType;
 use hyper::Method;
-use kres_operator::http::client::{ApiClient, Reply, Target};
+use kres_operator::http::client::{Reply, Target};
+use kres_tests::api::Api;
 use kres_tests::dns;
 use kres_tests::host::Host;
 use serde_json::{Value, json};
-
-/// Blocking client with exactly the headers given.
-struct Api {
-    rt: tokio::runtime::Runtime,
-    client: ApiClient,
-}
-
-impl Api {
-    fn new(target: Target) -> Result<Api> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let api = Api {
-            rt,
-            client: ApiClient::new(target, Duration::from_secs(120)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while api.try_req(Method::GET, "/healthz", &[], "").is_err() {
-            if Instant::now() > deadline {
-                bail!("API never answered");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(api)
-    }
-
-    fn try_req(
-        &self,
-        m: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> Result<Reply> {
-        Ok(self
-            .rt
-            .block_on(self.client.request(m, path, headers, body.to_owned()))?)
-    }
-
-    fn req(&self, m: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        self.try_req(m, path, headers, body).expect("API request")
-    }
-}
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 const JSON_PATCH: (&str, &str) = ("content-type", "application/json-patch+json");
@@ -117,7 +76,7 @@ fn api_hostile_patches_are_refused_while_a_rollout_completes_and_status_answers(
         let rollout = sc.spawn(|| {
             let api = Api::new(Target::Unix(host.api_socket())).expect("api");
             let t = Instant::now();
-            let r = api.req(
+            let r = api.raw(
                 Method::PUT,
                 "/v1/config/local-data/addresses/api.test.",
                 &[JSON],
@@ -135,7 +94,7 @@ fn api_hostile_patches_are_refused_while_a_rollout_completes_and_status_answers(
             let mut answered = 0;
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
                 let t = Instant::now();
-                let r = api.req(Method::GET, "/status", &[], "");
+                let r = api.raw(Method::GET, "/status", &[], "");
                 assert_eq!(r.status, 200, "{}", r.text());
                 max = max.max(t.elapsed());
                 answered += 1;
@@ -150,7 +109,7 @@ fn api_hostile_patches_are_refused_while_a_rollout_completes_and_status_answers(
             ("1001 operations", too_many.clone(), 413),
         ] {
             let t = Instant::now();
-            let r = api.req(Method::PATCH, "/v1/config", &[JSON_PATCH], &body);
+            let r = api.raw(Method::PATCH, "/v1/config", &[JSON_PATCH], &body);
             hostile.push((name, r, code, t.elapsed()));
         }
         done.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -195,7 +154,7 @@ fn api_hostile_patches_are_refused_while_a_rollout_completes_and_status_answers(
     assert_eq!(r.status, 200, "{}", r.text());
     let answer = dns::resolve(host.listen, "api.test.", RecordType::A)?;
     assert_eq!(answer, ["192.0.2.11"]);
-    let now = api.req(Method::GET, "/v1/config", &[], "");
+    let now = api.raw(Method::GET, "/v1/config", &[], "");
     assert_ne!(now.header("etag").as_deref(), Some(etag0.as_str()));
     assert!(
         now.json().get("x0").is_none(),
@@ -203,15 +162,12 @@ fn api_hostile_patches_are_refused_while_a_rollout_completes_and_status_answers(
     );
 
     // `kresctl status | head -0`: the reader is gone before kresctl writes.
-    let mut child = Command::new(kresctl()?)
-        .arg("-s")
-        .arg(host.api_socket())
-        .arg("status")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    drop(child.stdout.take());
-    let out = child.wait_with_output()?;
+    let out = kres_tests::process::output_with_closed_stdout(
+        Command::new(kresctl()?)
+            .arg("-s")
+            .arg(host.api_socket())
+            .arg("status"),
+    )?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(141), "{err}");
     assert!(err.is_empty(), "kresctl wrote to stderr: {err}");
@@ -239,19 +195,19 @@ fn api_hostile_patches_are_refused_while_a_rollout_completes_and_status_answers(
 fn api_over_tcp_refuses_cross_origin_and_simple_requests() -> Result<()> {
     let mut host = Host::start(2, &local("192.0.2.10"))?;
     host.wait_converged(None, Duration::from_secs(30))?;
-    // Restart the operator with `management.interface` (it adopts the running workers).
-    let ip = kres_tests::net::unique_loopback();
-    let port = kres_tests::net::free_port(ip);
-    host.kill_operator()?;
-    let text = std::fs::read_to_string(&host.config)?.replace(
-        &format!("unix-socket: {}", host.api_socket().display()),
-        &format!("interface: {ip}@{port}"),
-    );
-    std::fs::write(&host.config, text)?;
-    let _ = std::fs::remove_file(host.api_socket());
-    host.spawn()?;
+    let addr = host.restart_with_tcp_api()?;
+    let (ip, port) = (addr.ip(), addr.port());
     let api = Api::new(Target::Tcp(format!("{ip}:{port}")))?;
-    host.wait_converged(None, Duration::from_secs(30))?;
+    // The new operator's own status (status.json may still be the old one's).
+    let fleet_ready = |s: &Value| {
+        let w = s["workers"].as_array().cloned().unwrap_or_default();
+        s["phase"] == "idle" && w.len() == 2 && w.iter().all(|w| w["state"] == "ready")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fleet_ready(&api.raw(Method::GET, "/status", &[], "").json()) {
+        assert!(Instant::now() < deadline, "fleet not ready: {}", host.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let pids0 = host.worker_pids()?;
     assert_eq!(pids0.len(), 2, "{pids0:?}");
     let file0 = std::fs::read(&host.config)?;
@@ -284,15 +240,15 @@ fn api_over_tcp_refuses_cross_origin_and_simple_requests() -> Result<()> {
             415,
         ),
     ] {
-        let r = api.req(Method::POST, "/stop", &headers, "");
+        let r = api.raw(Method::POST, "/stop", &headers, "");
         assert_eq!(r.status.as_u16(), code, "{headers:?}: {}", r.text());
     }
     // Wrong or missing content type on a change: 415, nothing applied.
     for headers in [vec![("content-type", "text/plain")], vec![]] {
-        let r = api.req(Method::PUT, "/v1/config/workers", &headers, "3");
+        let r = api.raw(Method::PUT, "/v1/config/workers", &headers, "3");
         assert_eq!(r.status, 415, "{headers:?}: {}", r.text());
     }
-    let r = api.req(
+    let r = api.raw(
         Method::PUT,
         "/v1/config/workers",
         &[JSON, ("origin", "http://evil.example")],
@@ -301,19 +257,13 @@ fn api_over_tcp_refuses_cross_origin_and_simple_requests() -> Result<()> {
     assert_eq!(r.status, 403, "{}", r.text());
 
     // The fleet kept running, unchanged.
-    let s = api.req(Method::GET, "/status", &[], "");
+    let s = api.raw(Method::GET, "/status", &[], "");
     assert_eq!(s.status, 200);
-    let workers = s.json()["workers"].as_array().cloned().unwrap_or_default();
-    assert_eq!(workers.len(), 2, "{}", s.text());
-    assert!(
-        workers.iter().all(|w| w["state"] == "ready"),
-        "{}",
-        s.text()
-    );
+    assert!(fleet_ready(&s.json()), "{}", s.text());
     assert_eq!(host.worker_pids()?, pids0);
     assert_eq!(std::fs::read(&host.config)?, file0, "config file changed");
     assert_eq!(
-        api.req(Method::GET, "/v1/config", &[], "").header("etag"),
+        api.raw(Method::GET, "/v1/config", &[], "").header("etag"),
         Some(etag0)
     );
     assert_eq!(
@@ -322,10 +272,10 @@ fn api_over_tcp_refuses_cross_origin_and_simple_requests() -> Result<()> {
     );
 
     // The same requests done right work: no Origin, or this server's own.
-    let r = api.req(Method::POST, "/reload", &[JSON], "");
+    let r = api.raw(Method::POST, "/reload", &[JSON], "");
     assert_eq!(r.status, 200, "{}", r.text());
     let own = format!("http://{ip}:{port}");
-    let r = api.req(
+    let r = api.raw(
         Method::PUT,
         "/v1/config/local-data/addresses/api.test.",
         &[JSON, ("origin", own.as_str())],
@@ -336,24 +286,15 @@ fn api_over_tcp_refuses_cross_origin_and_simple_requests() -> Result<()> {
         dns::resolve(host.listen, "api.test.", RecordType::A)?,
         ["192.0.2.12"]
     );
-    // kresctl sends what is required.
+    // kresctl sends what is required; `stop` last.
     let url = format!("http://{ip}:{port}");
-    let out = Command::new(kresctl()?)
-        .args(["--url", &url, "reload"])
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new(kresctl()?)
-        .args(["--url", &url, "stop"])
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for cmd in ["reload", "stop"] {
+        let out = Command::new(kresctl()?)
+            .args(["--url", &url, cmd])
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kresctl {cmd}: {err}");
+    }
     let code = host.wait_exit(Duration::from_secs(30))?;
     assert_eq!(code, Some(0), "{}", host.log());
     Ok(())

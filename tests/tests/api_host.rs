@@ -7,63 +7,18 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use hickory_proto::rr::RecordType;
 use hyper::Method;
-use kres_operator::http::client::{ApiClient, Reply, Target};
+use kres_operator::http::client::{Reply, Target};
+use kres_tests::api::Api;
 use kres_tests::dns;
 use kres_tests::host::Host;
 use serde_json::{Value, json};
 
-/// Blocking client for the operator's unix socket.
-struct Api {
-    rt: tokio::runtime::Runtime,
-    client: ApiClient,
-}
-
-impl Api {
-    fn new(host: &Host) -> Result<Api> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let client = ApiClient::new(Target::Unix(host.api_socket()), Duration::from_secs(60));
-        let api = Api { rt, client };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while api.try_req(Method::GET, "/healthz", &[], "").is_err() {
-            if Instant::now() > deadline {
-                bail!("API socket never answered: {}", host.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(api)
-    }
-
-    fn try_req(
-        &self,
-        m: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> Result<Reply> {
-        Ok(self
-            .rt
-            .block_on(self.client.request(m, path, headers, body.to_owned()))?)
-    }
-
-    /// A request; PUT, PATCH and POST get `Content-Type: application/json` unless `headers`
-    /// name one (the API requires it; `api_hardening.rs` tests requests without).
-    fn req(&self, m: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        let mut headers = headers.to_vec();
-        let needs_type = matches!(m, Method::PUT | Method::PATCH | Method::POST);
-        if needs_type
-            && !headers
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            headers.push(("content-type", "application/json"));
-        }
-        self.try_req(m, path, &headers, body).expect("API request")
-    }
+/// The API client for `host`'s unix socket.
+fn api_of(host: &Host) -> Result<Api> {
+    Api::new(Target::Unix(host.api_socket())).with_context(|| host.log())
 }
 
 fn local(addr: &str) -> String {
@@ -127,7 +82,7 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
     let host = Host::start(2, &local("192.0.2.10"))?;
     let before = host.wait_converged(None, Duration::from_secs(30))?;
     let rev0 = Host::current_revision(&before)?;
-    let api = Api::new(&host)?;
+    let api = api_of(&host)?;
 
     // Listener: a 0600 unix socket, no TCP listener in the operator.
     let meta = std::fs::metadata(host.api_socket())?;
@@ -308,7 +263,7 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
     // 409: a change superseded by a newer one before it converged.
     let (first, second) = std::thread::scope(|sc| {
         let t = sc.spawn(|| {
-            let api = Api::new(&host).expect("api");
+            let api = api_of(&host).expect("api");
             api.req(
                 Method::PUT,
                 "/v1/config/local-data/addresses/api.test.",
@@ -361,7 +316,7 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
 fn api_status_health_schema_cache_and_stop() -> Result<()> {
     let mut host = Host::start(2, &local("192.0.2.10"))?;
     host.wait_converged(None, Duration::from_secs(30))?;
-    let api = Api::new(&host)?;
+    let api = api_of(&host)?;
 
     let r = api.req(Method::GET, "/status", &[], "");
     assert_eq!(r.status, 200);
@@ -480,7 +435,7 @@ fn scrape(api: &Api) -> (prometheus_parse::Scrape, Duration) {
 fn api_metrics_count_queries_and_survive_a_stopped_worker() -> Result<()> {
     let host = Host::start(2, &local("192.0.2.10"))?;
     host.wait_converged(None, Duration::from_secs(30))?;
-    let api = Api::new(&host)?;
+    let api = api_of(&host)?;
 
     let (first, _) = scrape(&api);
     let total = |s: &prometheus_parse::Scrape| {
@@ -546,7 +501,7 @@ fn api_metrics_count_queries_and_survive_a_stopped_worker() -> Result<()> {
 fn kresctl_online_commands() -> Result<()> {
     let host = Host::start(1, &local("192.0.2.10"))?;
     host.wait_converged(None, Duration::from_secs(30))?;
-    let _api = Api::new(&host)?;
+    let _api = api_of(&host)?;
     let bin = kres_tests::host::operator_binary()?.with_file_name("kresctl");
     let run = |args: &[&str]| -> Result<(bool, String, String)> {
         let out = Command::new(&bin)
@@ -604,19 +559,10 @@ fn kresctl_online_commands() -> Result<()> {
 fn api_tcp_listener_only_when_configured() -> Result<()> {
     let mut host = Host::start(1, &local("192.0.2.10"))?;
     host.wait_converged(None, Duration::from_secs(30))?;
-    Api::new(&host)?;
+    api_of(&host)?;
     // Restart the operator with `management.interface` instead of the unix socket.
-    let ip = kres_tests::net::unique_loopback();
-    let port = kres_tests::net::free_port(ip);
-    host.kill_operator()?;
-    let text = std::fs::read_to_string(&host.config)?.replace(
-        &format!("unix-socket: {}", host.api_socket().display()),
-        &format!("interface: {ip}@{port}"),
-    );
-    assert!(text.contains("interface: 127."), "{text}");
-    std::fs::write(&host.config, text)?;
-    let _ = std::fs::remove_file(host.api_socket());
-    host.spawn()?;
+    let addr = host.restart_with_tcp_api()?;
+    let (ip, port) = (addr.ip(), addr.port());
     let bin = kres_tests::host::operator_binary()?.with_file_name("kresctl");
     let deadline = Instant::now() + Duration::from_secs(15);
     let out = loop {
@@ -653,7 +599,7 @@ fn api_tcp_listener_only_when_configured() -> Result<()> {
 fn api_readyz_is_503_until_a_worker_serves_the_current_revision() -> Result<()> {
     // The very first config fails in kresd: nothing can serve, the operator itself is alive.
     let host = Host::start(1, "lua:\n  script: error('readyz-first-boom')\n")?;
-    let api = Api::new(&host)?;
+    let api = api_of(&host)?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = api.req(Method::GET, "/status", &[], "").json();
