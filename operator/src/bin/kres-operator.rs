@@ -85,10 +85,7 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kres-operator: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return report(Err(format!("tokio runtime: {e}"))),
     };
     let a = host;
     report(runtime.block_on(run_host(HostOptions {
@@ -103,11 +100,15 @@ fn main() -> ExitCode {
     })))
 }
 
+/// The exit code of `result`, with its error on stderr. A closed stderr is ignored (`eprintln!`
+/// would panic): the exit code still tells. kres-operator prints nothing else itself; clap's
+/// `--help`/`--version` output already ignores a closed stdout.
 fn report<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kres-operator: {e}");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "kres-operator: {e}");
             ExitCode::FAILURE
         }
     }
