@@ -516,26 +516,26 @@ where
     // A concurrent change between read and submit is retried unless the client pinned an ETag.
     for _ in 0..5 {
         let (plane, edit, pointer) = (state.plane.clone(), edit.clone(), pointer.to_owned());
-        let (current, etag) = heavy::run(move || {
+        let (match_h, none_match_h) = (if_match.clone(), if_none_match.clone());
+        let (new, etag) = heavy::run(move || {
             let current = plane.config();
             let etag = doc::etag_of(&current);
-            (current, etag)
-        })
-        .await?;
-        if let Some(h) = &if_match
-            && !doc::etag_matches(h, &etag)
-        {
-            return Err(precondition(&etag, "If-Match does not match"));
-        }
-        if let Some(h) = &if_none_match
-            && doc::etag_matches(h, &etag)
-        {
-            return Err(precondition(&etag, "If-None-Match matches"));
-        }
-        let new = heavy::run(move || match &*edit {
-            Edit::Put(v) => doc::put(&current, &pointer, v.clone()),
-            Edit::Patch(p) => doc::patch(&current, &pointer, p),
-            Edit::Delete => doc::delete(&current, &pointer),
+            if let Some(h) = &match_h
+                && !doc::etag_matches(h, &etag)
+            {
+                return Err(precondition(&etag, "If-Match does not match"));
+            }
+            if let Some(h) = &none_match_h
+                && doc::etag_matches(h, &etag)
+            {
+                return Err(precondition(&etag, "If-None-Match matches"));
+            }
+            let new = match &*edit {
+                Edit::Put(v) => doc::put(&current, &pointer, v.clone()),
+                Edit::Patch(p) => doc::patch(&current, &pointer, p),
+                Edit::Delete => doc::delete(&current, &pointer),
+            }?;
+            Ok((new, etag))
         })
         .await??;
         if dry_run {
