@@ -210,7 +210,7 @@ pub fn put(doc: &Value, pointer: &str, value: Value) -> Result<Value, DocError> 
     if !new.is_object() {
         return Err(DocError::NotAnObject);
     }
-    let limit = size_limit(doc);
+    let (_, limit) = size_and_limit(doc);
     if json_len_within(&new, limit).is_none() {
         return Err(DocError::TooLarge {
             pointer: pointer.to_owned(),
@@ -266,13 +266,12 @@ pub fn patch(doc: &Value, pointer: &str, ops: &Patch) -> Result<Value, DocError>
     if ops.0.len() > MAX_PATCH_OPS {
         return Err(DocError::TooManyOps { count: ops.0.len() });
     }
-    let limit = size_limit(doc);
+    let (whole, limit) = size_and_limit(doc);
     let mut new = doc.clone();
     let target = new
         .pointer_mut(pointer)
         .ok_or_else(|| DocError::NotFound(pointer.to_owned()))?;
     // The rest of the document does not change: bound the target to what is left of the limit.
-    let whole = json_len_within(doc, limit).unwrap_or(limit);
     let start = json_len_within(target, limit).unwrap_or(limit);
     let room = limit - (whole - start);
     let mut size = start;
@@ -307,13 +306,17 @@ pub fn patch(doc: &Value, pointer: &str, ops: &Patch) -> Result<Value, DocError>
     Ok(new)
 }
 
-/// The size limit for edits of `doc`: the datamodel's input limit, or `doc`'s own size if it is
-/// already larger (canonical JSON with defaults can exceed the YAML it came from).
-fn size_limit(doc: &Value) -> usize {
-    json_len_within(doc, MAX_INPUT_BYTES).map_or_else(
-        || json_len_within(doc, usize::MAX).unwrap_or(MAX_INPUT_BYTES),
-        |_| MAX_INPUT_BYTES,
-    )
+/// The JSON size of `doc` and the size limit for its edits: the datamodel's input limit, or
+/// `doc`'s own size if it is already larger (canonical JSON with defaults can exceed the YAML it
+/// came from).
+fn size_and_limit(doc: &Value) -> (usize, usize) {
+    match json_len_within(doc, MAX_INPUT_BYTES) {
+        Some(size) => (size, MAX_INPUT_BYTES),
+        None => {
+            let size = json_len_within(doc, usize::MAX).unwrap_or(MAX_INPUT_BYTES);
+            (size, size)
+        }
+    }
 }
 
 /// Upper bound of how many bytes `op` adds to the compact JSON of `target`; `None` when that is
