@@ -251,7 +251,14 @@ async fn start() -> Api {
 }
 
 impl Api {
+    /// A request, with a JSON content type added where required.
     async fn req(&self, m: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let headers = kres_tests::api::with_json_type(&m, headers);
+        self.raw(m, path, &headers, body).await
+    }
+
+    /// A request with exactly `headers`.
+    async fn raw(&self, m: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
         self.client
             .request(m, path, headers, body.to_owned())
             .await
@@ -648,4 +655,124 @@ async fn cache_clear_runs_on_one_worker_and_validates() {
         .req(Method::POST, "/cache/clear", &[], r#"{"nope": 1}"#)
         .await;
     assert_eq!(r.status, 422);
+}
+
+#[tokio::test]
+async fn mutating_requests_need_a_content_type_and_no_foreign_origin() {
+    let api = start().await;
+    let before = api.fake.config();
+    let json = ("content-type", "application/json");
+    // No content type: 415, even for a body-less POST (what a no-cors browser POST can send).
+    for (m, path, body) in [
+        (Method::POST, "/stop", ""),
+        (Method::POST, "/reload", ""),
+        (Method::POST, "/cache/clear", ""),
+        (Method::PUT, "/v1/config/workers", "3"),
+        (
+            Method::PATCH,
+            "/v1/config",
+            r#"[{"op":"replace","path":"/workers","value":3}]"#,
+        ),
+    ] {
+        let r = api.raw(m.clone(), path, &[], body).await;
+        assert_eq!(r.status, 415, "{m} {path}: {}", r.text());
+        assert!(r.text().contains("Content-Type"), "{}", r.text());
+        // The simple types a browser sends without a preflight: 415 as well.
+        for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+            let r = api
+                .raw(m.clone(), path, &[("content-type", ct)], body)
+                .await;
+            assert_eq!(r.status, 415, "{m} {path} {ct}: {}", r.text());
+        }
+    }
+    // A foreign Origin: 403, also with the right content type; a DNS name even if it matches.
+    for (origin, host) in [
+        ("http://evil.example", "localhost"),
+        ("null", "localhost"),
+        ("http://rebind.example", "rebind.example"),
+    ] {
+        for (m, path, body) in [
+            (Method::POST, "/stop", ""),
+            (Method::PUT, "/v1/config/workers", "3"),
+            (Method::DELETE, "/v1/config/cache/size-max", ""),
+        ] {
+            let r = api
+                .raw(
+                    m.clone(),
+                    path,
+                    &[json, ("origin", origin), ("host", host)],
+                    body,
+                )
+                .await;
+            assert_eq!(r.status, 403, "{m} {path} {origin}: {}", r.text());
+            assert!(r.text().contains("cross-origin"), "{}", r.text());
+        }
+    }
+    assert!(
+        !api.fake.stopped.load(Ordering::SeqCst),
+        "a refused /stop stopped"
+    );
+    assert_eq!(api.fake.config(), before, "a refused change was applied");
+    // Reads are not affected by Origin; the server's own origin may change things.
+    let r = api
+        .raw(
+            Method::GET,
+            "/status",
+            &[("origin", "http://evil.example")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = api
+        .raw(
+            Method::PUT,
+            "/v1/config/workers",
+            &[json, ("origin", "http://localhost"), ("host", "localhost")],
+            "3",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(api.fake.config()["workers"], 3);
+    // DELETE needs no content type.
+    let r = api
+        .raw(Method::DELETE, "/v1/config/cache/size-max", &[], "")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn json_patch_is_bounded_with_the_failing_operation_as_pointer() {
+    let api = start().await;
+    let patch = |ops: &[Value]| serde_json::to_string(ops).unwrap();
+    let ct = [("content-type", "application/json-patch+json")];
+    // A failing operation is named by its index.
+    let r = api
+        .req(
+            Method::PATCH,
+            "/v1/config",
+            &ct,
+            &patch(&[
+                json!({"op": "replace", "path": "/workers", "value": 3}),
+                json!({"op": "remove", "path": "/nope"}),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["errors"][0]["pointer"], "/1", "{}", r.text());
+    // Doubling the document with `copy from ""`: refused at the first op past 4 MiB.
+    let ops: Vec<Value> = (0..40)
+        .map(|i| json!({"op": "copy", "from": "", "path": format!("/x{i}")}))
+        .collect();
+    let r = api
+        .req(Method::PATCH, "/v1/config", &ct, &patch(&ops))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let pointer = r.json()["errors"][0]["pointer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let index: usize = pointer[1..].parse().unwrap();
+    assert!((10..40).contains(&index), "{pointer}");
+    assert!(r.text().contains("4194304 bytes"), "{}", r.text());
+    assert_eq!(api.fake.config()["workers"], 2, "nothing applied");
 }

@@ -182,3 +182,29 @@ fn validate_rejects_oversized_and_non_utf8_files_clearly() {
         stderr(&o)
     );
 }
+
+/// Run `bin args` with standard output a pipe whose reader is already closed (what
+/// `bin args | head -0` does); returns (exit code, stderr).
+fn with_closed_stdout(bin: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out =
+        kres_tests::process::output_with_closed_stdout(Command::new(bin).args(args)).expect("run");
+    (out.status.code(), stderr(&out))
+}
+
+#[test]
+fn a_closed_stdout_ends_kresctl_quietly_with_141() {
+    let kresctl = env!("CARGO_BIN_EXE_kresctl");
+    // Outputs larger than the 4 KiB pipe: 64 KB (offline writer), 35 KB (completion).
+    for args in [vec!["schema"], vec!["completion", "bash"]] {
+        let (code, err) = with_closed_stdout(kresctl, &args);
+        assert_eq!(code, Some(141), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} wrote to stderr: {err}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_does_not_panic_kres_operator() {
+    let (code, err) = with_closed_stdout(env!("CARGO_BIN_EXE_kres-operator"), &["--help"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -370,6 +370,25 @@ impl Host {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Restart the operator with the API on TCP (`management.interface` on a loopback address of
+    /// its own) instead of the unix socket; it adopts the running workers. Returns the address.
+    pub fn restart_with_tcp_api(&mut self) -> Result<SocketAddr> {
+        let ip = unique_loopback();
+        let addr = SocketAddr::from((ip, free_port(ip)));
+        self.kill_operator()?;
+        let text = std::fs::read_to_string(&self.config)?.replace(
+            &format!("unix-socket: {}", self.api_socket().display()),
+            &format!("interface: {ip}@{}", addr.port()),
+        );
+        if !text.contains("interface: 127.") {
+            bail!("no management.unix-socket to replace in {text}");
+        }
+        self.write_raw(&text)?;
+        let _ = std::fs::remove_file(self.api_socket());
+        self.spawn()?;
+        Ok(addr)
+    }
 }
 
 fn kill(sig: &str, pid: u32) -> Result<()> {

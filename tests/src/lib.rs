@@ -4,6 +4,7 @@
 //!
 //! Every test talks to loopback only (127.0.0.0/8, ::1).
 
+pub mod api;
 pub mod backend;
 pub mod control;
 pub mod dns;

@@ -138,3 +138,23 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// Run `cmd` to completion with its standard output a pipe whose reader is already closed (what
+/// `cmd | head -0` does: every write gets EPIPE) and stderr captured.
+///
+/// The read end is closed before the child starts, and the pipe holds only 4 KiB: should a
+/// process forked meanwhile by another test thread briefly hold a copy of the read end, a
+/// writer of more than 4 KiB blocks until that copy is gone and then gets EPIPE, instead of
+/// succeeding into the buffer.
+pub fn output_with_closed_stdout(cmd: &mut Command) -> io::Result<std::process::Output> {
+    use std::os::fd::AsRawFd;
+    let (reader, writer) = io::pipe()?;
+    // SAFETY: fcntl on a pipe fd we own; F_SETPIPE_SZ takes an int and touches no memory.
+    if unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(reader);
+    cmd.stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+}

@@ -1,6 +1,7 @@
 //! Benchmark (ignored by default; run with `cargo test -p kres-tests --test api_bench -- --ignored
-//! --nocapture`): latency of GET /status and of a no-op PUT, and /metrics scrape time with 8
-//! workers, against a real operator + supervisord + kresd. Results: docs/BENCHMARKS.md.
+//! --nocapture`): latency of GET /status and of a no-op PUT, /metrics scrape time with 8
+//! workers, and the answer time of a hostile JSON Patch with `/status` latency meanwhile, against
+//! a real operator + supervisord + kresd. Results: docs/BENCHMARKS.md.
 
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,15 @@ fn run(
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let r = rt.block_on(client.request(m.clone(), path, &[], body.to_owned()))?;
+        let ct: &[(&str, &str)] = match m {
+            Method::PATCH => &[("content-type", "application/json-patch+json")],
+            Method::GET => &[],
+            _ => &[("content-type", "application/json")],
+        };
+        let r = rt.block_on(client.request(m.clone(), path, ct, body.to_owned()))?;
         out.push(t.elapsed());
-        ensure!(r.status == 200, "{m} {path}: {} {}", r.status, r.text());
+        let want = if m == Method::PATCH { 422 } else { 200 };
+        ensure!(r.status == want, "{m} {path}: {} {}", r.status, r.text());
     }
     Ok(out)
 }
@@ -58,5 +65,35 @@ fn api_latency_and_scrape_time() -> Result<()> {
         let (p50, p99, max) = percentiles(run(&rt, &client, n, m, path, body)?);
         println!("BENCH {name}: n={n} p50={p50:?} p99={p99:?} max={max:?}");
     }
+
+    // 18 `copy` of the whole document onto itself (refused at the 4 MiB limit, 422), one after
+    // the other, while a second client polls /status.
+    let copies: Vec<serde_json::Value> = (0..18)
+        .map(|i| serde_json::json!({"op": "copy", "from": "", "path": format!("/x{i}")}))
+        .collect();
+    let copies = serde_json::Value::Array(copies).to_string();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (patches, status) = std::thread::scope(|sc| -> Result<_> {
+        let poller = sc.spawn(|| -> Result<Vec<Duration>> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut out = vec![];
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                out.extend(run(&rt, &client, 1, Method::GET, "/status", "")?);
+            }
+            Ok(out)
+        });
+        let patches = run(&rt, &client, 20, Method::PATCH, "/v1/config", &copies);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let status = poller.join().expect("poller")?;
+        Ok((patches?, status))
+    })?;
+    let n = patches.len();
+    let (p50, p99, max) = percentiles(patches);
+    println!("BENCH PATCH 18 self-copies (422): n={n} p50={p50:?} p99={p99:?} max={max:?}");
+    let n = status.len();
+    let (p50, p99, max) = percentiles(status);
+    println!("BENCH GET /status meanwhile: n={n} p50={p50:?} p99={p99:?} max={max:?}");
     Ok(())
 }

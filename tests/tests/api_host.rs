@@ -7,53 +7,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use hickory_proto::rr::RecordType;
 use hyper::Method;
-use kres_operator::http::client::{ApiClient, Reply, Target};
+use kres_operator::http::client::{Reply, Target};
+use kres_tests::api::Api;
 use kres_tests::dns;
 use kres_tests::host::Host;
 use kres_tests::knotd::{Knotd, Zone};
 use serde_json::{Value, json};
 
-/// Blocking client for the operator's unix socket.
-struct Api {
-    rt: tokio::runtime::Runtime,
-    client: ApiClient,
-}
-
-impl Api {
-    fn new(host: &Host) -> Result<Api> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let client = ApiClient::new(Target::Unix(host.api_socket()), Duration::from_secs(60));
-        let api = Api { rt, client };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while api.try_req(Method::GET, "/healthz", &[], "").is_err() {
-            if Instant::now() > deadline {
-                bail!("API socket never answered: {}", host.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(api)
-    }
-
-    fn try_req(
-        &self,
-        m: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> Result<Reply> {
-        Ok(self
-            .rt
-            .block_on(self.client.request(m, path, headers, body.to_owned()))?)
-    }
-
-    fn req(&self, m: Method, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-        self.try_req(m, path, headers, body).expect("API request")
-    }
+/// The API client for `host`'s unix socket.
+fn api_of(host: &Host) -> Result<Api> {
+    Api::new(Target::Unix(host.api_socket())).with_context(|| host.log())
 }
 
 fn local(addr: &str) -> String {
@@ -139,7 +105,7 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
     let host = Host::start_with(2, &local("192.0.2.10"), &["--start-timeout-ms", "60000"])?;
     let before = host.wait_converged(None, Duration::from_secs(30))?;
     let rev0 = Host::current_revision(&before)?;
-    let api = Api::new(&host)?;
+    let api = api_of(&host)?;
 
     // Listener: a 0600 unix socket, no TCP listener in the operator.
     let meta = std::fs::metadata(host.api_socket())?;
@@ -186,7 +152,7 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
             Method::PUT,
             "/v1/config/lua/script",
             vec![],
-            format!("\"{}\"", "-".repeat(2 * 1024 * 1024)),
+            format!("\"{}\"", "-".repeat(5 * 1024 * 1024)),
             413,
         ),
         (
@@ -349,7 +315,7 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
     );
     let (first, second) = std::thread::scope(|sc| -> Result<(Reply, Reply)> {
         let first = sc.spawn(|| {
-            let api = Api::new(&host).expect("api");
+            let api = api_of(&host).expect("api");
             api.req(
                 Method::PUT,
                 "/v1/config/lua/script",
@@ -375,7 +341,7 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
         let patch = patch.to_string();
         let host = &host;
         let second = sc.spawn(move || {
-            let api = Api::new(host).expect("api");
+            let api = api_of(host).expect("api");
             api.req(
                 Method::PATCH,
                 "/v1/config",
@@ -445,7 +411,7 @@ fn assert_cache_miss(host: &Host, name: &str, rtype: RecordType) {
 fn api_status_health_schema_cache_and_stop() -> Result<()> {
     let mut host = Host::start(2, &local("192.0.2.10"))?;
     host.wait_converged(None, Duration::from_secs(30))?;
-    let api = Api::new(&host)?;
+    let api = api_of(&host)?;
 
     let r = api.req(Method::GET, "/status", &[], "");
     assert_eq!(r.status, 200);
@@ -539,7 +505,7 @@ fn api_cache_clear_empties_a_filled_cache() -> Result<()> {
     );
     let host = Host::start(1, &forward)?;
     host.wait_converged(None, Duration::from_secs(30))?;
-    let api = Api::new(&host)?;
+    let api = api_of(&host)?;
     let www = "www.example.test.";
     assert_eq!(
         dns::resolve(host.listen, www, RecordType::A)?,
@@ -610,7 +576,7 @@ fn scrape(api: &Api) -> (prometheus_parse::Scrape, Duration) {
 fn api_metrics_count_queries_and_survive_a_stopped_worker() -> Result<()> {
     let host = Host::start(2, &local("192.0.2.10"))?;
     host.wait_converged(None, Duration::from_secs(30))?;
-    let api = Api::new(&host)?;
+    let api = api_of(&host)?;
 
     let (first, _) = scrape(&api);
     let total = |s: &prometheus_parse::Scrape| {
@@ -678,7 +644,7 @@ fn api_metrics_count_queries_and_survive_a_stopped_worker() -> Result<()> {
 fn kresctl_online_commands() -> Result<()> {
     let host = Host::start(1, &local("192.0.2.10"))?;
     host.wait_converged(None, Duration::from_secs(30))?;
-    let _api = Api::new(&host)?;
+    let _api = api_of(&host)?;
     let run = |args: &[&str]| kresctl(&host, args);
     let (ok, out, err) = run(&["status"])?;
     assert!(ok, "{err}");
@@ -723,19 +689,10 @@ fn kresctl_online_commands() -> Result<()> {
 fn api_tcp_listener_only_when_configured() -> Result<()> {
     let mut host = Host::start(1, &local("192.0.2.10"))?;
     host.wait_converged(None, Duration::from_secs(30))?;
-    Api::new(&host)?;
+    api_of(&host)?;
     // Restart the operator with `management.interface` instead of the unix socket.
-    let ip = kres_tests::net::unique_loopback();
-    let port = kres_tests::net::free_port(ip);
-    host.kill_operator()?;
-    let text = std::fs::read_to_string(&host.config)?.replace(
-        &format!("unix-socket: {}", host.api_socket().display()),
-        &format!("interface: {ip}@{port}"),
-    );
-    assert!(text.contains("interface: 127."), "{text}");
-    std::fs::write(&host.config, text)?;
-    let _ = std::fs::remove_file(host.api_socket());
-    host.spawn()?;
+    let addr = host.restart_with_tcp_api()?;
+    let (ip, port) = (addr.ip(), addr.port());
     let bin = kres_tests::host::operator_binary()?.with_file_name("kresctl");
     let deadline = Instant::now() + Duration::from_secs(15);
     let out = loop {
@@ -772,7 +729,7 @@ fn api_tcp_listener_only_when_configured() -> Result<()> {
 fn api_readyz_is_503_until_a_worker_serves_the_current_revision() -> Result<()> {
     // The very first config fails in kresd: nothing can serve, the operator itself is alive.
     let host = Host::start(1, "lua:\n  script: error('readyz-first-boom')\n")?;
-    let api = Api::new(&host)?;
+    let api = api_of(&host)?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = api.req(Method::GET, "/status", &[], "").json();
@@ -841,7 +798,7 @@ fn raw_chunked_put(socket: &Path, path: &str, total: usize) -> Result<String> {
 fn api_http_details_against_the_real_operator() -> Result<()> {
     let host = Host::start(1, &local("192.0.2.10"))?;
     host.wait_converged(None, Duration::from_secs(30))?;
-    let api = Api::new(&host)?;
+    let api = api_of(&host)?;
     let pids0 = pids(&host);
     let json_reply = api.req(Method::GET, "/v1/config", &[], "");
     let etag0 = json_reply.header("etag").context("etag")?;
@@ -886,8 +843,8 @@ fn api_http_details_against_the_real_operator() -> Result<()> {
     let r = api.req(Method::GET, "/status", &[("x-big", &huge)], "");
     assert_eq!(r.status.as_u16(), 431, "{}", r.text());
 
-    // A chunked body over 1 MiB: 413 (no Content-Length to go by).
-    let raw = raw_chunked_put(&host.api_socket(), "/v1/config/lua/script", 2 * 1024 * 1024)?;
+    // A chunked body over the 4 MiB body limit: 413 (no Content-Length to go by).
+    let raw = raw_chunked_put(&host.api_socket(), "/v1/config/lua/script", 5 * 1024 * 1024)?;
     assert!(
         raw.starts_with("HTTP/1.1 413"),
         "{}",
@@ -918,7 +875,7 @@ fn api_put_returns_when_that_change_converged_and_a_rejection_is_reverted_by_the
     let host = Host::start(2, &local("192.0.2.20"))?;
     let s0 = host.wait_converged(None, Duration::from_secs(30))?;
     let rev0 = Host::current_revision(&s0)?;
-    let api = Api::new(&host)?;
+    let api = api_of(&host)?;
 
     // Workers 2 -> 4: same revision; the answer comes only once 4 workers are ready.
     let r = api.req(Method::PUT, "/v1/config/workers", &[], "4");
@@ -989,7 +946,7 @@ fn kresctl_history_and_rollback_return_dns_to_a_previous_revision() -> Result<()
     let host = Host::start(1, &local("192.0.2.30"))?;
     let s0 = host.wait_converged(None, Duration::from_secs(30))?;
     let rev0 = Host::current_revision(&s0)?;
-    let api = Api::new(&host)?;
+    let api = api_of(&host)?;
     let run = |args: &[&str]| kresctl(&host, args);
     let r = api.req(
         Method::PUT,

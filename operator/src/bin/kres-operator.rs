@@ -85,15 +85,17 @@ fn main() -> ExitCode {
         Command::SocketHolder(args) => return report(run_socket_holder(&args).map(|n| match n {})),
         Command::Launch(args) => return report(run_launch(&args).map(|n| match n {})),
     };
+    // One runtime thread on purpose: the reconcile loop, DNS gates, signals and the API's I/O
+    // share it and interleave only at awaits, which keeps the loop's ordering easy to reason
+    // about. Nothing CPU-heavy may run on it: request work that scales with a config (decoding,
+    // JSON Patch, validation, rendering, diffs) goes to the blocking pool, at most
+    // `http::heavy::HEAVY_CONCURRENCY` at a time (operator/src/http/heavy.rs).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kres-operator: tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return report(Err(format!("tokio runtime: {e}"))),
     };
     let a = host;
     report(runtime.block_on(run_host(HostOptions {
@@ -110,11 +112,15 @@ fn main() -> ExitCode {
     })))
 }
 
+/// The exit code of `result`, with its error on stderr. A closed stderr is ignored (`eprintln!`
+/// would panic): the exit code still tells. kres-operator prints nothing else itself; clap's
+/// `--help`/`--version` output already ignores a closed stdout.
 fn report<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kres-operator: {e}");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "kres-operator: {e}");
             ExitCode::FAILURE
         }
     }

@@ -2,16 +2,55 @@
 //!
 //! Offline commands (no running resolver needed) live in [`offline`]; online commands (talking to
 //! the operator's API, docs/api.md) in [`online`].
+//!
+//! Everything kresctl prints to standard output goes through [`write_stdout`] (`out!`,
+//! `outln!`): a reader that closed the pipe (`kresctl status | head -1`) ends kresctl quietly
+//! with [`EXIT_CLOSED_PIPE`], as SIGPIPE ends `cat` or `ls`; `print!` (which panics there) is
+//! denied in this module. SIGPIPE itself stays ignored (Rust's default), so a closed *socket* is
+//! an error kresctl reports, not a silent death.
+#![deny(clippy::print_stdout)]
+
+/// `print!` to standard output, ending the process quietly on a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!($($arg)*)) };
+}
+
+/// `println!` to standard output, ending the process quietly on a closed pipe.
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
 
 pub mod offline;
 pub mod online;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
 /// Exit code for invalid input (a config that does not parse or validate, an unreadable file).
 pub const EXIT_INVALID: u8 = 1;
+
+/// Exit code when standard output is a pipe its reader closed: 141, what a shell shows for a
+/// tool ended by SIGPIPE (128 + 13), so `set -o pipefail` scripts see kresctl as they see `cat`.
+pub const EXIT_CLOSED_PIPE: u8 = 141;
+
+/// Write to standard output (flushed). A closed pipe ends the process with [`EXIT_CLOSED_PIPE`]
+/// and no message; another write error ends it with a one-line message and [`EXIT_INVALID`].
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(i32::from(EXIT_CLOSED_PIPE));
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: cannot write to standard output: {e}"
+        );
+        std::process::exit(i32::from(EXIT_INVALID));
+    }
+}
 
 /// Knot Resolver control tool.
 #[derive(Debug, Parser)]
@@ -84,12 +123,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stop => online::run(online::Online::Stop, &cli.conn),
         Command::Cache(c) => online::run(online::Online::Cache(c), &cli.conn),
         Command::Completion { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "kresctl",
-                &mut std::io::stdout(),
-            );
+            // clap_complete panics on a write error: generate into memory, print like the rest.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kresctl", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
             ExitCode::SUCCESS
         }
     }

@@ -80,10 +80,10 @@ fn report(lines: &[String]) {
 fn write_out(output: Option<&Path>, text: &str) -> ExitCode {
     let res = match output {
         Some(p) => fs::write(p, text).map_err(|e| format!("{}: cannot write: {e}", p.display())),
-        None => std::io::stdout()
-            .lock()
-            .write_all(text.as_bytes())
-            .map_err(|e| format!("stdout: {e}")),
+        None => {
+            out!("{text}");
+            Ok(())
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,10 @@ pub const DEFAULT_SOCKET: &str = kres_crd::config::DEFAULT_API_SOCKET;
 /// Exit code when the API answered with an error status, or could not be reached.
 pub const EXIT_API: u8 = 1;
 
+/// The content type every POST carries, even without a body: the API refuses requests a browser
+/// could send cross-origin without a preflight (docs/api.md, "Exposure").
+const JSON: &[(&str, &str)] = &[("content-type", "application/json")];
+
 /// How to reach the API, and the output format.
 #[derive(Debug, Clone, Args)]
 pub struct ConnArgs {
@@ -183,14 +187,14 @@ fn pretty(v: &Value) -> String {
 fn finish(reply: &Reply, conn: &ConnArgs, human: impl FnOnce(&Reply)) -> ExitCode {
     if !reply.status.is_success() {
         if conn.json {
-            println!("{}", reply.text().trim_end());
+            outln!("{}", reply.text().trim_end());
         } else {
             print_error(reply);
         }
         return ExitCode::from(EXIT_API);
     }
     if conn.json {
-        println!("{}", reply.text().trim_end());
+        outln!("{}", reply.text().trim_end());
     } else {
         human(reply);
     }
@@ -199,7 +203,7 @@ fn finish(reply: &Reply, conn: &ConnArgs, human: impl FnOnce(&Reply)) -> ExitCod
 
 fn print_applied(reply: &Reply) {
     let body = reply.json();
-    println!(
+    outln!(
         "applied: revision {} (etag {})",
         body.get("revision")
             .and_then(Value::as_str)
@@ -211,35 +215,35 @@ fn print_applied(reply: &Reply) {
 fn print_plan(reply: &Reply) {
     let plan = reply.json();
     let s = |p: &str| plan.pointer(p).and_then(Value::as_str).unwrap_or("none");
-    println!(
+    outln!(
         "revision: {} -> {}",
         s("/current-revision"),
         s("/target-revision")
     );
     match plan.get("restart").and_then(Value::as_array) {
         Some(r) if !r.is_empty() => {
-            println!("restart:");
+            outln!("restart:");
             for w in r {
-                println!(
+                outln!(
                     "  worker {}: {}",
                     w.get("slot").and_then(Value::as_str).unwrap_or("?"),
                     w.get("reason").and_then(Value::as_str).unwrap_or("")
                 );
             }
         }
-        _ => println!("restart: none"),
+        _ => outln!("restart: none"),
     }
     if let Some(live) = plan.get("live").and_then(Value::as_array)
         && !live.is_empty()
     {
-        println!("applied live:");
+        outln!("applied live:");
         for l in live {
-            println!("  {}", l.as_str().unwrap_or(""));
+            outln!("  {}", l.as_str().unwrap_or(""));
         }
     }
     let diff = s("/lua-diff");
     if diff != "none" && !diff.is_empty() {
-        println!("{diff}");
+        outln!("{diff}");
     }
 }
 
@@ -254,17 +258,17 @@ fn print_status(reply: &Reply) {
             })
             .unwrap_or_else(|| "-".to_owned())
     };
-    println!("phase:            {}", s(&st, "/phase"));
-    println!("current revision: {}", s(&st, "/current-revision"));
-    println!("target revision:  {}", s(&st, "/target-revision"));
-    println!("workers:");
+    outln!("phase:            {}", s(&st, "/phase"));
+    outln!("current revision: {}", s(&st, "/current-revision"));
+    outln!("target revision:  {}", s(&st, "/target-revision"));
+    outln!("workers:");
     for w in st
         .get("workers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
-        println!(
+        outln!(
             "  {:<7} pid {:<8} {:<9} revision {:<18} ready since {}",
             s(w, "/slot"),
             s(w, "/pid"),
@@ -274,14 +278,14 @@ fn print_status(reply: &Reply) {
         );
     }
     if let Some(gc) = st.get("cache-gc").filter(|v| !v.is_null()) {
-        println!(
+        outln!(
             "cache-gc:         {} (pid {})",
             s(gc, "/state"),
             s(gc, "/pid")
         );
     }
     if let Some(f) = st.get("last-failure").filter(|v| !v.is_null()) {
-        println!(
+        outln!(
             "last failure:     revision {} at {}: {}",
             s(f, "/revision"),
             s(f, "/time"),
@@ -295,9 +299,9 @@ fn print_status(reply: &Reply) {
         .flatten()
         .collect();
     if !events.is_empty() {
-        println!("recent events:");
+        outln!("recent events:");
         for e in events.iter().rev().take(5).rev() {
-            println!("  {} {}", s(e, "/time"), s(e, "/message"));
+            outln!("  {} {}", s(e, "/time"), s(e, "/message"));
         }
     }
 }
@@ -325,7 +329,7 @@ fn print_history(reply: &Reply) {
             .flatten()
             .filter_map(Value::as_str)
             .collect();
-        println!(
+        outln!(
             "{}  {}  {:<10}  changed: {}{}",
             s(e, "/desired-at"),
             s(e, "/revision"),
@@ -342,7 +346,7 @@ fn print_history(reply: &Reply) {
             },
         );
         if let Some(r) = e["reason"].as_str() {
-            println!("    reason: {r}");
+            outln!("    reason: {r}");
         }
     }
 }
@@ -399,7 +403,7 @@ async fn run_async(cmd: Online, conn: &ConnArgs) -> ExitCode {
                     .request(Method::GET, &path, &[("accept", accept)], "")
                     .await
                     .map_err(e)?;
-                finish(&reply, conn, |r| print!("{}", r.text()))
+                finish(&reply, conn, |r| out!("{}", r.text()))
             }
             Online::Config(ConfigCmd::Set {
                 pointer,
@@ -454,7 +458,7 @@ async fn run_async(cmd: Online, conn: &ConnArgs) -> ExitCode {
                 let reply = client.get("/metrics").await.map_err(e)?;
                 // Prometheus text either way.
                 if reply.status.is_success() {
-                    print!("{}", reply.text());
+                    out!("{}", reply.text());
                     ExitCode::SUCCESS
                 } else {
                     finish(&reply, conn, |_| {})
@@ -462,7 +466,7 @@ async fn run_async(cmd: Online, conn: &ConnArgs) -> ExitCode {
             }
             Online::Reload => {
                 let reply = client
-                    .request(Method::POST, "/reload", &[], "")
+                    .request(Method::POST, "/reload", JSON, "")
                     .await
                     .map_err(e)?;
                 finish(&reply, conn, print_applied)
@@ -489,10 +493,10 @@ async fn run_async(cmd: Online, conn: &ConnArgs) -> ExitCode {
             }
             Online::Stop => {
                 let reply = client
-                    .request(Method::POST, "/stop", &[], "")
+                    .request(Method::POST, "/stop", JSON, "")
                     .await
                     .map_err(e)?;
-                finish(&reply, conn, |_| println!("stopping"))
+                finish(&reply, conn, |_| outln!("stopping"))
             }
             Online::Cache(CacheCmd::Clear {
                 name,
@@ -517,12 +521,12 @@ async fn run_async(cmd: Online, conn: &ConnArgs) -> ExitCode {
                     .request(
                         Method::POST,
                         "/cache/clear",
-                        &[("content-type", "application/json")],
+                        JSON,
                         Value::Object(body).to_string(),
                     )
                     .await
                     .map_err(e)?;
-                finish(&reply, conn, |r| println!("{}", pretty(&r.json())))
+                finish(&reply, conn, |r| outln!("{}", pretty(&r.json())))
             }
         })
     }

@@ -172,10 +172,10 @@ where
     } else {
         target
     };
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", host);
+    let mut builder = Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        builder = builder.header("host", host);
+    }
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }

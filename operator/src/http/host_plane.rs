@@ -17,15 +17,16 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::doc::etag_of;
+use super::heavy;
 use super::plane::{
     Applied, ApplyError, CacheGcStatus, ControlPlane, Failure, FieldError, HistoryEntry, Plan,
-    PlannedRestart, RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus,
+    PlannedRestart, RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus, lua_diff,
 };
 use super::server::{Listen, ServeError, ServerConfig, ServerHandle, serve};
 use super::worker::KresdControl;
 use crate::host::Status;
 use crate::metrics::{OperatorMetrics, ResultLabel};
-use crate::reconcile::{Durable, Phase, RevisionState, SlotState};
+use crate::reconcile::{Desired, Durable, Phase, RevisionState, SlotState};
 use crate::source::file::{FileSource, SourceError};
 use crate::source::{Accepted, Origin};
 use crate::time::rfc3339;
@@ -152,15 +153,14 @@ impl HostPlane {
         etag_of(&Self::to_json(&a.config))
     }
 
-    /// Run a source operation (validation, rendering, file I/O) off the async threads.
+    /// Run a source operation (parsing, validation, rendering, file I/O) on the bounded
+    /// heavy-work pool ([`heavy`]), off the runtime thread.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&FileSource) -> Result<T, SourceError> + Send + 'static,
     ) -> Result<T, ApplyError> {
         let source = self.p.source.clone();
-        let result = tokio::task::spawn_blocking(move || f(&source))
-            .await
-            .map_err(unavailable)?;
+        let result = heavy::run(move || f(&source)).await.map_err(unavailable)?;
         result.map_err(|e| match e {
             SourceError::Invalid { errors, .. } => invalid(errors),
             SourceError::BaseChanged => ApplyError::BaseChanged {
@@ -232,11 +232,11 @@ impl ControlPlane for HostPlane {
     }
 
     async fn apply(&self, new: Value, base_etag: &str) -> Result<Applied, ApplyError> {
-        let cfg = ResolverConfig::from_json_value(new).map_err(invalid)?;
         let since = crate::time::unix_ms();
         let base = base_etag.to_owned();
         let change = self
             .blocking(move |source| {
+                let cfg = parse(source, new)?;
                 source.submit(cfg, Origin::Api, |cur| {
                     cur.map(|c| etag_of(&Self::to_json(c))) == Some(base)
                 })
@@ -246,52 +246,13 @@ impl ControlPlane for HostPlane {
     }
 
     async fn dry_run(&self, new: Value) -> Result<Plan, ApplyError> {
-        let cfg = ResolverConfig::from_json_value(new).map_err(invalid)?;
-        let desired = self.blocking(move |source| source.build(&cfg)).await?;
-        let target = desired.revision.clone();
         let current = self.current();
-        let status = self.p.status.borrow().clone();
-        let current_rev = status.current_revision.clone();
-        let mut plan = Plan {
-            current_revision: current_rev.clone(),
-            target_revision: Some(target.clone()),
-            ..Default::default()
-        };
-        let old_workers = current
-            .as_ref()
-            .map(|c| usize::from(c.desired.workers))
-            .unwrap_or(0);
-        let new_workers = usize::from(desired.workers);
-        if current_rev.as_deref() != Some(target.as_str()) {
-            for i in 0..old_workers.min(new_workers) {
-                plan.restart.push(PlannedRestart {
-                    slot: i.to_string(),
-                    reason: format!(
-                        "revision {} -> {target} (canary first)",
-                        current_rev.as_deref().unwrap_or("none")
-                    ),
-                });
-            }
-        }
-        for i in old_workers..new_workers {
-            plan.restart.push(PlannedRestart {
-                slot: i.to_string(),
-                reason: format!("new slot, starts on {target}"),
-            });
-        }
-        for i in new_workers..old_workers {
-            plan.live.push(format!("slot {i} stops (scale down)"));
-        }
-        if let Some(cur) = &current
-            && cur.desired.gc != desired.gc
-        {
-            plan.live
-                .push("cache garbage collector restarts with new settings".into());
-        }
-        if let Some(cur) = &current {
-            plan.lua_diff = line_diff(&cur.desired.config, &desired.config);
-        }
-        Ok(plan)
+        let current_rev = self.p.status.borrow().current_revision.clone();
+        self.blocking(move |source| {
+            let desired = source.build(&parse(source, new)?)?;
+            Ok(plan(current.as_deref(), current_rev, &desired))
+        })
+        .await
     }
 
     fn status(&self) -> StatusSnapshot {
@@ -461,40 +422,52 @@ fn history_entries(durable: &Durable, desired: Option<&str>) -> Vec<HistoryEntry
     out
 }
 
-/// A minimal line diff (`-`/`+` lines, common lines omitted) of two rendered configs.
-fn line_diff(old: &str, new: &str) -> String {
-    if old == new {
-        return String::new();
-    }
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
-    // Longest common subsequence table (rendered configs are a few hundred lines).
-    let (n, m) = (a.len(), b.len());
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
+/// `new` as a config (the datamodel's rules), as the source reports errors.
+fn parse(source: &FileSource, new: Value) -> Result<ResolverConfig, SourceError> {
+    ResolverConfig::from_json_value(new).map_err(|errors| SourceError::Invalid {
+        path: source.path().to_path_buf(),
+        errors,
+    })
+}
+
+/// What replacing `current` (its fleet on `current_rev`) by `desired` does.
+fn plan(current: Option<&Accepted>, current_rev: Option<String>, desired: &Desired) -> Plan {
+    let target = desired.revision.clone();
+    let mut plan = Plan {
+        current_revision: current_rev.clone(),
+        target_revision: Some(target.clone()),
+        ..Default::default()
+    };
+    let old_workers = current.map_or(0, |c| usize::from(c.desired.workers));
+    let new_workers = usize::from(desired.workers);
+    if current_rev.as_deref() != Some(target.as_str()) {
+        for i in 0..old_workers.min(new_workers) {
+            plan.restart.push(PlannedRestart {
+                slot: i.to_string(),
+                reason: format!(
+                    "revision {} -> {target} (canary first)",
+                    current_rev.as_deref().unwrap_or("none")
+                ),
+            });
         }
     }
-    let mut out = String::from("--- current\n+++ target\n");
-    let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && a[i] == b[j] {
-            i += 1;
-            j += 1;
-        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            out.push_str(&format!("-{}\n", a[i]));
-            i += 1;
-        } else {
-            out.push_str(&format!("+{}\n", b[j]));
-            j += 1;
-        }
+    for i in old_workers..new_workers {
+        plan.restart.push(PlannedRestart {
+            slot: i.to_string(),
+            reason: format!("new slot, starts on {target}"),
+        });
     }
-    out
+    for i in new_workers..old_workers {
+        plan.live.push(format!("slot {i} stops (scale down)"));
+    }
+    if let Some(cur) = current {
+        if cur.desired.gc != desired.gc {
+            plan.live
+                .push("cache garbage collector restarts with new settings".into());
+        }
+        plan.lua_diff = lua_diff(&cur.desired.config, &desired.config);
+    }
+    plan
 }
 
 /// Where the config's `management` says the API listens (relative socket paths under `rundir`).
@@ -612,15 +585,6 @@ mod tests {
             changed_sections(Some("workers: 2\n"), "workers: 2\nnsid: null\n"),
             Vec::<String>::new(),
             "defaults compare equal"
-        );
-    }
-
-    #[test]
-    fn diffs() {
-        assert_eq!(line_diff("a\nb\n", "a\nb\n"), "");
-        assert_eq!(
-            line_diff("a\nb\nc\n", "a\nx\nc\n"),
-            "--- current\n+++ target\n-b\n+x\n"
         );
     }
 }

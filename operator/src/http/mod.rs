@@ -9,6 +9,8 @@
 
 pub mod client;
 pub mod doc;
+pub mod guard;
+pub mod heavy;
 pub mod host_plane;
 pub mod metrics;
 pub mod plane;

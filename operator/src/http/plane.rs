@@ -79,6 +79,28 @@ pub struct Plan {
     pub lua_diff: String,
 }
 
+/// Bound of one diff's search: past it the diff is still correct (every line it shows as kept is
+/// in both texts) but may show more lines changed than the minimum.
+pub const DIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Unified diff (3 lines of context, headers `current` / `target`) of two rendered configs, empty
+/// when they are equal: [`Plan::lua_diff`] of every control plane, what `kresctl config diff`
+/// prints. Myers' algorithm (the `similar` crate) with a [`DIFF_TIMEOUT`] deadline, so a 4 MiB
+/// input costs O((n+m)·d) at worst bounded by the deadline, not the O(n·m) of an LCS table.
+pub fn lua_diff(old: &str, new: &str) -> String {
+    if old == new {
+        return String::new();
+    }
+    similar::TextDiff::configure()
+        .algorithm(similar::Algorithm::Myers)
+        .timeout(DIFF_TIMEOUT)
+        .diff_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header("current", "target")
+        .to_string()
+}
+
 /// One worker a change would restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -263,5 +285,42 @@ pub trait ControlPlane: Send + Sync + 'static {
         Err(ApplyError::Unavailable(
             "no revision history is kept".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lua_diffs() {
+        assert_eq!(lua_diff("a\nb\n", "a\nb\n"), "");
+        assert_eq!(
+            lua_diff("a\nb\nc\n", "a\nx\nc\n"),
+            "--- current\n+++ target\n@@ -1,3 +1,3 @@\n a\n-b\n+x\n c\n"
+        );
+    }
+
+    #[test]
+    fn lua_diff_of_large_inputs_is_correct() {
+        // 2 MiB each, one line changed in the middle and one appended.
+        let lines: Vec<String> = (0..150_000).map(|i| format!("line {i:>12}")).collect();
+        let old = lines.join("\n") + "\n";
+        let mut changed = lines.clone();
+        changed[75_000] = "changed".into();
+        changed.push("appended".into());
+        let new = changed.join("\n") + "\n";
+        assert!(old.len() > 2 * 1024 * 1024);
+        let d = lua_diff(&old, &new);
+        let minus: Vec<&str> = d
+            .lines()
+            .filter(|l| l.starts_with('-') && !l.starts_with("---"))
+            .collect();
+        let plus: Vec<&str> = d
+            .lines()
+            .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+            .collect();
+        assert_eq!(minus, ["-line        75000"]);
+        assert_eq!(plus, ["+changed", "+appended"]);
     }
 }

@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::doc::{self, BodyFormat, DocError};
+use super::guard::{self, GuardError};
+use super::heavy::{self, WorkFailed};
 use super::metrics::{self, ScrapeMetrics};
 use super::plane::{ApplyError, ControlPlane, FieldError};
 use super::server::ServerConfig;
@@ -92,9 +94,47 @@ impl From<DocError> for ApiError {
             DocError::Parse { .. } => StatusCode::BAD_REQUEST,
             DocError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             DocError::NotFound(_) => StatusCode::NOT_FOUND,
-            DocError::Patch(_) | DocError::NotAnObject => StatusCode::UNPROCESSABLE_ENTITY,
+            DocError::TooManyOps { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            DocError::Patch { .. } | DocError::TooLarge { .. } | DocError::NotAnObject => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        };
+        // Where it applies, the field: a patch operation (`/3`) or the edited pointer.
+        let field = match &e {
+            DocError::Patch { index, message } => Some((format!("/{index}"), message.clone())),
+            DocError::TooManyOps { .. } => Some((
+                format!("/{}", doc::MAX_PATCH_OPS),
+                format!("at most {} operations", doc::MAX_PATCH_OPS),
+            )),
+            DocError::TooLarge { pointer, limit } => Some((
+                pointer.clone(),
+                format!("the configuration would be larger than {limit} bytes of JSON"),
+            )),
+            _ => None,
+        };
+        let err = ApiError::new(status, e.to_string());
+        match field {
+            Some((pointer, message)) => {
+                err.with("errors", json!([FieldError { pointer, message }]))
+            }
+            None => err,
+        }
+    }
+}
+
+impl From<GuardError> for ApiError {
+    fn from(e: GuardError) -> Self {
+        let status = match e {
+            GuardError::ForeignOrigin { .. } => StatusCode::FORBIDDEN,
+            GuardError::ContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         };
         ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<WorkFailed> for ApiError {
+    fn from(e: WorkFailed) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
 }
 
@@ -242,6 +282,15 @@ where
             format!("method {} not allowed here; allowed: {allow}", req.method()),
         )
         .header(header::ALLOW, allow));
+    }
+    if guard::is_mutating(req.method()) {
+        let h = req.headers();
+        guard::check(
+            req.method(),
+            header_str(h, header::ORIGIN).as_deref(),
+            header_str(h, header::HOST).as_deref(),
+            header_str(h, header::CONTENT_TYPE).as_deref(),
+        )?;
     }
     let cfg = &state.cfg;
     let is_change = matches!(route, Route::Config(_)) && req.method() != Method::GET
@@ -440,7 +489,7 @@ async fn get_metrics(state: &Arc<ApiState>) -> Result<Resp, ApiError> {
 /// The edit a config request makes, applied to the current document.
 enum Edit {
     Put(Value),
-    Patch(Value),
+    Patch(json_patch::Patch),
     Delete,
 }
 
@@ -457,31 +506,38 @@ where
     let method = req.method().clone();
 
     if method == Method::GET {
-        let current = state.plane.config();
-        let etag = doc::etag_of(&current);
-        if if_none_match
-            .as_deref()
-            .is_some_and(|h| doc::etag_matches(h, &etag))
-        {
-            let mut resp = Response::new(Full::new(Bytes::new()));
-            *resp.status_mut() = StatusCode::NOT_MODIFIED;
-            return Ok(with_etag(resp, &etag));
-        }
-        let value = doc::get(&current, pointer)?;
-        let resp = if wants_yaml {
-            let text = serde_norway::to_string(value).map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("YAML: {e}"))
-            })?;
-            text_response(StatusCode::OK, "application/yaml", text)
-        } else {
-            json_response(StatusCode::OK, value)
-        };
-        return Ok(with_etag(resp, &etag));
+        let (plane, pointer) = (state.plane.clone(), pointer.to_owned());
+        return heavy::run(move || {
+            let current = plane.config();
+            let etag = doc::etag_of(&current);
+            if if_none_match
+                .as_deref()
+                .is_some_and(|h| doc::etag_matches(h, &etag))
+            {
+                let mut resp = Response::new(Full::new(Bytes::new()));
+                *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                return Ok(with_etag(resp, &etag));
+            }
+            let value = doc::get(&current, &pointer)?;
+            let resp = if wants_yaml {
+                let text = serde_norway::to_string(value).map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("YAML: {e}"))
+                })?;
+                text_response(StatusCode::OK, "application/yaml", text)
+            } else {
+                json_response(StatusCode::OK, value)
+            };
+            Ok(with_etag(resp, &etag))
+        })
+        .await?;
     }
 
     let edit = if method == Method::DELETE {
         Edit::Delete
     } else {
+        // The body is buffered and decoded under a heavy-work permit (bounded memory), off the
+        // runtime thread.
+        let permit = heavy::permit().await;
         let (ct, body) = read_body(req, state.cfg.max_body_bytes).await?;
         let format = doc::body_format(ct.as_deref())?;
         if method == Method::PUT && format == BodyFormat::JsonPatch {
@@ -490,34 +546,45 @@ where
                 "PUT takes a JSON or YAML value; send JSON Patch documents with PATCH",
             ));
         }
-        let value = doc::parse_body(&body, format)?;
-        if method == Method::PUT {
-            Edit::Put(value)
-        } else {
-            Edit::Patch(value)
-        }
+        let put = method == Method::PUT;
+        heavy::run_with(permit, move || {
+            let value = doc::parse_body(&body, format)?;
+            Ok::<_, DocError>(if put {
+                Edit::Put(value)
+            } else {
+                Edit::Patch(doc::parse_patch(value)?)
+            })
+        })
+        .await??
     };
+    let edit = Arc::new(edit);
 
     // Optimistic concurrency: read, check preconditions, edit, submit against the read ETag.
     // A concurrent change between read and submit is retried unless the client pinned an ETag.
     for _ in 0..5 {
-        let current = state.plane.config();
-        let etag = doc::etag_of(&current);
-        if let Some(h) = &if_match
-            && !doc::etag_matches(h, &etag)
-        {
-            return Err(precondition(&etag, "If-Match does not match"));
-        }
-        if let Some(h) = &if_none_match
-            && doc::etag_matches(h, &etag)
-        {
-            return Err(precondition(&etag, "If-None-Match matches"));
-        }
-        let new = match &edit {
-            Edit::Put(v) => doc::put(&current, pointer, v.clone())?,
-            Edit::Patch(p) => doc::patch(&current, pointer, p.clone())?,
-            Edit::Delete => doc::delete(&current, pointer)?,
-        };
+        let (plane, edit, pointer) = (state.plane.clone(), edit.clone(), pointer.to_owned());
+        let (match_h, none_match_h) = (if_match.clone(), if_none_match.clone());
+        let (new, etag) = heavy::run(move || {
+            let current = plane.config();
+            let etag = doc::etag_of(&current);
+            if let Some(h) = &match_h
+                && !doc::etag_matches(h, &etag)
+            {
+                return Err(precondition(&etag, "If-Match does not match"));
+            }
+            if let Some(h) = &none_match_h
+                && doc::etag_matches(h, &etag)
+            {
+                return Err(precondition(&etag, "If-None-Match matches"));
+            }
+            let new = match &*edit {
+                Edit::Put(v) => doc::put(&current, &pointer, v.clone()),
+                Edit::Patch(p) => doc::patch(&current, &pointer, p),
+                Edit::Delete => doc::delete(&current, &pointer),
+            }?;
+            Ok((new, etag))
+        })
+        .await??;
         if dry_run {
             let plan = state.plane.dry_run(new).await?;
             return Ok(json_response(StatusCode::OK, &json!(plan)));
@@ -648,7 +715,7 @@ async fn cache_clear(
         CacheClear::default()
     } else {
         let format = doc::body_format(content_type.as_deref())?;
-        let value = doc::parse_body(&body, format)?;
+        let value = heavy::run(move || doc::parse_body(&body, format)).await??;
         serde_json::from_value(value).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

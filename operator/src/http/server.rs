@@ -48,12 +48,13 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Defaults: 1 MiB bodies, 16 KiB heads, 10 s head read, 30 s requests, 300 s changes,
-    /// 200 ms per worker scrape.
+    /// Defaults: 4 MiB bodies (the datamodel's input limit, so any valid config file can be
+    /// `PUT`), 16 KiB heads, 10 s head read, 30 s requests, 300 s changes, 200 ms per worker
+    /// scrape.
     pub fn new(listen: Listen) -> Self {
         Self {
             listen,
-            max_body_bytes: 1024 * 1024,
+            max_body_bytes: kres_crd::config::MAX_INPUT_BYTES,
             max_header_bytes: 16 * 1024,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),

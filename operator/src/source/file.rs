@@ -309,6 +309,15 @@ impl FileSource {
         self.submit_text(text, Origin::Revert, Some(seq))
     }
 
+    /// [`Self::reload`] on the blocking pool: reading, parsing (up to 4 MiB of YAML), validating
+    /// and rendering stay off the runtime thread (reconcile loop, API).
+    async fn reload_off_thread(self: &Arc<Self>) {
+        let this = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || this.reload()).await {
+            tracing::error!(error = %e, "configuration re-read failed; the running fleet is kept");
+        }
+    }
+
     /// Serve reload requests, and with `watch` poll the file every `interval`. Runs forever.
     pub async fn run(self: Arc<Self>, watch: bool, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
@@ -316,14 +325,14 @@ impl FileSource {
         loop {
             tokio::select! {
                 _ = self.reload.notified() => {
-                    let _ = self.reload();
+                    self.reload_off_thread().await;
                 }
                 _ = tick.tick(), if watch => {
                     let now = stamp(&self.path);
                     let last = self.lock().read;
                     if now != last {
                         if now.is_some() {
-                            let _ = self.reload();
+                            self.reload_off_thread().await;
                         } else {
                             self.lock().read = now;
                             tracing::warn!(path = %self.path.display(), "configuration file is gone; keeping the last one");
