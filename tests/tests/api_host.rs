@@ -899,8 +899,9 @@ fn api_put_returns_when_that_change_converged_and_a_rejection_is_reverted_by_the
     );
     let seq_after_scale = s["change-seq"].as_u64().context("change-seq")?;
 
-    // A change the fleet rejects, the client gone right away: the operator still reverts the
-    // file to the last good config (workers: 4), not to what the request saw or to nothing.
+    // A change the fleet rejects, the client gone mid-rollout (once the change was accepted,
+    // before any answer): the operator still reverts the file to the last good config
+    // (workers: 4), not to what the request saw or to nothing.
     let good_file = std::fs::read_to_string(&host.config)?;
     {
         use std::io::Write;
@@ -912,7 +913,13 @@ fn api_put_returns_when_that_change_converged_and_a_rejection_is_reverted_by_the
              content-length: {}\r\n\r\n{body}",
             body.len()
         )?;
-        // Gone before any answer.
+        // The change is accepted (a new change sequence) and being rolled out...
+        host.wait_status("the change accepted", Duration::from_secs(30), |s| {
+            s["change-seq"]
+                .as_u64()
+                .is_some_and(|n| n > seq_after_scale)
+        })?;
+        // ...and the client is gone before any answer.
         conn.shutdown(std::net::Shutdown::Both)?;
     }
     let s = host.wait_status(
