@@ -36,3 +36,8 @@ fn generated_config_schema_is_current() {
 fn generated_config_reference_is_current() {
     check("docs/config-reference.md", &super::reference_markdown());
 }
+
+#[test]
+fn generated_crd_yaml_is_current() {
+    check("manifests/crd.yaml", &crate::k8s::crd_yaml());
+}
