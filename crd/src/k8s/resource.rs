@@ -1,5 +1,8 @@
 //! The `KnotResolver` custom resource (`resolver.kres-operator.io/v1alpha1`): spec and status.
 
+// Each `printcolumn(...)` of `#[kube]` repeats `type_ = ...`: not a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{

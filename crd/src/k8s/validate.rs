@@ -166,10 +166,8 @@ fn refuse_owned(value: &mut Value, errors: &mut Vec<ConfigError>) -> bool {
             if map.get(key).is_some_and(|v| !v.is_null()) {
                 errors.push(ConfigError::new(
                     format!("{CONFIG_POINTER}/network/listen/{i}/{key}"),
-                    format!(
-                        "not allowed in a KnotResolver: each pod listens on its own IP; \
-                         set only 'kind' and 'port'"
-                    ),
+                    "not allowed in a KnotResolver: each pod listens on its own IP; \
+                     set only 'kind' and 'port'",
                 ));
             }
         }
