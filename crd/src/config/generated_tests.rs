@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-fn repo_file(rel: &str) -> PathBuf {
+/// A file of the repository, by its path from the top.
+pub(crate) fn repo_file(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(rel)

@@ -297,7 +297,7 @@ impl ResolverConfig {
 }
 
 #[cfg(test)]
-mod generated_tests;
+pub(crate) mod generated_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

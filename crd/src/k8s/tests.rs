@@ -1,19 +1,13 @@
 //! Unit tests of the KnotResolver resource, its projected config schema and its validation
 //! profile. The apiserver's own verdict is in tests/tests/k8s_crd.rs.
 
-use std::path::PathBuf;
-
 use kube_core::CustomResourceExt;
 use serde_json::{Value, json};
 
 use super::*;
 use crate::config::ResolverConfig;
+use crate::config::generated_tests::repo_file;
 
-fn repo_file(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(rel)
-}
 
 /// Every node of a schema with its JSON pointer.
 fn nodes<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a Value)>) {
