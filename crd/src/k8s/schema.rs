@@ -8,7 +8,8 @@
 //!   description instead.
 //! - Formats Kubernetes does not define and patterns Go's RE2 cannot compile are dropped.
 //! - Every mapping with named keys preserves unknown keys, so nothing is pruned (the validator
-//!   reports them), and every property is nullable (the datamodel reads `null` as "not set").
+//!   reports them), and every property is nullable (the datamodel reads `null` as "not set"),
+//!   except that the apiserver refuses `null` where an enum applies.
 //! - Enums, patterns, ranges, lengths and `required` stay.
 
 use schemars::generate::SchemaSettings;
@@ -199,9 +200,7 @@ fn project(node: &Value) -> Value {
     if let Some(Value::Object(props)) = map.get_mut("properties") {
         for v in props.values_mut() {
             let mut p = project(v);
-            if let Value::Object(m) = &mut p {
-                m.insert("nullable".into(), json!(true));
-            }
+            make_nullable(&mut p);
             *v = p;
         }
     }
@@ -270,10 +269,20 @@ fn project(node: &Value) -> Value {
             )
         });
     }
+    let mut node = Value::Object(map);
     if nullable {
-        map.insert("nullable".into(), json!(true));
+        make_nullable(&mut node);
     }
-    Value::Object(map)
+    node
+}
+
+/// Marks a property nullable. (kube-apiserver 1.36 still refuses `null` for a property with an
+/// `enum`, also with `null` listed: "Unsupported value: null". The enum is kept; such a key must
+/// be left out rather than set to null.)
+fn make_nullable(node: &mut Value) {
+    if let Value::Object(m) = node {
+        m.insert("nullable".into(), json!(true));
+    }
 }
 
 /// One schema standing for projected union `alternatives`.

@@ -8,7 +8,6 @@ use super::*;
 use crate::config::ResolverConfig;
 use crate::config::generated_tests::repo_file;
 
-
 /// Every node of a schema with its JSON pointer.
 fn nodes<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a Value)>) {
     if let Value::Object(map) = v {
