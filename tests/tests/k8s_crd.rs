@@ -230,6 +230,16 @@ async fn the_schema_refuses_what_it_can_and_the_example_applies() -> R {
         "spec.config.network.tcp-pipeline",
     )
     .await?;
+    // The CEL rule on spec.rollout.
+    refuse(
+        format!(
+            "apiVersion: resolver.kres-operator.io/v1alpha1\nkind: KnotResolver\n\
+             metadata: {{ name: bad }}\n\
+             spec: {{ rollout: {{ minReadySeconds: 30, progressDeadlineSeconds: 20 }} }}\n"
+        ),
+        "progressDeadlineSeconds must be greater than minReadySeconds",
+    )
+    .await?;
     assert!(
         api.get_opt("bad").await?.is_none(),
         "no refused object was stored"

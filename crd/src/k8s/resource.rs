@@ -147,6 +147,11 @@ fn empty_object() -> serde_json::Value {
 /// Rollout timing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.progressDeadlineSeconds) || !has(self.minReadySeconds) || self.progressDeadlineSeconds > self.minReadySeconds",
+    "message": "progressDeadlineSeconds must be greater than minReadySeconds",
+    "fieldPath": ".progressDeadlineSeconds"
+}]))]
 pub struct RolloutSpec {
     /// Seconds a new pod may take to become ready before its revision fails (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -328,11 +328,14 @@ fn datamodel_errors_point_under_spec_config_together_with_spec_errors() {
     }));
     s.replicas = 300;
     s.image = Some("bad image".into());
+    s.rollout.min_ready_seconds = Some(30);
+    s.rollout.progress_deadline_seconds = Some(30);
     let got = pointers(validate_spec(&s));
     assert_eq!(
         got,
         [
             "/spec/replicas",
+            "/spec/rollout/progressDeadlineSeconds",
             "/spec/image",
             "/spec/config/forward/0/servers/0",
             "/spec/config/nonsense",

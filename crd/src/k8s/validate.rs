@@ -131,6 +131,19 @@ fn spec_rules(spec: &KnotResolverSpec, errors: &mut Vec<ConfigError>) {
             format!("must be in 0..=256, got {}", spec.replicas),
         ));
     }
+    let rollout = &spec.rollout;
+    if let (Some(deadline), Some(min_ready)) =
+        (rollout.progress_deadline_seconds, rollout.min_ready_seconds)
+        && deadline <= min_ready
+    {
+        // Also a CEL rule of the CRD (resource.rs).
+        errors.push(ConfigError::new(
+            "/spec/rollout/progressDeadlineSeconds",
+            format!(
+                "progressDeadlineSeconds must be greater than minReadySeconds ({deadline} <= {min_ready})"
+            ),
+        ));
+    }
     if let Some(image) = &spec.image
         && (image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()))
     {
