@@ -232,11 +232,10 @@ async fn the_schema_refuses_what_it_can_and_the_example_applies() -> R {
     .await?;
     // The CEL rule on spec.rollout.
     refuse(
-        format!(
-            "apiVersion: resolver.kres-operator.io/v1alpha1\nkind: KnotResolver\n\
-             metadata: {{ name: bad }}\n\
-             spec: {{ rollout: {{ minReadySeconds: 30, progressDeadlineSeconds: 20 }} }}\n"
-        ),
+        "apiVersion: resolver.kres-operator.io/v1alpha1\nkind: KnotResolver\n\
+         metadata: { name: bad }\n\
+         spec: { rollout: { minReadySeconds: 30, progressDeadlineSeconds: 20 } }\n"
+            .to_string(),
         "progressDeadlineSeconds must be greater than minReadySeconds",
     )
     .await?;
