@@ -2,9 +2,7 @@
 //! kube-controller-manager built by `make k8s-tools`) and of the test node agent.
 //! They FAIL (never skip) when the tooling is missing, telling how to build it.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
@@ -27,19 +25,7 @@ fn private_network() {
 }
 
 fn kubectl_stdin(cp: &ControlPlane, args: &[&str], stdin: &str) -> anyhow::Result<String> {
-    let mut child = cp
-        .kubectl()?
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("stdin"))?
-        .write_all(stdin.as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = cp.kubectl_output(args, stdin)?;
     anyhow::ensure!(
         out.status.success(),
         "kubectl {args:?} failed ({}): {}",

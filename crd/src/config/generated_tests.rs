@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-fn repo_file(rel: &str) -> PathBuf {
+/// A file of the repository, by its path from the top.
+pub(crate) fn repo_file(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(rel)
@@ -35,4 +36,9 @@ fn generated_config_schema_is_current() {
 #[test]
 fn generated_config_reference_is_current() {
     check("docs/config-reference.md", &super::reference_markdown());
+}
+
+#[test]
+fn generated_crd_yaml_is_current() {
+    check("manifests/crd.yaml", &crate::k8s::crd_yaml());
 }

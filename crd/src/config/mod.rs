@@ -302,7 +302,7 @@ impl ResolverConfig {
 pub mod path_corpus;
 
 #[cfg(test)]
-mod generated_tests;
+pub(crate) mod generated_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

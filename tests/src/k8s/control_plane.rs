@@ -2,9 +2,10 @@
 //! test binary's private network namespace (see [`super::netns`]).
 
 use std::fs::File;
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -438,6 +439,25 @@ impl ControlPlane {
         let mut cmd = Command::new(tools::tool("kubectl")?);
         cmd.env("KUBECONFIG", &self.kubeconfig);
         Ok(cmd)
+    }
+
+    /// Runs `kubectl args` with `stdin` as its input; its whole output (check `status`).
+    pub fn kubectl_output(&self, args: &[&str], stdin: &str) -> Result<Output, Error> {
+        let what = || format!("kubectl {args:?}");
+        let mut child = self
+            .kubectl()?
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Io(what(), e))?;
+        if let Some(mut input) = child.stdin.take() {
+            input
+                .write_all(stdin.as_bytes())
+                .map_err(|e| Error::Io(what(), e))?;
+        }
+        child.wait_with_output().map_err(|e| Error::Io(what(), e))
     }
 }
 
