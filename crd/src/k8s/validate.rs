@@ -93,7 +93,7 @@ pub fn validate_spec(spec: &KnotResolverSpec) -> Result<ValidatedSpec, ConfigErr
     let lua = match lua::render(&config, &RenderOptions::default()) {
         Ok(lua) => Some(lua),
         Err(e) => {
-            errors.push(under_config(e.pointer, e.message));
+            errors.extend(e.0.into_iter().map(|e| under_config(e.pointer, e.message)));
             None
         }
     };
