@@ -35,7 +35,7 @@ use tracing::Instrument;
 use self::conf::{GC_PROGRAM, HOLDER_PROGRAM, Layout, Program};
 use self::rpc::{ProcessInfo, RpcError, Supervisor};
 use super::{Backend, BackendError, BackendResult};
-use crate::kresd::control::{control_socket_path, remove_stale_sockets};
+use crate::kresd::control::remove_stale_sockets;
 use crate::kresd::drain::{DrainOutcome, drain};
 use crate::kresd::notify::{Notification, NotifyAccess, NotifyListener};
 use crate::kresd::probe::{ProbeQuestion, probe};
@@ -376,7 +376,7 @@ impl SupervisordBackend {
         let (Some(p), false) = (running, streams.is_empty()) else {
             return Ok(());
         };
-        let control = control_socket_path(&self.layout.rundir, p.pid);
+        let control = self.layout.control_dir().join(p.pid.to_string());
         let outcome = drain(&control, p.pid, &streams, timeout)
             .instrument(tracing::info_span!("drain", program = %name, pid = p.pid))
             .await;
