@@ -113,14 +113,7 @@ fn host_bench() -> anyhow::Result<()> {
         wait(&host, Duration::from_secs(60), converged_on_other(&old))?;
         let out = perf.join().map_err(|_| anyhow::anyhow!("dnsperf"))??;
         let report = String::from_utf8_lossy(&out.stdout).to_string();
-        let field = |name: &str| {
-            report
-                .lines()
-                .find(|l| l.contains(name))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .unwrap_or("?")
-                .to_string()
-        };
+        let field = |name| dnsperf_field(&report, name);
         println!(
             "| {run} | {} | {} | {} |",
             field("Queries sent"),
@@ -154,6 +147,16 @@ fn host_bench() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A number from dnsperf's report (`  Queries lost:         0 (0.00%)`), `?` when missing.
+fn dnsperf_field(report: &str, name: &str) -> String {
+    report
+        .lines()
+        .find(|l| l.contains(name))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("?")
+        .to_string()
+}
+
 /// One dnsperf run over a rollout: (rollout time, sent, completed, lost).
 fn rollout_under_dnsperf(
     host: &Host,
@@ -163,7 +166,7 @@ fn rollout_under_dnsperf(
     let old = Host::current_revision(&host.status()?)?;
     let queries = host.dir().join("q.txt");
     std::fs::write(&queries, "svc.test A\n")?;
-    let mut perf = Command::new("dnsperf")
+    let perf = Command::new("dnsperf")
         .args(["-s", &host.listen.ip().to_string()])
         .args(["-p", &host.listen.port().to_string()])
         .arg("-d")
@@ -187,14 +190,7 @@ fn rollout_under_dnsperf(
     let out = perf.wait_with_output()?;
     waited?;
     let report = String::from_utf8_lossy(&out.stdout).to_string();
-    let field = |name: &str| {
-        report
-            .lines()
-            .find(|l| l.contains(name))
-            .and_then(|l| l.split_whitespace().nth(2))
-            .unwrap_or("?")
-            .to_string()
-    };
+    let field = |name| dnsperf_field(&report, name);
     Ok((
         rollout,
         field("Queries sent"),
@@ -205,17 +201,22 @@ fn rollout_under_dnsperf(
 
 /// Queries lost during a rollout of 4 workers at 10k qps, UDP and TCP, without drain
 /// (`--drain-timeout-ms 0`) and with the default drain; TCP with dnsperf's persistent
-/// connections (4 clients) and with short ones (a new connection every 20 queries).
+/// connections (4 clients, busy), with 100 mostly idle ones, and with short ones (a new
+/// connection every 20 queries).
 #[test]
 #[ignore = "benchmark: run with `make bench`"]
 fn host_bench_rollout_drain() -> anyhow::Result<()> {
     println!("| drain | transport | rollout | queries sent | completed | lost |");
     println!("|---|---|---|---|---|---|");
-    let modes: [(&str, &[&str]); 3] = [
+    let modes: [(&str, &[&str]); 4] = [
         ("UDP", &["-m", "udp", "-c", "4", "-Q", "10000"]),
         (
             "TCP, 4 persistent connections",
             &["-m", "tcp", "-c", "4", "-Q", "10000"],
+        ),
+        (
+            "TCP, 100 persistent connections at 1 q/s each",
+            &["-m", "tcp", "-c", "100", "-Q", "100", "-q", "100"],
         ),
         (
             "TCP, 20 queries per connection",
