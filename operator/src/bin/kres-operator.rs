@@ -63,7 +63,7 @@ struct HostArgs {
     start_timeout_ms: u64,
     /// Before a worker is stopped (rollout, scale-down), its TCP/DoT/DoH listeners are closed
     /// and its open connections may finish for at most this long; then it is stopped and
-    /// what is still open is cut. 0: stop at once.
+    /// what is still open is cut. 0 (default): stop at once (see docs/BENCHMARKS.md).
     #[arg(long, default_value_t = DEFAULT_DRAIN_TIMEOUT.as_millis() as u64, value_name = "MS")]
     drain_timeout_ms: u64,
     /// supervisord binary.

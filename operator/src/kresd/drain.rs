@@ -6,6 +6,8 @@
 //!    kresd 5.6 closes every endpoint of that address and port, so a plain-DNS endpoint's UDP
 //!    half goes too: the worker stops reading the shared UDP socket (the others take its
 //!    datagrams) and answers it still had in flight are lost — as at SIGTERM, only earlier.
+//!    The closes run from a zero timer (see [`close_command`]), so no UDP answer already
+//!    computed is dropped.
 //! 2. `net.tcp_in_idle(IDLE)`: kresd closes a connection once it has had no query in flight and
 //!    no traffic for IDLE (checked by kresd's per-connection timer, which runs at the previous
 //!    idle timeout's pace: up to 10 s with kresd's default).
@@ -70,16 +72,18 @@ pub async fn drain(
     max_wait: Duration,
 ) -> Result<DrainOutcome, DrainError> {
     let mut client = ControlClient::connect(control, Duration::from_secs(1)).await?;
-    let mut closed = HashSet::new();
-    for ep in endpoints {
-        if closed.insert(*ep) {
-            // false: nothing left at that address and port (already closed).
-            client.eval(&close_command(*ep)).await?;
+    client.eval(&close_command(endpoints)).await?;
+    // The closes run on kresd's next loop turn; wait for them (bounded by the call timeout).
+    let closed_by = Instant::now() + Duration::from_secs(1);
+    while client.eval(&format!("return {CLOSED_FLAG} == true")).await? != "true" {
+        if Instant::now() > closed_by {
+            return Err(DrainError::Control(ControlError::Timeout {
+                path: control.to_path_buf(),
+                timeout: Duration::from_secs(1),
+            }));
         }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    client
-        .eval(&format!("net.tcp_in_idle({})", DRAIN_IDLE.as_millis()))
-        .await?;
     drop(client);
     let started = Instant::now();
     let count = || {
@@ -109,9 +113,26 @@ pub async fn drain(
     }
 }
 
-/// The Lua that closes the worker's endpoints at `ep` (an IP and port: nothing to escape).
-fn close_command(ep: SocketAddr) -> String {
-    format!("return net.close('{}', {})", ep.ip(), ep.port())
+/// Global the close callback sets in kresd once it ran.
+const CLOSED_FLAG: &str = "kres_operator_drain_closed";
+
+/// The Lua that lowers the idle timeout and closes the worker's endpoints at `endpoints` (IPs
+/// and ports: nothing to escape). The closes run from a zero timer: kresd sends UDP answers in
+/// batches at the end of a loop turn (`udp_queue`, a uv_check handle), and closing a UDP
+/// endpoint from the control socket's read callback drops the batch of that turn (measured:
+/// 42 lost answers); on a timer the batch has gone out.
+fn close_command(endpoints: &[SocketAddr]) -> String {
+    let mut seen = HashSet::new();
+    let closes: String = endpoints
+        .iter()
+        .filter(|e| seen.insert(**e))
+        .map(|e| format!("net.close('{}', {}) ", e.ip(), e.port()))
+        .collect();
+    format!(
+        "net.tcp_in_idle({}) {CLOSED_FLAG} = false \
+         event.after(0, function() {closes}{CLOSED_FLAG} = true end) return true",
+        DRAIN_IDLE.as_millis()
+    )
 }
 
 /// One TCP socket from `/proc/net/tcp{,6}`.
@@ -217,14 +238,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn close_command_names_address_and_port() {
+    fn close_command_closes_each_endpoint_once_on_a_timer() {
+        let eps: Vec<SocketAddr> = ["127.0.0.9:5353", "[::1]:853", "127.0.0.9:5353"]
+            .map(|e| e.parse().unwrap())
+            .to_vec();
         assert_eq!(
-            close_command("127.0.0.9:5353".parse().unwrap()),
-            "return net.close('127.0.0.9', 5353)"
-        );
-        assert_eq!(
-            close_command("[::1]:853".parse().unwrap()),
-            "return net.close('::1', 853)"
+            close_command(&eps),
+            "net.tcp_in_idle(200) kres_operator_drain_closed = false \
+             event.after(0, function() net.close('127.0.0.9', 5353) net.close('::1', 853) \
+             kres_operator_drain_closed = true end) return true"
         );
     }
 

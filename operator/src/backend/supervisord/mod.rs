@@ -89,8 +89,10 @@ impl SupervisordSettings {
     }
 }
 
-/// Default of [`SupervisordSettings::drain_timeout`].
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of [`SupervisordSettings::drain_timeout`]: off. Measured with dnsperf over TCP
+/// (docs/BENCHMARKS.md) draining lengthened rollouts by the bound per worker and lost more
+/// queries, not fewer; it helps clients that pause between queries (see `host_drain`).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::ZERO;
 
 #[derive(Default)]
 struct State {
