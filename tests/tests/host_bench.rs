@@ -180,7 +180,7 @@ fn rollout_under_dnsperf(
     host.write_config(4, &local(round))?;
     let t = Instant::now();
     host.signal("HUP")?;
-    let waited = wait(&host, Duration::from_secs(120), converged_on_other(&old));
+    let waited = wait(host, Duration::from_secs(120), converged_on_other(&old));
     let rollout = t.elapsed();
     // One more second of load on the new fleet, then stop dnsperf (SIGINT: it reports).
     thread::sleep(Duration::from_secs(1));

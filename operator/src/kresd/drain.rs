@@ -75,7 +75,11 @@ pub async fn drain(
     client.eval(&close_command(endpoints)).await?;
     // The closes run on kresd's next loop turn; wait for them (bounded by the call timeout).
     let closed_by = Instant::now() + Duration::from_secs(1);
-    while client.eval(&format!("return {CLOSED_FLAG} == true")).await? != "true" {
+    while client
+        .eval(&format!("return {CLOSED_FLAG} == true"))
+        .await?
+        != "true"
+    {
         if Instant::now() > closed_by {
             return Err(DrainError::Control(ControlError::Timeout {
                 path: control.to_path_buf(),
