@@ -6,7 +6,7 @@
 //!    kresd 5.6 closes every endpoint of that address and port, so a plain-DNS endpoint's UDP
 //!    half goes too: the worker stops reading the shared UDP socket (the others take its
 //!    datagrams) and answers it still had in flight are lost — as at SIGTERM, only earlier.
-//!    The closes run from a zero timer (see [`close_command`]), so no UDP answer already
+//!    The closes run from a zero timer (see `close_command`), so no UDP answer already
 //!    computed is dropped.
 //! 2. `net.tcp_in_idle(IDLE)`: kresd closes a connection once it has had no query in flight and
 //!    no traffic for IDLE (checked by kresd's per-connection timer, which runs at the previous
