@@ -125,3 +125,66 @@ pub fn query_nsid(server: SocketAddr, name: &str, rtype: RecordType) -> Result<O
             _ => None,
         }))
 }
+
+/// A DNS-over-TCP connection (RFC 7766: 2-byte length prefix), one query at a time.
+pub struct TcpDns {
+    stream: std::net::TcpStream,
+}
+
+impl TcpDns {
+    /// Connect to `server`; reads and writes time out after `timeout`.
+    pub fn connect(server: SocketAddr, timeout: Duration) -> Result<TcpDns> {
+        let stream = std::net::TcpStream::connect_timeout(&server, timeout)
+            .with_context(|| format!("TCP connect to {server}"))?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(TcpDns { stream })
+    }
+
+    /// The client side's address (the server sees it as the peer).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.stream.local_addr()?)
+    }
+
+    /// Send one query and read its reply.
+    pub fn query(&mut self, name: &str, rtype: RecordType) -> Result<Message> {
+        use std::io::{Read, Write};
+        let id = rand_id();
+        let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
+        msg.metadata.recursion_desired = true;
+        msg.add_query(Query::query(
+            Name::from_ascii(name).context("query name")?,
+            rtype,
+        ));
+        let wire = msg.to_vec()?;
+        let mut framed = (wire.len() as u16).to_be_bytes().to_vec();
+        framed.extend(wire);
+        self.stream.write_all(&framed).context("send query")?;
+        let mut len = [0u8; 2];
+        self.stream
+            .read_exact(&mut len)
+            .with_context(|| format!("no answer for {name} {rtype}"))?;
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut buf).context("read answer")?;
+        let reply = Message::from_vec(&buf)?;
+        if reply.metadata.id != id {
+            bail!("answer id {} for query id {id}", reply.metadata.id);
+        }
+        Ok(reply)
+    }
+
+    /// Wait up to `timeout` for the server to close the connection: `Ok(())` on EOF or
+    /// reset, an error if data or nothing arrives.
+    pub fn wait_closed_within(&mut self, timeout: Duration) -> Result<()> {
+        use std::io::Read;
+        self.stream.set_read_timeout(Some(timeout))?;
+        let mut b = [0u8; 1];
+        match self.stream.read(&mut b) {
+            Ok(0) => Ok(()),
+            Ok(_) => bail!("unexpected data instead of a close"),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+            Err(e) => Err(e).context("connection not closed by the server"),
+        }
+    }
+}

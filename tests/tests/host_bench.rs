@@ -212,3 +212,91 @@ fn host_bench_supervisord_kill_dns_gap() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// One dnsperf run over a rollout: the rollout's duration and dnsperf's report.
+fn rollout_under_dnsperf(
+    host: &Host,
+    round: u32,
+    dnsperf_args: &[&str],
+) -> anyhow::Result<(Duration, kres_tests::dnsperf::Report)> {
+    let old = Host::current_revision(&host.status()?)?;
+    let queries = host.dir().join("q.txt");
+    std::fs::write(&queries, "svc.test A\n")?;
+    let perf = std::process::Command::new("dnsperf")
+        .args(["-s", &host.listen.ip().to_string()])
+        .args(["-p", &host.listen.port().to_string()])
+        .arg("-d")
+        .arg(&queries)
+        .args(["-l", "120", "-t", "2"])
+        .args(dnsperf_args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    thread::sleep(Duration::from_secs(1));
+    host.write_config(4, &local(round))?;
+    let t = Instant::now();
+    host.signal("HUP")?;
+    let waited = wait(host, Duration::from_secs(120), converged_on_other(&old));
+    let rollout = t.elapsed();
+    // One more second of load on the new fleet, then stop dnsperf (SIGINT: it reports).
+    thread::sleep(Duration::from_secs(1));
+    std::process::Command::new("kill")
+        .args(["-s", "INT", &perf.id().to_string()])
+        .status()?;
+    let out = perf.wait_with_output()?;
+    waited?;
+    let report = kres_tests::dnsperf::Report::parse(&String::from_utf8_lossy(&out.stdout))?;
+    Ok((rollout, report))
+}
+
+/// Queries lost during a rollout of 4 workers at 10k qps, UDP and TCP, without drain
+/// (`--drain-timeout-ms 0`) and with the default drain; TCP with dnsperf's persistent
+/// connections (4 clients, busy), with 100 mostly idle ones, and with short ones (a new
+/// connection every 20 queries).
+#[test]
+#[ignore = "benchmark: run with `make bench`"]
+fn host_bench_rollout_drain() -> anyhow::Result<()> {
+    println!("| drain | transport | rollout | queries sent | completed | lost |");
+    println!("|---|---|---|---|---|---|");
+    let modes: [(&str, &[&str]); 4] = [
+        ("UDP", &["-m", "udp", "-c", "4", "-Q", "10000"]),
+        (
+            "TCP, 4 persistent connections",
+            &["-m", "tcp", "-c", "4", "-Q", "10000"],
+        ),
+        (
+            "TCP, 100 persistent connections at 1 q/s each",
+            &["-m", "tcp", "-c", "100", "-Q", "100", "-q", "100"],
+        ),
+        (
+            "TCP, 20 queries per connection",
+            &[
+                "-m",
+                "tcp",
+                "-c",
+                "4",
+                "-Q",
+                "10000",
+                "-O",
+                "num-queries-per-conn=20",
+            ],
+        ),
+    ];
+    for drain_ms in ["0", "5000"] {
+        let mut host = Host::prepare(4, &local(1), None)?;
+        host.spawn_with(&["--drain-timeout-ms", drain_ms])?;
+        host.wait_converged(None, Duration::from_secs(60))?;
+        let mut round = 20;
+        for (name, args) in modes {
+            for _ in 0..2 {
+                round += 1;
+                let (t, r) = rollout_under_dnsperf(&host, round, args)?;
+                println!(
+                    "| {drain_ms} ms | {name} | {t:.1?} | {} | {} | {} |",
+                    r.sent, r.completed, r.lost
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -72,14 +72,16 @@ pub trait Backend: Send + Sync {
         revision: &Revision,
     ) -> impl Future<Output = BackendResult<()>> + Send;
 
-    /// Stop the slot's worker (which is ready or exited), then start one on `revision`.
+    /// Stop the slot's worker (which is ready or exited), then start one on `revision`. With a
+    /// drain bound configured, a running worker is drained first (stream listeners closed, open
+    /// connections given up to the bound to finish), so the call may take that long.
     fn replace_slot(
         &self,
         slot: Slot,
         revision: &Revision,
     ) -> impl Future<Output = BackendResult<()>> + Send;
 
-    /// Stop the slot's worker and remove the slot.
+    /// Stop the slot's worker (drained first as in [`Backend::replace_slot`]) and remove the slot.
     fn stop_slot(&self, slot: Slot) -> impl Future<Output = BackendResult<()>> + Send;
 
     /// Serve on these endpoints (see [`crate::reconcile::Desired::listen`]). Fails with

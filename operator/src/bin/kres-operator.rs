@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use kres_operator::backend::supervisord::DEFAULT_DRAIN_TIMEOUT;
 use kres_operator::host::run::{HostOptions, run_host};
 use kres_operator::sockets::{HolderArgs, LaunchArgs, run_launch, run_socket_holder};
 use tracing_subscriber::EnvFilter;
@@ -64,6 +65,11 @@ struct HostArgs {
     /// How long a new worker may take to send READY=1 and answer its probe.
     #[arg(long, default_value = "5000", value_name = "MS")]
     start_timeout_ms: u64,
+    /// Before a worker is stopped (rollout, scale-down), its TCP/DoT/DoH listeners are closed
+    /// and its open connections may finish for at most this long; then it is stopped and
+    /// what is still open is cut. 0 (default): stop at once (see docs/BENCHMARKS.md).
+    #[arg(long, default_value_t = DEFAULT_DRAIN_TIMEOUT.as_millis() as u64, value_name = "MS")]
+    drain_timeout_ms: u64,
     /// supervisord binary.
     #[arg(long, default_value = "supervisord", value_name = "PATH")]
     supervisord: String,
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
         state_dir: a.state_dir,
         probe_address: a.probe_address,
         start_timeout: Duration::from_millis(a.start_timeout_ms),
+        drain_timeout: Duration::from_millis(a.drain_timeout_ms),
         supervisord: a.supervisord,
         kresd: a.kresd,
         worker_user: a.worker_user,

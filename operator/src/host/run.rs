@@ -37,6 +37,8 @@ pub struct HostOptions {
     pub probe_address: IpAddr,
     /// How long a worker may take to become ready.
     pub start_timeout: Duration,
+    /// How long a worker being stopped may finish its open TCP/DoT/DoH connections.
+    pub drain_timeout: Duration,
     /// supervisord binary.
     pub supervisord: String,
     /// kresd binary.
@@ -102,6 +104,7 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
     settings.probe_ip = opts.probe_address;
     settings.supervisord = opts.supervisord.clone();
     settings.kresd = opts.kresd.clone();
+    settings.drain_timeout = opts.drain_timeout;
     let exe = std::env::current_exe()
         .map_err(|e| HostError::Setup(format!("own executable: {e}")))?
         .display()

@@ -30,16 +30,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Mutex, broadcast};
+use tracing::Instrument;
 
 use self::conf::{GC_PROGRAM, HOLDER_PROGRAM, Layout, Program};
 use self::rpc::{ProcessInfo, RpcError, Supervisor};
 use super::{Backend, BackendError, BackendResult};
 use crate::kresd::control::remove_stale_sockets;
+use crate::kresd::drain::{DrainOutcome, drain};
 use crate::kresd::notify::{Notification, NotifyAccess, NotifyListener};
 use crate::kresd::probe::{ProbeQuestion, probe};
 use crate::privilege::{WorkerUser, operator_dir, worker_dir};
 use crate::reconcile::{GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState};
-use crate::sockets::{BindSpec, rebind};
+use crate::sockets::{BindSpec, Proto, rebind};
 
 /// How the supervisord backend runs things.
 #[derive(Clone, Debug)]
@@ -63,6 +65,10 @@ pub struct SupervisordSettings {
     pub probe_timeout: Duration,
     /// The user kresd and kres-cache-gc run as; `None`: as the operator.
     pub worker_user: Option<WorkerUser>,
+    /// How long a worker being stopped may keep serving its open stream (TCP, DoT, DoH)
+    /// connections after its stream listeners are closed (see [`crate::kresd::drain`]);
+    /// zero: stopped at once.
+    pub drain_timeout: Duration,
 }
 
 impl SupervisordSettings {
@@ -78,9 +84,15 @@ impl SupervisordSettings {
             holder: None,
             probe_timeout: Duration::from_millis(500),
             worker_user: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
+
+/// Default of [`SupervisordSettings::drain_timeout`]: off. Measured with dnsperf over TCP
+/// (docs/BENCHMARKS.md) draining lengthened rollouts by the bound per worker and lost more
+/// queries, not fewer; it helps clients that pause between queries (see `host_drain`).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::ZERO;
 
 #[derive(Default)]
 struct State {
@@ -335,6 +347,59 @@ impl SupervisordBackend {
             self.lock().ready.remove(&pid);
             // A clean exit removes it; a killed worker leaves it behind.
             let _ = std::fs::remove_file(self.layout.control_dir().join(pid.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Before a running worker is stopped: close its stream listeners and let its open
+    /// connections finish, at most `drain_timeout` (only with shared sockets: the other
+    /// workers keep the listeners). Failures are logged; the worker is stopped anyway.
+    async fn drain_worker(&self, name: &str) -> BackendResult<()> {
+        let timeout = self.settings.drain_timeout;
+        let Some(endpoints) = self.lock().endpoints.clone() else {
+            return Ok(());
+        };
+        if timeout.is_zero() || self.settings.holder.is_none() {
+            return Ok(());
+        }
+        let streams: Vec<SocketAddr> = endpoints
+            .iter()
+            .filter_map(|e| e.parse::<BindSpec>().ok())
+            .filter(|s| s.proto == Proto::Tcp)
+            .map(|s| s.addr)
+            .collect();
+        let running = self
+            .rpc
+            .all_process_info()
+            .await
+            .map_err(op)?
+            .into_iter()
+            .find(|p| p.name == name && p.state == "RUNNING" && p.pid > 0);
+        let (Some(p), false) = (running, streams.is_empty()) else {
+            return Ok(());
+        };
+        let control = self.layout.control_dir().join(p.pid.to_string());
+        let outcome = drain(&control, p.pid, &streams, timeout)
+            .instrument(tracing::info_span!("drain", program = %name, pid = p.pid))
+            .await;
+        match outcome {
+            Ok(DrainOutcome::Idle {
+                connections,
+                waited,
+            }) => tracing::info!(
+                program = %name,
+                connections,
+                waited_ms = waited.as_millis() as u64,
+                "drained"
+            ),
+            Ok(DrainOutcome::TimedOut { connections, open }) => tracing::warn!(
+                program = %name,
+                connections,
+                open,
+                timeout_ms = timeout.as_millis() as u64,
+                "drain timed out; open connections are cut"
+            ),
+            Err(e) => tracing::warn!(program = %name, error = %e, "not drained"),
         }
         Ok(())
     }
@@ -691,6 +756,7 @@ impl Backend for SupervisordBackend {
             .as_deref()
             .and_then(conf::parse_worker_command)
             .and_then(|c| c.probe);
+        self.drain_worker(&name).await?;
         self.remove_program(&name).await?;
         let probe = match probe {
             Some(p) => p,
@@ -706,7 +772,9 @@ impl Backend for SupervisordBackend {
     }
 
     async fn stop_slot(&self, slot: Slot) -> BackendResult<()> {
-        self.remove_program(&conf::program_name(slot)).await
+        let name = conf::program_name(slot);
+        self.drain_worker(&name).await?;
+        self.remove_program(&name).await
     }
 
     async fn set_endpoints(&self, endpoints: &[String]) -> BackendResult<()> {
