@@ -69,3 +69,4 @@ bench: deps
 fuzz: deps
 	KRES_PROP_CASES=20000 $(CARGO) test --release -p kres-crd --test parse_properties -- --nocapture
 	KRES_PROP_CASES=5000 $(CARGO) test --release -p kres-tests --test lua_string_property -- --nocapture
+	KRES_PROP_CASES=5000 $(CARGO) test --release -p kres-operator --test supervisord_conf generated_values -- --nocapture

@@ -231,17 +231,37 @@ pub fn supervisord_conf(layout: &Layout) -> Result<String, UnwritableValue> {
         path("serverurl", &layout.supervisord_socket())?
     );
     let _ = writeln!(s, "[include]");
-    let include = path("include", &layout.programs_dir())?;
+    // `files` is a glob (Python's `glob.glob`): its metacharacters are escaped as `glob.escape`
+    // does, or a rundir with `[...]` would silently include no program.
+    let programs_dir = layout.programs_dir().display().to_string();
+    let include = ini_value("supervisord include", &glob_escape(&programs_dir))?;
     if include.contains(char::is_whitespace) {
         // `files` is a whitespace-separated list of globs.
         return Err(UnwritableValue {
             field: "supervisord include".into(),
-            value: layout.programs_dir().display().to_string(),
+            value: programs_dir,
             rule: "whitespace (the include list is split at whitespace)",
         });
     }
     let _ = writeln!(s, "files = {include}/*.conf");
     Ok(s)
+}
+
+/// Escape a literal path for Python's `glob` (as `glob.escape`): `*`, `?` and `[` each in a
+/// one-character class.
+fn glob_escape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '*' | '?' | '[' => {
+                out.push('[');
+                out.push(c);
+                out.push(']');
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// One supervisord program.
