@@ -216,6 +216,20 @@ impl Host {
         self.wait_reloads(before + 1)
     }
 
+    /// [`Host::reload`] that must publish nothing: no new `configuration accepted` line follows
+    /// the re-read. Returns the re-read's outcome line.
+    pub fn reload_publishing_nothing(&self) -> Result<String> {
+        let accepted = || self.log().matches("configuration accepted").count();
+        let before = accepted();
+        let outcome = self.reload()?;
+        anyhow::ensure!(
+            accepted() == before,
+            "the re-read ({outcome}) published a new desired state:\n{}",
+            self.log()
+        );
+        Ok(outcome)
+    }
+
     /// Wait (up to 10 s) until `n` re-reads were processed; the last outcome line.
     pub fn wait_reloads(&self, n: usize) -> Result<String> {
         let t0 = Instant::now();

@@ -288,13 +288,8 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
 
     // A SIGHUP re-reads the same (API-written) content: the operator logs the re-read as
     // unchanged, no new desired state follows, the ETag stays.
-    let desired_before = host.log().matches("configuration accepted").count();
-    let outcome = host.reload()?;
+    let outcome = host.reload_publishing_nothing()?;
     assert!(outcome.contains("re-read; unchanged"), "{outcome}");
-    assert_eq!(
-        host.log().matches("configuration accepted").count(),
-        desired_before
-    );
     let r = api.req(Method::GET, "/v1/config", &[], "");
     assert_eq!(r.header("etag").as_deref(), Some(etag1.as_str()));
 
