@@ -247,6 +247,20 @@ fn api_config_endpoints_codes_and_persistence() -> Result<()> {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["restart"], json!([]), "{}", r.text());
     assert_eq!(pids(&host), pids0, "a dry run restarted workers");
+    // A dry run changes nothing on the machine: a new cache directory is not created.
+    let new_cache = host.dir().join("dry-run-cache");
+    let r = api.req(
+        Method::PUT,
+        "/v1/config/cache/storage?dry-run=true",
+        &[],
+        &json!(new_cache.display().to_string()).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        !new_cache.exists(),
+        "a dry run created {}",
+        new_cache.display()
+    );
 
     // A real change: 200 once converged, new ETag, persisted with a dated backup.
     let r = api.req(

@@ -71,17 +71,18 @@ pub const SOCKETS: SocketMode = SocketMode::Inherited;
 pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
     let start_timeout = opts.start_timeout;
     let worker = worker_user(opts.worker_user.as_deref())?;
-    // Every accepted config gets its cache directory prepared for the workers (created, or
-    // checked to belong to them) before it can become desired.
-    let build: crate::source::Build = {
+    let build: crate::source::Build =
+        Arc::new(move |cfg| desired_from(cfg, SOCKETS, start_timeout));
+    // Every config that passed the pipeline gets its cache directory prepared for the workers
+    // (created, or checked to belong to them) before it can become desired; dry runs do not.
+    let prepare: crate::source::Prepare = {
         let worker = worker.clone();
         Arc::new(move |cfg| {
             prepare_cache(cfg, worker.as_ref())
-                .map_err(|e| ConfigErrors::single("/cache/storage", e.to_string()))?;
-            desired_from(cfg, SOCKETS, start_timeout)
+                .map_err(|e| ConfigErrors::single("/cache/storage", e.to_string()))
         })
     };
-    let source = FileSource::open(&opts.config, build)?;
+    let source = FileSource::open(&opts.config, build, Some(prepare))?;
     let first = source
         .current()
         .ok_or_else(|| HostError::Setup("no config".into()))?;

@@ -23,7 +23,7 @@ use kres_crd::config::{ConfigErrors, ResolverConfig};
 use tokio::sync::{Notify, watch};
 
 use super::persist::{PersistError, write_back};
-use super::{Accepted, Build, Origin};
+use super::{Accepted, Build, Origin, Prepare};
 use crate::reconcile::ChangeSeq;
 
 /// Reading, checking or writing the config file failed.
@@ -117,25 +117,45 @@ struct State {
     seq: ChangeSeq,
 }
 
+/// `build`, then `prepare`, with errors about the file at `path`.
+fn accept(
+    path: &Path,
+    build: &Build,
+    prepare: Option<&Prepare>,
+    config: &ResolverConfig,
+) -> Result<crate::reconcile::Desired, SourceError> {
+    let invalid = |errors| SourceError::Invalid {
+        path: path.to_path_buf(),
+        errors,
+    };
+    let desired = build(config).map_err(invalid)?;
+    if let Some(prepare) = prepare {
+        prepare(config).map_err(invalid)?;
+    }
+    Ok(desired)
+}
+
 /// A file source publishing the current accepted config.
 pub struct FileSource {
     path: PathBuf,
     build: Build,
+    prepare: Option<Prepare>,
     tx: watch::Sender<Option<Arc<Accepted>>>,
     reload: Arc<Notify>,
     state: Mutex<State>,
 }
 
 impl FileSource {
-    /// Read `path` now and run it through `build`; an invalid or missing file is an error
-    /// (nothing to start with).
-    pub fn open(path: &Path, build: Build) -> Result<Arc<FileSource>, SourceError> {
+    /// Read `path` now and run it through `build` (then `prepare`); an invalid or missing file
+    /// is an error (nothing to start with).
+    pub fn open(
+        path: &Path,
+        build: Build,
+        prepare: Option<Prepare>,
+    ) -> Result<Arc<FileSource>, SourceError> {
         let read = stamp(path);
         let (config, text) = load(path)?;
-        let desired = build(&config).map_err(|errors| SourceError::Invalid {
-            path: path.to_path_buf(),
-            errors,
-        })?;
+        let desired = accept(path, &build, prepare.as_ref(), &config)?;
         let first = Accepted {
             seq: 1,
             origin: Origin::File,
@@ -147,6 +167,7 @@ impl FileSource {
         Ok(Arc::new(FileSource {
             path: path.to_path_buf(),
             build,
+            prepare,
             tx,
             reload: Arc::new(Notify::new()),
             state: Mutex::new(State { read, seq: 1 }),
@@ -158,7 +179,14 @@ impl FileSource {
         &self.path
     }
 
-    /// Run `config` through the pipeline without publishing it (dry runs).
+    /// Run `config` through the pipeline and prepare it: what every change goes through before
+    /// it is written or published.
+    fn accept(&self, config: &ResolverConfig) -> Result<crate::reconcile::Desired, SourceError> {
+        accept(&self.path, &self.build, self.prepare.as_ref(), config)
+    }
+
+    /// Run `config` through the pipeline without publishing or preparing it (dry runs: nothing
+    /// on the machine changes).
     pub fn build(&self, config: &ResolverConfig) -> Result<crate::reconcile::Desired, SourceError> {
         (self.build)(config).map_err(|errors| SourceError::Invalid {
             path: self.path.clone(),
@@ -219,10 +247,7 @@ impl FileSource {
         state.read = stamp(&self.path);
         let before = state.seq;
         let result = load(&self.path).and_then(|(config, text)| {
-            let desired = (self.build)(&config).map_err(|errors| SourceError::Invalid {
-                path: self.path.clone(),
-                errors,
-            })?;
+            let desired = self.accept(&config)?;
             Ok(self.publish(&mut state, config, text, desired, Origin::File))
         });
         match &result {
@@ -250,10 +275,7 @@ impl FileSource {
         origin: Origin,
         base: impl FnOnce(Option<&ResolverConfig>) -> bool,
     ) -> Result<Arc<Accepted>, SourceError> {
-        let desired = (self.build)(&config).map_err(|errors| SourceError::Invalid {
-            path: self.path.clone(),
-            errors,
-        })?;
+        let desired = self.accept(&config)?;
         let mut state = self.lock();
         let current = self.current();
         if !base(current.as_deref().map(|a| &a.config)) {
@@ -285,7 +307,7 @@ impl FileSource {
             errors,
         };
         let config = ResolverConfig::from_yaml_str(text).map_err(invalid)?;
-        let desired = (self.build)(&config).map_err(invalid)?;
+        let desired = self.accept(&config)?;
         let mut state = self.lock();
         if let Some(seq) = only_if
             && self.current().is_none_or(|c| c.seq != seq)
@@ -374,7 +396,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("config.yaml");
         write(&path, 2);
-        let src = FileSource::open(&path, host_build()).expect("valid");
+        let src = FileSource::open(&path, host_build(), None).expect("valid");
         let rx = src.subscribe();
         assert_eq!(workers(&rx), 2);
         std::fs::write(&path, "workers: 2\nno-such-key: 1\n").expect("write");
@@ -397,7 +419,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("config.yaml");
         write(&path, 2);
-        let src = FileSource::open(&path, host_build()).expect("valid");
+        let src = FileSource::open(&path, host_build(), None).expect("valid");
         for (text, pointer) in [
             (
                 "dnssec:\n  trust-anchors: ['a.test. DS 1 8 2 AB']\n  negative-trust-anchors: [a.test]\n",
@@ -423,7 +445,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("config.yaml");
         write(&path, 2);
-        let src = FileSource::open(&path, host_build()).expect("valid");
+        let src = FileSource::open(&path, host_build(), None).expect("valid");
         let four = ResolverConfig::from_yaml_str("workers: 4\n").expect("valid");
         let stale = src.submit(four.clone(), Origin::Api, |_| false);
         assert!(matches!(stale, Err(SourceError::BaseChanged)));
@@ -443,7 +465,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, "workers: 0\n").expect("write");
-        let err = FileSource::open(&path, host_build())
+        let err = FileSource::open(&path, host_build(), None)
             .err()
             .expect("invalid");
         assert!(err.to_string().contains("/workers"), "{err}");
@@ -458,7 +480,7 @@ mod tests {
         write(&d.join("..v1/config.yaml"), 1);
         std::os::unix::fs::symlink("..v1", d.join("..data")).expect("symlink");
         std::os::unix::fs::symlink("..data/config.yaml", d.join("config.yaml")).expect("symlink");
-        let src = FileSource::open(&d.join("config.yaml"), host_build()).expect("valid");
+        let src = FileSource::open(&d.join("config.yaml"), host_build(), None).expect("valid");
         let mut rx = src.subscribe();
         tokio::spawn(src.run(true, Duration::from_millis(20)));
         std::fs::create_dir(d.join("..v2")).expect("mkdir");

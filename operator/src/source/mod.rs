@@ -19,6 +19,11 @@ use crate::reconcile::{ChangeSeq, Desired};
 /// `host::desired::desired_from`).
 pub type Build = Arc<dyn Fn(&ResolverConfig) -> Result<Desired, ConfigErrors> + Send + Sync>;
 
+/// What a valid config needs on the machine before it may become desired (host mode: its cache
+/// directory, created for or checked to belong to the workers). Runs after [`Build`] succeeded,
+/// never for dry runs.
+pub type Prepare = Arc<dyn Fn(&ResolverConfig) -> Result<(), ConfigErrors> + Send + Sync>;
+
 /// Who submitted a change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
