@@ -70,8 +70,6 @@ pub(crate) fn from_json_value(value: Value) -> Result<ResolverConfig, ConfigErro
         v => v,
     };
     let nodes = check_depth(&value)?;
-    let mut value = value;
-    strip_null_members(&mut value);
     if !value.is_object() {
         return Err(ConfigErrors::single(
             "",
@@ -131,7 +129,10 @@ fn deserialize_collecting(mut value: Value, nodes: usize) -> Result<ResolverConf
     // Each round deserializes the whole document: bound the total work for huge documents.
     let max_rounds = (WORK_BUDGET_NODES / nodes.max(1)).clamp(10, MAX_ERRORS);
     let mut rounds = 0usize;
+    // The shape check sees `key: null` members (unknown keys among them); deserialization
+    // does not.
     let mut errors: Vec<ConfigError> = shape::check(&value);
+    strip_null_members(&mut value);
     let mut removed = RemovedIndices::default();
     // Remove the misshapen nodes, last first so that array indices stay valid.
     let mut pointers: Vec<String> = errors.iter().map(|e| e.pointer.clone()).collect();

@@ -93,7 +93,17 @@ fn walk(
         Value::Object(map) => {
             let props = s.get("properties");
             let extra = s.get("additionalProperties").filter(|a| a.is_object());
+            let closed = s.get("additionalProperties") == Some(&Value::Bool(false));
             for (k, v) in map {
+                // `key:` with no value means "not set" and is dropped before serde sees it, so
+                // serde's unknown-key check would never see the key either: checked here.
+                if v.is_null() && closed && props.and_then(|p| p.get(k)).is_none() {
+                    errors.push(ConfigError::new(
+                        format!("{pointer}/{}", escape_token(k)),
+                        unknown_key(k, props),
+                    ));
+                    continue;
+                }
                 if let Some(sub) = props.and_then(|p| p.get(k)).or(extra) {
                     walk(
                         root,
@@ -106,5 +116,18 @@ fn walk(
             }
         }
         _ => {}
+    }
+}
+
+/// The message of an unknown key, worded like serde's (see `parse::humanize`).
+fn unknown_key(key: &str, props: Option<&Value>) -> String {
+    let allowed: Vec<&str> = props
+        .and_then(Value::as_object)
+        .map(|p| p.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    if allowed.is_empty() {
+        format!("unknown key '{key}'; no keys are allowed here")
+    } else {
+        format!("unknown key '{key}'; allowed keys: {}", allowed.join(", "))
     }
 }

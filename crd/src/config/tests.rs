@@ -643,10 +643,14 @@ fn garbage_never_panics() {
             }
         }
     }
-    // Accepted: a valid document behind a byte-order mark, and two null-ish documents that mean
-    // "all defaults" (`&a`: an anchored null; `? `: a null key whose null value is stripped as
-    // "not set" before the unknown-key check).
-    assert_eq!(accepted, ["&a", "? ", "\u{feff}workers: 2"]);
+    // Accepted: a valid document behind a byte-order mark, and a null document that means "all
+    // defaults" (`&a`: an anchored null). `? ` (a null key with no value) is an unknown key.
+    assert_eq!(accepted, ["&a", "\u{feff}workers: 2"]);
+    assert!(
+        errors_of("? ")
+            .iter()
+            .any(|e| e.message.starts_with("unknown key"))
+    );
     for s in ["workers: 1e3", "workers: 1.5", "workers: .inf"] {
         let e = errors_of(s);
         assert!(e.iter().any(|e| e.pointer == "/workers"), "{s}: {e}");

@@ -7,6 +7,18 @@ const CASES: &[(&str, &str, &str)] = &[
     // document level
     ("version: 2", "/version", "only version 1 is supported"),
     ("bogus: 1", "/bogus", "unknown key 'bogus'"),
+    // an empty value means "not set", but an unknown key is still unknown
+    ("bogus:", "/bogus", "unknown key 'bogus'"),
+    (
+        "cache:\n  nope:",
+        "/cache/nope",
+        "unknown key 'nope'; allowed keys: ",
+    ),
+    (
+        "network:\n  listen:\n    - interface: 127.0.0.1\n      frebind:",
+        "/network/listen/0/frebind",
+        "unknown key 'frebind'",
+    ),
     (
         "workers: 0",
         "/workers",
