@@ -312,6 +312,26 @@ const PATCH_BODY: Option<RequestBody> = Some(RequestBody {
     required: true,
 });
 
+/// A change of the configuration document (`PUT`, `PATCH`, `DELETE` under `/v1/config`).
+const fn config_change(
+    method: Method,
+    path: &'static str,
+    summary: &'static str,
+    request: Option<RequestBody>,
+) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        deadline: Deadline::Change,
+        request,
+        dry_run: true,
+        answers: CONFIG_CHANGE,
+        errors: CHANGE_ERRORS,
+        handler: |s, r| h(config(s, r)),
+    }
+}
+
 fn h<F>(f: F) -> HandlerFuture
 where
     F: Future<Output = Result<Resp, ApiError>> + Send + 'static,
@@ -518,31 +538,21 @@ pub static ROUTES: &[Route] = &[
         errors: &[],
         handler: |s, r| h(config(s, r)),
     },
-    Route {
-        method: Method::PUT,
-        path: "/v1/config",
-        summary: "replace the whole configuration (omitted keys take their defaults)",
-        deadline: Deadline::Change,
-        request: Some(RequestBody {
+    config_change(
+        Method::PUT,
+        "/v1/config",
+        "replace the whole configuration (omitted keys take their defaults)",
+        Some(RequestBody {
             schema: config_schema,
             required: true,
         }),
-        dry_run: true,
-        answers: CONFIG_CHANGE,
-        errors: CHANGE_ERRORS,
-        handler: |s, r| h(config(s, r)),
-    },
-    Route {
-        method: Method::PATCH,
-        path: "/v1/config",
-        summary: "apply a JSON Patch to the configuration",
-        deadline: Deadline::Change,
-        request: PATCH_BODY,
-        dry_run: true,
-        answers: CONFIG_CHANGE,
-        errors: CHANGE_ERRORS,
-        handler: |s, r| h(config(s, r)),
-    },
+    ),
+    config_change(
+        Method::PATCH,
+        "/v1/config",
+        "apply a JSON Patch to the configuration",
+        PATCH_BODY,
+    ),
     Route {
         method: Method::GET,
         path: "/v1/config/{pointer}",
@@ -554,39 +564,24 @@ pub static ROUTES: &[Route] = &[
         errors: &[404],
         handler: |s, r| h(config(s, r)),
     },
-    Route {
-        method: Method::PUT,
-        path: "/v1/config/{pointer}",
-        summary: "replace (or create in an existing object, `-` appends to an array) the value at a pointer",
-        deadline: Deadline::Change,
-        request: PUT_BODY,
-        dry_run: true,
-        answers: CONFIG_CHANGE,
-        errors: CHANGE_ERRORS,
-        handler: |s, r| h(config(s, r)),
-    },
-    Route {
-        method: Method::PATCH,
-        path: "/v1/config/{pointer}",
-        summary: "apply a JSON Patch to the value at a pointer (operation paths relative to it)",
-        deadline: Deadline::Change,
-        request: PATCH_BODY,
-        dry_run: true,
-        answers: CONFIG_CHANGE,
-        errors: CHANGE_ERRORS,
-        handler: |s, r| h(config(s, r)),
-    },
-    Route {
-        method: Method::DELETE,
-        path: "/v1/config/{pointer}",
-        summary: "remove the key at a pointer, which puts its default back",
-        deadline: Deadline::Change,
-        request: None,
-        dry_run: true,
-        answers: CONFIG_CHANGE,
-        errors: CHANGE_ERRORS,
-        handler: |s, r| h(config(s, r)),
-    },
+    config_change(
+        Method::PUT,
+        "/v1/config/{pointer}",
+        "replace (or create in an existing object, `-` appends to an array) the value at a pointer",
+        PUT_BODY,
+    ),
+    config_change(
+        Method::PATCH,
+        "/v1/config/{pointer}",
+        "apply a JSON Patch to the value at a pointer (operation paths relative to it)",
+        PATCH_BODY,
+    ),
+    config_change(
+        Method::DELETE,
+        "/v1/config/{pointer}",
+        "remove the key at a pointer, which puts its default back",
+        None,
+    ),
 ];
 
 fn with_etag(mut resp: Resp, etag: &str) -> Resp {
