@@ -832,7 +832,10 @@ async fn every_documented_route_is_served_and_nothing_else() {
     }
     assert!(!api.fake.stopped.load(Ordering::SeqCst));
     // A trailing slash names the same resource (the root pointer for `/v1/config/`).
-    for (path, key) in [("/v1/config/", "/workers"), ("/v1/config/cache/", "/size-max")] {
+    for (path, key) in [
+        ("/v1/config/", "/workers"),
+        ("/v1/config/cache/", "/size-max"),
+    ] {
         let r = api.req(Method::GET, path, &[], "").await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         assert!(r.json().pointer(key).is_some(), "{path}: {}", r.text());

@@ -35,26 +35,20 @@ pub fn api(state: Arc<ApiState>) -> BoxedFilter<(Resp,)> {
         }
     }
     filters.extend(paths.into_iter().map(method_not_allowed));
-    filters.push(
-        warp::path::full()
-            .map(|full: FullPath| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("no such endpoint: {}", full.as_str()),
-                )
-                .into_response()
-            })
-            .boxed(),
-    );
-    let mut filters = filters.into_iter();
-    let first = filters
-        .next()
-        .unwrap_or_else(|| warp::any().map(not_found).boxed());
-    filters.fold(first, |tree, f| tree.or(f).unify().boxed())
-}
-
-fn not_found() -> Resp {
-    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint").into_response()
+    let not_found = warp::path::full()
+        .map(|full: FullPath| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {}", full.as_str()),
+            )
+            .into_response()
+        })
+        .boxed();
+    // f1.or(f2.or(... .or(not_found))): tried in order, the 404 last.
+    filters
+        .into_iter()
+        .rev()
+        .fold(not_found, |rest, f| f.or(rest).unify().boxed())
 }
 
 /// The methods the table serves on `path`, as an `Allow` header lists them.
