@@ -229,6 +229,11 @@ struct Api {
 }
 
 async fn start() -> Api {
+    start_with(|_| {}).await
+}
+
+/// [`start`] with `tune` applied to the server's limits.
+async fn start_with(tune: impl FnOnce(&mut ServerConfig)) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("run/sub/api.sock");
     let fake = Fake::new();
@@ -238,6 +243,7 @@ async fn start() -> Api {
     let mut cfg = ServerConfig::new(Listen::Unix(socket.clone()));
     cfg.max_body_bytes = 4096;
     cfg.change_timeout = Duration::from_secs(5);
+    tune(&mut cfg);
     let server = serve(cfg, fake.clone(), workers.clone()).await.unwrap();
     let client = ApiClient::new(Target::Unix(socket.clone()), Duration::from_secs(10));
     Api {
@@ -775,4 +781,118 @@ async fn json_patch_is_bounded_with_the_failing_operation_as_pointer() {
     assert!((10..40).contains(&index), "{pointer}");
     assert!(r.text().contains("4194304 bytes"), "{}", r.text());
     assert_eq!(api.fake.config()["workers"], 2, "nothing applied");
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served_and_nothing_else() {
+    let api = start().await;
+    let r = api.req(Method::GET, "/openapi.json", &[], "").await;
+    assert_eq!(r.status, 200);
+    let committed =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json"))
+            .unwrap();
+    assert_eq!(r.text(), committed, "served and committed documents differ");
+    let doc = r.json();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 13, "{:?}", paths.keys());
+    let all = [
+        Method::GET,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::POST,
+    ];
+    for (template, item) in paths {
+        let path = template.replace("{pointer}", "workers");
+        let documented: Vec<Method> = all
+            .iter()
+            .filter(|m| item.get(m.as_str().to_ascii_lowercase()).is_some())
+            .cloned()
+            .collect();
+        for m in &all {
+            // A changing request with a foreign Origin reaches the route's guard (403) and
+            // changes nothing; a read is answered by the route.
+            let foreign = [("origin", "http://evil.example"), ("host", "localhost")];
+            let headers: &[(&str, &str)] = if *m == Method::GET { &[] } else { &foreign };
+            let r = api.raw(m.clone(), &path, headers, "").await;
+            if documented.contains(m) {
+                let expected: &[u16] = if *m == Method::GET { &[200] } else { &[403] };
+                assert!(
+                    expected.contains(&r.status.as_u16()),
+                    "{m} {path}: {} {}",
+                    r.status,
+                    r.text()
+                );
+            } else {
+                assert_eq!(r.status, 405, "{m} {path}: {}", r.text());
+                let allow: Vec<&str> = documented.iter().map(Method::as_str).collect();
+                assert_eq!(r.header("allow").unwrap(), allow.join(", "), "{path}");
+            }
+        }
+    }
+    assert!(!api.fake.stopped.load(Ordering::SeqCst));
+    // A trailing slash names the same resource (the root pointer for `/v1/config/`).
+    for (path, key) in [
+        ("/v1/config/", "/workers"),
+        ("/v1/config/cache/", "/size-max"),
+    ] {
+        let r = api.req(Method::GET, path, &[], "").await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert!(r.json().pointer(key).is_some(), "{path}: {}", r.text());
+    }
+    let r = api.req(Method::GET, "/status/", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for path in ["/nope", "/v1", "/v1/configs", "/status/x", "/openapi"] {
+        let r = api.req(Method::GET, path, &[], "").await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(r.json()["error"].as_str().unwrap().contains(path), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn silent_and_slow_clients_are_cut_off_after_the_head_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = start_with(|cfg| cfg.header_read_timeout = Duration::from_millis(500)).await;
+    let t0 = std::time::Instant::now();
+    // One client sends nothing, one half a request head, one a head one byte per 100 ms.
+    let silent = tokio::net::UnixStream::connect(&api.socket).await.unwrap();
+    let mut partial = tokio::net::UnixStream::connect(&api.socket).await.unwrap();
+    partial
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut dribble = tokio::net::UnixStream::connect(&api.socket).await.unwrap();
+    let dribbler = tokio::spawn(async move {
+        for b in b"GET /status HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+            if dribble.write_all(&[*b]).await.is_err() {
+                return (dribble, true);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (dribble, false)
+    });
+    // Meanwhile other clients are served.
+    assert_eq!(api.req(Method::GET, "/healthz", &[], "").await.status, 200);
+    for (name, mut stream) in [("silent", silent), ("partial", partial)] {
+        let mut buf = Vec::new();
+        // 10 s only fails a hang; the limit is 0.5 s.
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: connection still open after 10 s"));
+        println!(
+            "{name}: closed after {:?} ({read:?}, {} bytes: {:?})",
+            t0.elapsed(),
+            buf.len(),
+            String::from_utf8_lossy(&buf)
+        );
+        assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "{name}");
+    }
+    let (mut dribble, write_failed) = dribbler.await.unwrap();
+    let mut buf = Vec::new();
+    let closed = write_failed
+        || tokio::time::timeout(Duration::from_secs(10), dribble.read_to_end(&mut buf))
+            .await
+            .is_ok();
+    println!("dribble: closed after {:?}", t0.elapsed());
+    assert!(closed, "a head sent one byte per 100 ms was never cut off");
 }

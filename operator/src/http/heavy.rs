@@ -5,7 +5,7 @@
 //! API share one thread, see `bin/kres-operator.rs`): work measured in milliseconds to seconds
 //! on a 4 MiB document must not run there, or one misbehaving client stalls rollouts and every
 //! other request. The limit is process-wide, so N clients cannot multiply memory: a request
-//! holds its permit while its body is buffered (up to the 1 MiB body limit) and while its work
+//! holds its permit while its body is buffered (up to the 4 MiB body limit) and while its work
 //! runs; requests beyond the limit wait (their bodies stay in the kernel's socket buffers),
 //! within their request timeout.
 

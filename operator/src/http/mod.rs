@@ -1,18 +1,24 @@
 //! The HTTP API: `/v1/config{/pointer}`, `/status`, `/healthz`, `/readyz`, `/metrics`, `/schema`,
-//! `/reload`, `/stop`, `/cache/clear` (contract in docs/api.md).
+//! `/reload`, `/stop`, `/cache/clear`, `/v1/history`, `/v1/rollback`, `/openapi.json` (contract
+//! in docs/api.md, the OpenAPI document in docs/openapi.json).
 //!
 //! The layer is written against [`ControlPlane`] (the reconciler's handle) and [`WorkerControl`]
 //! (kresd control sockets), so its HTTP semantics are testable without a fleet.
 //!
-//! Built on hyper 1 directly rather than warp: the server needs explicit control of header size,
-//! header read time, body limits and per-route timeouts, which warp 0.4's server does not expose.
+//! Routes are warp filters built from one table ([`routes::ROUTES`]), which also generates the
+//! OpenAPI document ([`openapi`]). They are served through `warp::service` on hyper-util's
+//! connection builder over our own listeners ([`server`]), not warp's server, which does not
+//! expose the header size and header read time limits.
 
 pub mod client;
 pub mod doc;
+pub mod error;
+pub mod filters;
 pub mod guard;
 pub mod heavy;
 pub mod host_plane;
 pub mod metrics;
+pub mod openapi;
 pub mod plane;
 pub mod routes;
 pub mod server;

@@ -8,13 +8,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::metrics::OperatorMetrics;
 
 /// One validation error: where (RFC 6901 JSON pointer into the config document) and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FieldError {
     /// JSON pointer of the offending value (`""` = the whole document).
     pub pointer: String,
@@ -23,7 +24,7 @@ pub struct FieldError {
 }
 
 /// A change that converged: the fleet runs the new desired config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Applied {
     /// Strong ETag of the desired config now in force (see [`super::etag_of`]).
     pub etag: String,
@@ -64,7 +65,7 @@ pub enum ApplyError {
 }
 
 /// What a change would do, without doing it (`?dry-run=true`, `kresctl config diff`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Plan {
     /// Revision the fleet runs now.
@@ -102,7 +103,7 @@ pub fn lua_diff(old: &str, new: &str) -> String {
 }
 
 /// One worker a change would restart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct PlannedRestart {
     /// Worker slot (`"0"`, `"1"`, ..., or `"canary"`).
@@ -112,7 +113,7 @@ pub struct PlannedRestart {
 }
 
 /// Snapshot of the operator state for `GET /status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct StatusSnapshot {
     /// Sequence number of the change the reconciler last worked on; `converged` and the
@@ -150,7 +151,7 @@ pub struct StatusSnapshot {
 }
 
 /// One rollout event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct RolloutEvent {
     /// RFC 3339 UTC time.
@@ -160,7 +161,7 @@ pub struct RolloutEvent {
 }
 
 /// One worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct WorkerStatus {
     /// Slot (`"0"`.. or `"canary"`).
@@ -176,7 +177,7 @@ pub struct WorkerStatus {
 }
 
 /// The cache garbage collector's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct CacheGcStatus {
     /// `running`, `stopped`, `disabled`...
@@ -186,7 +187,7 @@ pub struct CacheGcStatus {
 }
 
 /// A failed rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Failure {
     /// Revision that failed.
@@ -209,7 +210,7 @@ impl StatusSnapshot {
 }
 
 /// One revision in the history (`GET /v1/history`, `kresctl history`), newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct HistoryEntry {
     /// The revision.

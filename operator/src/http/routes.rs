@@ -1,27 +1,36 @@
-//! Request routing and the endpoint handlers. See docs/api.md for the contract.
+//! The route table ([`ROUTES`]) and the endpoint handlers. See docs/api.md for the contract.
+//!
+//! Every endpoint is one [`Route`]: method, path, deadline, handler and what it takes and answers.
+//! The server's warp filters ([`super::filters`]) and the OpenAPI document
+//! ([`super::openapi`]) are both built from this table, so a route cannot be served without being
+//! documented.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Body;
+use futures::{Stream, StreamExt};
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use hyper::{Method, Response, StatusCode};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::doc::{self, BodyFormat, DocError};
-use super::guard::{self, GuardError};
-use super::heavy::{self, WorkFailed};
+use super::error::{ApiError, Resp, json_response, text_response};
+use super::heavy;
 use super::metrics::{self, ScrapeMetrics};
-use super::plane::{ApplyError, ControlPlane, FieldError};
+use super::plane::{
+    Applied, ApplyError, ControlPlane, FieldError, HistoryEntry, Plan, StatusSnapshot,
+};
 use super::server::ServerConfig;
 use super::worker::WorkerControl;
 
 /// Shared state of the handlers.
 pub struct ApiState {
-    cfg: ServerConfig,
+    pub(super) cfg: ServerConfig,
     plane: Arc<dyn ControlPlane>,
     control: Arc<dyn WorkerControl>,
     scrape: ScrapeMetrics,
@@ -43,148 +52,537 @@ impl ApiState {
     }
 }
 
-type Resp = Response<Full<Bytes>>;
+/// A request body, read by the handler (not before: a request waiting for a heavy-work permit
+/// leaves its body in the socket buffers).
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, warp::Error>> + Send>>;
 
-/// An error response: status + JSON body `{"status", "error", ...extra}`.
-struct ApiError {
-    status: StatusCode,
-    message: String,
-    extra: Option<(&'static str, Value)>,
-    headers: Vec<(header::HeaderName, String)>,
+/// A request as a handler gets it.
+pub struct ApiRequest {
+    /// The method.
+    pub method: Method,
+    /// The JSON pointer of a `/v1/config/{pointer}` route (percent-decoded), else `""`.
+    pub pointer: String,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The raw query string, if any.
+    pub query: Option<String>,
+    /// The body, unread.
+    pub body: BodyStream,
 }
 
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            extra: None,
-            headers: Vec::new(),
+/// What a handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Resp, ApiError>> + Send>>;
+
+/// An endpoint's handler.
+pub type Handler = fn(Arc<ApiState>, ApiRequest) -> HandlerFuture;
+
+/// The JSON Schema of a body, by its Rust type.
+pub type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
+
+/// How long a route may take before it answers `504`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// [`ServerConfig::request_timeout`].
+    Request,
+    /// [`ServerConfig::change_timeout`]: the route waits for the fleet to converge.
+    Change,
+}
+
+/// A response body as documented.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    /// JSON of this schema.
+    Json(SchemaOf),
+    /// Text of this media type.
+    Text(&'static str),
+    /// No body.
+    Empty,
+}
+
+/// One documented answer of a route.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// When it is sent.
+    pub description: &'static str,
+    /// What it carries.
+    pub body: Body,
+}
+
+/// The request body a route reads.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestBody {
+    /// Its schema.
+    pub schema: SchemaOf,
+    /// Whether it must be present.
+    pub required: bool,
+}
+
+/// One endpoint: a method on a path.
+#[derive(Debug)]
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path; a final `{pointer}` segment matches a JSON pointer (the rest of the path).
+    pub path: &'static str,
+    /// One line: what it does.
+    pub summary: &'static str,
+    /// How long it may take.
+    pub deadline: Deadline,
+    /// The body it reads, if any.
+    pub request: Option<RequestBody>,
+    /// Whether it takes `?dry-run=true`.
+    pub dry_run: bool,
+    /// Its answers, besides the error codes every route of its kind can give.
+    pub answers: &'static [Answer],
+    /// Error codes specific to it (an [`super::error::ErrorBody`] each).
+    pub errors: &'static [u16],
+    /// The handler.
+    pub handler: Handler,
+}
+
+impl Route {
+    /// The route's timeout under `cfg`.
+    pub fn timeout(&self, cfg: &ServerConfig) -> Duration {
+        match self.deadline {
+            Deadline::Request => cfg.request_timeout,
+            Deadline::Change => cfg.change_timeout,
         }
     }
+}
 
-    fn with(mut self, key: &'static str, value: Value) -> Self {
-        self.extra = Some((key, value));
-        self
-    }
+/// `T`'s schema (a reference into the document's components where `T` has a name).
+pub fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
 
-    fn header(mut self, name: header::HeaderName, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
-        self
-    }
+/// `GET /healthz`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Alive {
+    /// Always `alive`.
+    pub status: String,
+}
 
-    fn into_response(self) -> Resp {
-        let mut body = json!({"status": self.status.as_u16(), "error": self.message});
-        if let (Some((k, v)), Some(obj)) = (self.extra, body.as_object_mut()) {
-            obj.insert(k.to_owned(), v);
-        }
-        let mut resp = json_response(self.status, &body);
-        for (name, value) in self.headers {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                resp.headers_mut().insert(name, v);
+/// `GET /readyz`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Readiness {
+    /// Whether a worker is ready on the current revision.
+    pub ready: bool,
+    /// The revision the fleet serves.
+    pub current_revision: Option<String>,
+}
+
+/// `POST /stop`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Stopping {
+    /// Always `true`.
+    pub stopping: bool,
+}
+
+/// `GET /v1/history`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct History {
+    /// Newest first.
+    pub revisions: Vec<HistoryEntry>,
+}
+
+/// `POST /v1/rollback` body (or none: the newest good revision other than the desired one).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The good revision to make desired again.
+    pub revision: Option<String>,
+}
+
+/// `POST /cache/clear` body, as upstream's cache clear API (every field optional).
+#[derive(Debug, Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CacheClear {
+    /// Clear this name (and, unless `exact-name`, its subtree); default: everything.
+    name: Option<String>,
+    /// Clear only `name` itself.
+    #[serde(default)]
+    exact_name: bool,
+    /// Only this record type (needs `exact-name: true`).
+    rr_type: Option<String>,
+    /// Records removed per round when clearing a subtree (default 100).
+    chunk_size: Option<u64>,
+}
+
+/// `POST /cache/clear` answer: kresd's `cache.clear()` result, e.g. `{"count": 12, "round": 1}`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CacheCleared {
+    /// Records removed.
+    pub count: Option<u64>,
+    /// Rounds used (subtree clearing).
+    pub round: Option<u64>,
+}
+
+/// A JSON Patch (RFC 6902): at most [`doc::MAX_PATCH_OPS`] operations.
+fn json_patch_schema(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "description": "RFC 6902 JSON Patch; paths are relative to the URL's pointer",
+        "type": "array",
+        "maxItems": doc::MAX_PATCH_OPS,
+        "items": {
+            "type": "object",
+            "required": ["op", "path"],
+            "properties": {
+                "op": {"enum": ["add", "remove", "replace", "move", "copy", "test"]},
+                "path": {"type": "string"},
+                "from": {"type": "string"},
+                "value": true
             }
         }
-        resp
+    })
+}
+
+/// The configuration document (the Knot Resolver 6 `config.yaml` model, defaults filled in).
+fn config_schema(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<kres_crd::config::ResolverConfig>()
+}
+
+/// Any JSON value (a part of the configuration document).
+fn any_value(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!(true)
+}
+
+/// A JSON Schema document.
+fn json_schema_schema(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "description": "a JSON Schema (draft 2020-12)",
+        "type": "object"
+    })
+}
+
+/// An OpenAPI document.
+fn openapi_schema(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "description": "an OpenAPI 3.1 document",
+        "type": "object",
+        "required": ["openapi", "paths"]
+    })
+}
+
+const CHANGED: Answer = Answer {
+    status: 200,
+    description: "the fleet converged on the change (new `ETag` header)",
+    body: Body::Json(schema::<Applied>),
+};
+const DRY_RUN_PLAN: Answer = Answer {
+    status: 200,
+    description: "with `?dry-run=true`: what the change would do; nothing changed",
+    body: Body::Json(schema::<Plan>),
+};
+/// Errors of every configuration change.
+const CHANGE_ERRORS: &[u16] = &[400, 404, 409, 412, 413, 422];
+/// Errors of a re-read or rollback (the change comes from the file or the history).
+const RELOAD_ERRORS: &[u16] = &[409, 422, 503];
+
+const CONFIG_GET: &[Answer] = &[
+    Answer {
+        status: 200,
+        description: "the value at the pointer (`ETag` header; `Accept: application/yaml` for YAML)",
+        body: Body::Json(any_value),
+    },
+    Answer {
+        status: 304,
+        description: "`If-None-Match` matches the current ETag",
+        body: Body::Empty,
+    },
+];
+const CONFIG_ROOT_GET: &[Answer] = &[
+    Answer {
+        status: 200,
+        description: "the desired configuration (`ETag` header; `Accept: application/yaml` for YAML)",
+        body: Body::Json(config_schema),
+    },
+    CONFIG_GET[1],
+];
+const CONFIG_CHANGE: &[Answer] = &[CHANGED, DRY_RUN_PLAN];
+
+const PUT_BODY: Option<RequestBody> = Some(RequestBody {
+    schema: any_value,
+    required: true,
+});
+const PATCH_BODY: Option<RequestBody> = Some(RequestBody {
+    schema: json_patch_schema,
+    required: true,
+});
+
+/// A change of the configuration document (`PUT`, `PATCH`, `DELETE` under `/v1/config`).
+const fn config_change(
+    method: Method,
+    path: &'static str,
+    summary: &'static str,
+    request: Option<RequestBody>,
+) -> Route {
+    Route {
+        method,
+        path,
+        summary,
+        deadline: Deadline::Change,
+        request,
+        dry_run: true,
+        answers: CONFIG_CHANGE,
+        errors: CHANGE_ERRORS,
+        handler: |s, r| h(config(s, r)),
     }
 }
 
-impl From<DocError> for ApiError {
-    fn from(e: DocError) -> Self {
-        let status = match &e {
-            DocError::Parse { .. } => StatusCode::BAD_REQUEST,
-            DocError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            DocError::NotFound(_) => StatusCode::NOT_FOUND,
-            DocError::TooManyOps { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            DocError::Patch { .. } | DocError::TooLarge { .. } | DocError::NotAnObject => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-        };
-        // Where it applies, the field: a patch operation (`/3`) or the edited pointer.
-        let field = match &e {
-            DocError::Patch { index, message } => Some((format!("/{index}"), message.clone())),
-            DocError::TooManyOps { .. } => Some((
-                format!("/{}", doc::MAX_PATCH_OPS),
-                format!("at most {} operations", doc::MAX_PATCH_OPS),
-            )),
-            DocError::TooLarge { pointer, limit } => Some((
-                pointer.clone(),
-                format!("the configuration would be larger than {limit} bytes of JSON"),
-            )),
-            _ => None,
-        };
-        let err = ApiError::new(status, e.to_string());
-        match field {
-            Some((pointer, message)) => {
-                err.with("errors", json!([FieldError { pointer, message }]))
-            }
-            None => err,
-        }
-    }
+fn h<F>(f: F) -> HandlerFuture
+where
+    F: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+{
+    Box::pin(f)
 }
 
-impl From<GuardError> for ApiError {
-    fn from(e: GuardError) -> Self {
-        let status = match e {
-            GuardError::ForeignOrigin { .. } => StatusCode::FORBIDDEN,
-            GuardError::ContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        };
-        ApiError::new(status, e.to_string())
-    }
-}
-
-impl From<WorkFailed> for ApiError {
-    fn from(e: WorkFailed) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    }
-}
-
-impl From<ApplyError> for ApiError {
-    fn from(e: ApplyError) -> Self {
-        match e {
-            ApplyError::Invalid(errors) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid configuration")
-                    .with("errors", json!(errors))
-            }
-            ApplyError::Rejected { revision, reasons } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "change rejected by the fleet; workers rolled back",
-            )
-            .with(
-                "rejected",
-                json!({"revision": revision, "reasons": reasons}),
-            ),
-            ApplyError::Superseded { by } => ApiError::new(
-                StatusCode::CONFLICT,
-                format!("superseded by a newer change (etag {by})"),
-            ),
-            ApplyError::BaseChanged { current } => ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                format!("the configuration changed meanwhile (etag now {current})"),
-            ),
-            ApplyError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
-        }
-    }
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Resp {
-    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
-    body.push(b'\n');
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-fn text_response(status: StatusCode, content_type: &'static str, body: String) -> Resp {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
+/// Every endpoint of the API.
+pub static ROUTES: &[Route] = &[
+    Route {
+        method: Method::GET,
+        path: "/healthz",
+        summary: "liveness: 200 while the process runs",
+        deadline: Deadline::Request,
+        request: None,
+        dry_run: false,
+        answers: &[Answer {
+            status: 200,
+            description: "alive",
+            body: Body::Json(schema::<Alive>),
+        }],
+        errors: &[],
+        handler: |_, _| {
+            h(async {
+                Ok(json_response(
+                    StatusCode::OK,
+                    &Alive {
+                        status: "alive".into(),
+                    },
+                ))
+            })
+        },
+    },
+    Route {
+        method: Method::GET,
+        path: "/readyz",
+        summary: "readiness: 200 iff at least one worker is ready on the current revision",
+        deadline: Deadline::Request,
+        request: None,
+        dry_run: false,
+        answers: &[
+            Answer {
+                status: 200,
+                description: "ready",
+                body: Body::Json(schema::<Readiness>),
+            },
+            Answer {
+                status: 503,
+                description: "not ready",
+                body: Body::Json(schema::<Readiness>),
+            },
+        ],
+        errors: &[],
+        handler: |s, _| h(readyz(s)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/status",
+        summary: "the operator's status: revisions, rollout phase, workers, events, last failure",
+        deadline: Deadline::Request,
+        request: None,
+        dry_run: false,
+        answers: &[Answer {
+            status: 200,
+            description: "the status",
+            body: Body::Json(schema::<StatusSnapshot>),
+        }],
+        errors: &[],
+        handler: |s, _| h(async move { Ok(json_response(StatusCode::OK, &s.plane.status())) }),
+    },
+    Route {
+        method: Method::GET,
+        path: "/metrics",
+        summary: "Prometheus metrics of the operator and of every worker (text format 0.0.4)",
+        deadline: Deadline::Request,
+        request: None,
+        dry_run: false,
+        answers: &[Answer {
+            status: 200,
+            description: "the metrics",
+            body: Body::Text(metrics::CONTENT_TYPE),
+        }],
+        errors: &[],
+        handler: |s, _| h(get_metrics(s)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/schema",
+        summary: "JSON Schema of the configuration document",
+        deadline: Deadline::Request,
+        request: None,
+        dry_run: false,
+        answers: &[Answer {
+            status: 200,
+            description: "the schema",
+            body: Body::Json(json_schema_schema),
+        }],
+        errors: &[],
+        handler: |s, _| h(async move { Ok(json_response(StatusCode::OK, &s.plane.schema())) }),
+    },
+    Route {
+        method: Method::GET,
+        path: "/openapi.json",
+        summary: "this API as an OpenAPI 3.1 document",
+        deadline: Deadline::Request,
+        request: None,
+        dry_run: false,
+        answers: &[Answer {
+            status: 200,
+            description: "the document",
+            body: Body::Json(openapi_schema),
+        }],
+        errors: &[],
+        handler: |_, _| h(async { Ok(json_response(StatusCode::OK, super::openapi::document())) }),
+    },
+    Route {
+        method: Method::POST,
+        path: "/reload",
+        summary: "re-read the configuration file (as SIGHUP); returns like a change",
+        deadline: Deadline::Change,
+        request: None,
+        dry_run: false,
+        answers: &[CHANGED],
+        errors: RELOAD_ERRORS,
+        handler: |s, _| h(reload(s)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/stop",
+        summary: "stop the workers and the operator",
+        deadline: Deadline::Request,
+        request: None,
+        dry_run: false,
+        answers: &[Answer {
+            status: 200,
+            description: "stopping",
+            body: Body::Json(schema::<Stopping>),
+        }],
+        errors: &[503],
+        handler: |s, _| h(stop(s)),
+    },
+    Route {
+        method: Method::POST,
+        path: "/cache/clear",
+        summary: "clear the shared cache (kresd's cache.clear() on one worker)",
+        deadline: Deadline::Request,
+        request: Some(RequestBody {
+            schema: schema::<CacheClear>,
+            required: false,
+        }),
+        dry_run: false,
+        answers: &[Answer {
+            status: 200,
+            description: "kresd's result",
+            body: Body::Json(schema::<CacheCleared>),
+        }],
+        errors: &[400, 413, 422, 503],
+        handler: |s, r| h(cache_clear(s, r)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/history",
+        summary: "the last revisions, newest first",
+        deadline: Deadline::Request,
+        request: None,
+        dry_run: false,
+        answers: &[Answer {
+            status: 200,
+            description: "the history",
+            body: Body::Json(schema::<History>),
+        }],
+        errors: &[],
+        handler: |s, _| {
+            h(async move {
+                let history = History {
+                    revisions: s.plane.history(),
+                };
+                Ok(json_response(StatusCode::OK, &history))
+            })
+        },
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/rollback",
+        summary: "make a previous good revision's configuration desired again; returns like a change",
+        deadline: Deadline::Change,
+        request: Some(RequestBody {
+            schema: schema::<RollbackRequest>,
+            required: false,
+        }),
+        dry_run: false,
+        answers: &[CHANGED],
+        errors: &[400, 409, 413, 422, 503],
+        handler: |s, r| h(rollback(s, r)),
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/config",
+        summary: "the desired configuration",
+        deadline: Deadline::Request,
+        request: None,
+        dry_run: false,
+        answers: CONFIG_ROOT_GET,
+        errors: &[],
+        handler: |s, r| h(config(s, r)),
+    },
+    config_change(
+        Method::PUT,
+        "/v1/config",
+        "replace the whole configuration (omitted keys take their defaults)",
+        Some(RequestBody {
+            schema: config_schema,
+            required: true,
+        }),
+    ),
+    config_change(
+        Method::PATCH,
+        "/v1/config",
+        "apply a JSON Patch to the configuration",
+        PATCH_BODY,
+    ),
+    Route {
+        method: Method::GET,
+        path: "/v1/config/{pointer}",
+        summary: "the value at a JSON pointer into the configuration",
+        deadline: Deadline::Request,
+        request: None,
+        dry_run: false,
+        answers: CONFIG_GET,
+        errors: &[404],
+        handler: |s, r| h(config(s, r)),
+    },
+    config_change(
+        Method::PUT,
+        "/v1/config/{pointer}",
+        "replace (or create in an existing object, `-` appends to an array) the value at a pointer",
+        PUT_BODY,
+    ),
+    config_change(
+        Method::PATCH,
+        "/v1/config/{pointer}",
+        "apply a JSON Patch to the value at a pointer (operation paths relative to it)",
+        PATCH_BODY,
+    ),
+    config_change(
+        Method::DELETE,
+        "/v1/config/{pointer}",
+        "remove the key at a pointer, which puts its default back",
+        None,
+    ),
+];
 
 fn with_etag(mut resp: Resp, etag: &str) -> Resp {
     if let Ok(v) = HeaderValue::from_str(etag) {
@@ -193,176 +591,40 @@ fn with_etag(mut resp: Resp, etag: &str) -> Resp {
     resp
 }
 
-/// The routes: which methods a path allows.
-enum Route {
-    Config(String),
-    Status,
-    Healthz,
-    Readyz,
-    Metrics,
-    Schema,
-    Reload,
-    Stop,
-    CacheClear,
-    History,
-    Rollback,
+fn applied_response(applied: &Applied) -> Resp {
+    with_etag(json_response(StatusCode::OK, applied), &applied.etag)
 }
 
-impl Route {
-    fn find(path: &str) -> Option<Route> {
-        Some(match path {
-            "/status" => Route::Status,
-            "/healthz" => Route::Healthz,
-            "/readyz" => Route::Readyz,
-            "/metrics" => Route::Metrics,
-            "/schema" => Route::Schema,
-            "/reload" => Route::Reload,
-            "/stop" => Route::Stop,
-            "/cache/clear" => Route::CacheClear,
-            "/v1/history" => Route::History,
-            "/v1/rollback" => Route::Rollback,
-            p if p == "/v1/config" || p.starts_with("/v1/config/") => {
-                Route::Config(doc::pointer_from_path(&p["/v1/config".len()..]))
-            }
-            _ => return None,
-        })
-    }
-
-    fn allowed(&self) -> &'static [Method] {
-        match self {
-            Route::Config(p) if p.is_empty() => &[Method::GET, Method::PUT, Method::PATCH],
-            Route::Config(_) => &[Method::GET, Method::PUT, Method::PATCH, Method::DELETE],
-            Route::Status
-            | Route::Healthz
-            | Route::Readyz
-            | Route::Metrics
-            | Route::Schema
-            | Route::History => &[Method::GET],
-            Route::Reload | Route::Stop | Route::CacheClear | Route::Rollback => &[Method::POST],
-        }
-    }
-}
-
-/// Handle one request.
-pub async fn handle<B>(state: Arc<ApiState>, req: Request<B>) -> Resp
-where
-    B: Body<Data = Bytes> + Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let resp = match route(&state, req).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    };
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), "API request");
-    resp
-}
-
-async fn route<B>(state: &Arc<ApiState>, req: Request<B>) -> Result<Resp, ApiError>
-where
-    B: Body<Data = Bytes> + Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let Some(route) = Route::find(req.uri().path()) else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no such endpoint: {}", req.uri().path()),
-        ));
-    };
-    let allowed = route.allowed();
-    if !allowed.contains(req.method()) {
-        let allow = allowed
-            .iter()
-            .map(Method::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {} not allowed here; allowed: {allow}", req.method()),
-        )
-        .header(header::ALLOW, allow));
-    }
-    if guard::is_mutating(req.method()) {
-        let h = req.headers();
-        guard::check(
-            req.method(),
-            header_str(h, header::ORIGIN).as_deref(),
-            header_str(h, header::HOST).as_deref(),
-            header_str(h, header::CONTENT_TYPE).as_deref(),
-        )?;
-    }
-    let cfg = &state.cfg;
-    let is_change = matches!(route, Route::Config(_)) && req.method() != Method::GET
-        || matches!(route, Route::Reload | Route::Rollback);
-    let bound = if is_change {
-        cfg.change_timeout
+async fn readyz(state: Arc<ApiState>) -> Result<Resp, ApiError> {
+    let status = state.plane.status();
+    let ready = status.ready();
+    let code = if ready {
+        StatusCode::OK
     } else {
-        cfg.request_timeout
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    let work = async {
-        match route {
-            Route::Healthz => Ok(json_response(StatusCode::OK, &json!({"status": "alive"}))),
-            Route::Readyz => {
-                let status = state.plane.status();
-                let ready = status.ready();
-                let code = if ready {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                Ok(json_response(
-                    code,
-                    &json!({"ready": ready, "current-revision": status.current_revision}),
-                ))
-            }
-            Route::Status => Ok(json_response(
-                StatusCode::OK,
-                &serde_json::to_value(state.plane.status()).unwrap_or(Value::Null),
-            )),
-            Route::Schema => Ok(json_response(StatusCode::OK, &state.plane.schema())),
-            Route::Metrics => get_metrics(state).await,
-            Route::Reload => {
-                let applied = state.plane.reload().await?;
-                Ok(with_etag(
-                    json_response(StatusCode::OK, &json!(applied)),
-                    &applied.etag,
-                ))
-            }
-            Route::Stop => {
-                state.plane.stop().await?;
-                Ok(json_response(StatusCode::OK, &json!({"stopping": true})))
-            }
-            Route::CacheClear => {
-                let body = read_body(req, cfg.max_body_bytes).await?;
-                cache_clear(state, body.0, body.1).await
-            }
-            Route::Config(pointer) => config(state, req, &pointer).await,
-            Route::History => Ok(json_response(
-                StatusCode::OK,
-                &json!({"revisions": state.plane.history()}),
-            )),
-            Route::Rollback => {
-                let (_, body) = read_body(req, cfg.max_body_bytes).await?;
-                let revision = rollback_revision(&body)?;
-                let applied = state.plane.rollback(revision).await?;
-                Ok(with_etag(
-                    json_response(StatusCode::OK, &json!(applied)),
-                    &applied.etag,
-                ))
-            }
-        }
+    let body = Readiness {
+        ready,
+        current_revision: status.current_revision,
     };
-    match tokio::time::timeout(bound, work).await {
-        Ok(r) => r,
-        Err(_) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!(
-                "not finished within {} s; a change goes on in the background, see GET /status",
-                bound.as_secs()
-            ),
-        )),
-    }
+    Ok(json_response(code, &body))
+}
+
+async fn reload(state: Arc<ApiState>) -> Result<Resp, ApiError> {
+    let applied = state.plane.reload().await?;
+    Ok(applied_response(&applied))
+}
+
+async fn stop(state: Arc<ApiState>) -> Result<Resp, ApiError> {
+    state.plane.stop().await?;
+    Ok(json_response(StatusCode::OK, &Stopping { stopping: true }))
+}
+
+async fn rollback(state: Arc<ApiState>, req: ApiRequest) -> Result<Resp, ApiError> {
+    let (_, body) = read_body(req, state.cfg.max_body_bytes).await?;
+    let revision = rollback_revision(&body)?;
+    let applied = state.plane.rollback(revision).await?;
+    Ok(applied_response(&applied))
 }
 
 /// The body of `POST /v1/rollback`: empty, or `{"revision": "<revision>"}`.
@@ -397,43 +659,36 @@ fn rollback_revision(body: &[u8]) -> Result<Option<String>, ApiError> {
 const DRAIN_MAX: usize = 16 * 1024 * 1024;
 
 /// Read a body up to `limit` bytes (413 above); returns (content-type, bytes).
-async fn read_body<B>(req: Request<B>, limit: usize) -> Result<(Option<String>, Bytes), ApiError>
-where
-    B: Body<Data = Bytes> + Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+async fn read_body(req: ApiRequest, limit: usize) -> Result<(Option<String>, Bytes), ApiError> {
     let declared = req
-        .headers()
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let content_type = header_str(req.headers(), header::CONTENT_TYPE);
+    let content_type = header_str(&req.headers, header::CONTENT_TYPE);
     let mut too_large = declared.is_some_and(|n| n > limit as u64);
-    let mut body = std::pin::pin!(req.into_body());
+    let mut body = req.body;
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     let drain = async {
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+        while let Some(data) = body.next().await {
+            let data = data.map_err(|e| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
                     format!("cannot read request body: {e}"),
                 )
             })?;
-            if let Ok(data) = frame.into_data() {
-                seen += data.len();
-                if seen > limit {
-                    too_large = true;
-                    buf.clear();
+            seen += data.len();
+            if seen > limit {
+                too_large = true;
+                buf.clear();
+            }
+            if too_large {
+                if seen > DRAIN_MAX {
+                    break;
                 }
-                if too_large {
-                    if seen > DRAIN_MAX {
-                        break;
-                    }
-                } else {
-                    buf.extend_from_slice(&data);
-                }
+            } else {
+                buf.extend_from_slice(&data);
             }
         }
         Ok::<(), ApiError>(())
@@ -458,7 +713,8 @@ where
     Ok((content_type, buf.freeze()))
 }
 
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+/// A header's value, if it is text.
+pub fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -472,7 +728,7 @@ fn query_flag(query: Option<&str>, key: &str) -> bool {
     })
 }
 
-async fn get_metrics(state: &Arc<ApiState>) -> Result<Resp, ApiError> {
+async fn get_metrics(state: Arc<ApiState>) -> Result<Resp, ApiError> {
     let sockets = state.plane.worker_control_sockets();
     let workers =
         metrics::scrape_workers(sockets, state.cfg.scrape_timeout, state.control.clone()).await;
@@ -493,20 +749,17 @@ enum Edit {
     Delete,
 }
 
-async fn config<B>(state: &Arc<ApiState>, req: Request<B>, pointer: &str) -> Result<Resp, ApiError>
-where
-    B: Body<Data = Bytes> + Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let if_match = header_str(req.headers(), header::IF_MATCH);
-    let if_none_match = header_str(req.headers(), header::IF_NONE_MATCH);
-    let wants_yaml = header_str(req.headers(), header::ACCEPT)
+async fn config(state: Arc<ApiState>, req: ApiRequest) -> Result<Resp, ApiError> {
+    let if_match = header_str(&req.headers, header::IF_MATCH);
+    let if_none_match = header_str(&req.headers, header::IF_NONE_MATCH);
+    let wants_yaml = header_str(&req.headers, header::ACCEPT)
         .is_some_and(|a| a.contains("yaml") && !a.contains("json"));
-    let dry_run = query_flag(req.uri().query(), "dry-run");
-    let method = req.method().clone();
+    let dry_run = query_flag(req.query.as_deref(), "dry-run");
+    let method = req.method.clone();
+    let pointer = req.pointer.clone();
 
     if method == Method::GET {
-        let (plane, pointer) = (state.plane.clone(), pointer.to_owned());
+        let plane = state.plane.clone();
         return heavy::run(move || {
             let current = plane.config();
             let etag = doc::etag_of(&current);
@@ -514,7 +767,7 @@ where
                 .as_deref()
                 .is_some_and(|h| doc::etag_matches(h, &etag))
             {
-                let mut resp = Response::new(Full::new(Bytes::new()));
+                let mut resp = Response::new(Bytes::new());
                 *resp.status_mut() = StatusCode::NOT_MODIFIED;
                 return Ok(with_etag(resp, &etag));
             }
@@ -562,7 +815,7 @@ where
     // Optimistic concurrency: read, check preconditions, edit, submit against the read ETag.
     // A concurrent change between read and submit is retried unless the client pinned an ETag.
     for _ in 0..5 {
-        let (plane, edit, pointer) = (state.plane.clone(), edit.clone(), pointer.to_owned());
+        let (plane, edit, pointer) = (state.plane.clone(), edit.clone(), pointer.clone());
         let (match_h, none_match_h) = (if_match.clone(), if_none_match.clone());
         let (new, etag) = heavy::run(move || {
             let current = plane.config();
@@ -587,15 +840,10 @@ where
         .await??;
         if dry_run {
             let plan = state.plane.dry_run(new).await?;
-            return Ok(json_response(StatusCode::OK, &json!(plan)));
+            return Ok(json_response(StatusCode::OK, &plan));
         }
         match state.plane.apply(new, &etag).await {
-            Ok(applied) => {
-                return Ok(with_etag(
-                    json_response(StatusCode::OK, &json!(applied)),
-                    &applied.etag,
-                ));
-            }
+            Ok(applied) => return Ok(applied_response(&applied)),
             Err(ApplyError::BaseChanged { current }) => {
                 if if_match.is_some() {
                     return Err(precondition(
@@ -620,17 +868,6 @@ fn precondition(etag: &str, why: &str) -> ApiError {
         format!("precondition failed: {why} (current etag {etag})"),
     )
     .header(header::ETAG, etag)
-}
-
-/// `POST /cache/clear` body, as upstream's cache clear API.
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct CacheClear {
-    name: Option<String>,
-    #[serde(default)]
-    exact_name: bool,
-    rr_type: Option<String>,
-    chunk_size: Option<u64>,
 }
 
 /// The Lua call `cache.clear(...)` for a validated request.
@@ -706,37 +943,25 @@ fn cache_clear_lua(req: &CacheClear) -> Result<String, Vec<FieldError>> {
     ))
 }
 
-async fn cache_clear(
-    state: &Arc<ApiState>,
-    content_type: Option<String>,
-    body: Bytes,
-) -> Result<Resp, ApiError> {
+async fn cache_clear(state: Arc<ApiState>, req: ApiRequest) -> Result<Resp, ApiError> {
+    let (content_type, body) = read_body(req, state.cfg.max_body_bytes).await?;
     let req: CacheClear = if body.iter().all(u8::is_ascii_whitespace) {
         CacheClear::default()
     } else {
         let format = doc::body_format(content_type.as_deref())?;
         let value = heavy::run(move || doc::parse_body(&body, format)).await??;
         serde_json::from_value(value).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::invalid(
                 "invalid cache clear request",
-            )
-            .with(
-                "errors",
-                json!([FieldError {
+                vec![FieldError {
                     pointer: String::new(),
-                    message: e.to_string()
-                }]),
+                    message: e.to_string(),
+                }],
             )
         })?
     };
-    let lua = cache_clear_lua(&req).map_err(|errors| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid cache clear request",
-        )
-        .with("errors", json!(errors))
-    })?;
+    let lua = cache_clear_lua(&req)
+        .map_err(|errors| ApiError::invalid("invalid cache clear request", errors))?;
     // The cache is shared by all workers: one worker clears it for all.
     let sockets = state.plane.worker_control_sockets();
     let mut last_err = "no running worker".to_owned();

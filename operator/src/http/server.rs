@@ -1,5 +1,7 @@
 //! The listener (unix socket by default, TCP only when configured) and the connection loop:
-//! HTTP/1.1 with bounded header size and header read time.
+//! each accepted connection is served by hyper-util's connection builder, HTTP/1.1 only, with
+//! bounded header size and header read time, running the API's warp filter
+//! ([`super::filters::api`]) through `warp::service`.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -7,17 +9,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::error::Resp;
+use super::filters;
 use super::plane::ControlPlane;
-use super::routes::{ApiState, handle};
+use super::routes::ApiState;
 use super::worker::WorkerControl;
+
+/// The API's filter, shared by every connection.
+type Api = warp::filters::BoxedFilter<(Resp,)>;
 
 /// Where the API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +137,7 @@ pub async fn serve(
     plane: Arc<dyn ControlPlane>,
     control: Arc<dyn WorkerControl>,
 ) -> Result<ServerHandle, ServeError> {
-    let state = Arc::new(ApiState::new(cfg.clone(), plane, control));
+    let api = filters::api(Arc::new(ApiState::new(cfg.clone(), plane, control)));
     let (stop, stop_rx) = watch::channel(false);
     let (listener, bound) = match &cfg.listen {
         Listen::Unix(path) => (
@@ -148,7 +155,7 @@ pub async fn serve(
         }
     };
     tracing::info!(listen = ?bound, "API listening");
-    let task = tokio::spawn(accept_loop(state, stop_rx, listener, cfg));
+    let task = tokio::spawn(accept_loop(api, stop_rx, listener, cfg));
     Ok(ServerHandle { bound, stop, task })
 }
 
@@ -199,7 +206,7 @@ async fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
 }
 
 async fn accept_loop(
-    state: Arc<ApiState>,
+    api: Api,
     mut stop: watch::Receiver<bool>,
     listener: AnyListener,
     cfg: ServerConfig,
@@ -210,10 +217,10 @@ async fn accept_loop(
             r = async {
                 match &listener {
                     AnyListener::Unix(l) => l.accept().await.map(|(s, _)| {
-                        tokio::spawn(serve_conn(state.clone(), s, cfg.clone()));
+                        tokio::spawn(serve_conn(api.clone(), s, cfg.clone()));
                     }),
                     AnyListener::Tcp(l) => l.accept().await.map(|(s, _)| {
-                        tokio::spawn(serve_conn(state.clone(), s, cfg.clone()));
+                        tokio::spawn(serve_conn(api.clone(), s, cfg.clone()));
                     }),
                 }
             } => r,
@@ -225,19 +232,20 @@ async fn accept_loop(
     }
 }
 
-async fn serve_conn<S>(state: Arc<ApiState>, stream: S, cfg: ServerConfig)
+/// Serve one connection: HTTP/1.1 only (an HTTP/2 preface is not waited for, so the head
+/// read timeout bounds a silent client from its first byte), heads up to `max_header_bytes`
+/// (`431` above), `header_read_timeout` to send one.
+async fn serve_conn<S>(api: Api, stream: S, cfg: ServerConfig)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = http1::Builder::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
         .max_buf_size(cfg.max_header_bytes.max(8192));
-    let svc = service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
-    });
+    let svc = TowerToHyperService::new(warp::service(api));
     if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
         tracing::debug!(error = %e, "API connection ended with an error");
     }
