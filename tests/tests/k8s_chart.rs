@@ -569,8 +569,8 @@ async fn the_service_account_can_do_what_its_mode_allows_and_no_more() -> R {
     );
     assert!(!can("kres-ns-mode", "update", KR, "sa-a")?);
     assert!(!can("kres-ns-mode", "get", "secrets", "sa-a")?);
-    assert!(can("kres-ns-mode", "update", LEASES, "kres-ns-mode")?);
-    assert!(!can("kres-ns-mode", "update", LEASES, "sa-a")?);
+    assert!(can("kres-ns-mode", "patch", LEASES, "kres-ns-mode")?);
+    assert!(!can("kres-ns-mode", "patch", LEASES, "sa-a")?);
 
     apply(&render("kres", "kres-cw-mode", "cluster-wide")?)?;
     assert!(can("kres-cw-mode", "create", "pods", "sa-other")?);
@@ -582,6 +582,6 @@ async fn the_service_account_can_do_what_its_mode_allows_and_no_more() -> R {
     )?);
     assert!(!can("kres-cw-mode", "get", "secrets", "sa-other")?);
     assert!(!can("kres-cw-mode", "delete", "services", "sa-other")?);
-    assert!(!can("kres-cw-mode", "update", LEASES, "sa-other")?);
+    assert!(!can("kres-cw-mode", "patch", LEASES, "sa-other")?);
     Ok(())
 }

@@ -55,25 +55,27 @@ manifests/rbac.yaml; tests/tests/k8s_chart.rs asserts that.
   verbs: ["get", "list", "watch"]
 - apiGroups: ["resolver.kres-operator.io"]
   resources: ["knotresolvers/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
+# One pod per slot: created, labelled serving=false to drain, deleted.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# One immutable ConfigMap per revision; unused revisions are deleted.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# The Service, applied server-side.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-- apiGroups: [""]
-  resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["create", "patch", "delete"]
+# Drains wait until the Service's EndpointSlices dropped the pod.
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
   verbs: ["list", "watch"]
+# kube-runtime's event recorder creates events and patches repeats into a series.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
@@ -83,5 +85,5 @@ manifests/rbac.yaml; tests/tests/k8s_chart.rs asserts that.
 {{- define "kres-operator.leaseRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "update"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
