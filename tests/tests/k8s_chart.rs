@@ -381,18 +381,6 @@ fn the_chart_grants_exactly_the_rules_of_manifests_rbac() -> R {
 
 // ---- The real apiserver ----
 
-/// `kubectl args` with `stdin`; stdout, or an error with stderr.
-fn kubectl(cp: &ControlPlane, args: &[&str], stdin: &str) -> anyhow::Result<String> {
-    let out = cp.kubectl_output(args, stdin)?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
-
 /// Applies the chart's CRD for real (the dry runs of KnotResolvers need it) and waits until
 /// the apiserver serves the kind.
 async fn install_chart_crd(cp: &ControlPlane) -> R {
@@ -406,8 +394,7 @@ async fn install_chart_crd(cp: &ControlPlane) -> R {
 async fn apply_chart_crd(cp: &ControlPlane) -> R {
     let docs = documents(&chart::template("kres", "kres-system", &[])?)?;
     let crd = serde_json::to_string(one(&docs, "CustomResourceDefinition"))?;
-    kubectl(
-        cp,
+    cp.kubectl_stdout(
         &["apply", "--server-side", "--force-conflicts", "-f", "-"],
         &crd,
     )?;
@@ -421,7 +408,7 @@ async fn apply_chart_crd(cp: &ControlPlane) -> R {
 /// Creates namespace `ns` unless it exists.
 fn ensure_namespace(cp: &ControlPlane, ns: &str) -> R {
     let body = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n");
-    kubectl(cp, &["apply", "-f", "-"], &body)?;
+    cp.kubectl_stdout(&["apply", "-f", "-"], &body)?;
     Ok(())
 }
 
@@ -431,7 +418,7 @@ fn dry_run(cp: &ControlPlane, what: &str, docs: &[&Value]) -> R {
         .iter()
         .map(|d| format!("---\n{}\n", serde_json::to_string(d).unwrap_or_default()))
         .collect();
-    let out = kubectl(cp, &["apply", "--dry-run=server", "-f", "-"], &stream)?;
+    let out = cp.kubectl_stdout(&["apply", "--dry-run=server", "-f", "-"], &stream)?;
     let lines: Vec<&str> = out
         .lines()
         .filter(|l| l.contains("(server dry run)"))
@@ -545,7 +532,7 @@ async fn the_service_account_can_do_what_its_mode_allows_and_no_more() -> R {
             .filter(|d| d["kind"] != "CustomResourceDefinition")
             .map(|d| format!("---\n{}\n", serde_json::to_string(d).unwrap_or_default()))
             .collect();
-        kubectl(cp, &["apply", "-f", "-"], &stream)?;
+        cp.kubectl_stdout(&["apply", "-f", "-"], &stream)?;
         Ok(())
     };
     const KR: &str = "knotresolvers.resolver.kres-operator.io";

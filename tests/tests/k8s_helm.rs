@@ -33,15 +33,18 @@ fn helm(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-fn kubectl(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
-    let out = cp.kubectl_output(args, "")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
+/// `.spec.replicas` of the operator Deployment.
+fn deployment_replicas(cp: &ControlPlane) -> anyhow::Result<String> {
+    let args = [
+        "get",
+        "deploy",
+        "-n",
+        NS,
+        "kres-operator",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ];
+    Ok(cp.kubectl_stdout(&args, "")?)
 }
 
 fn exists(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<bool> {
@@ -80,22 +83,11 @@ async fn helm_install_upgrade_and_uninstall_keep_the_crd_and_the_resolvers() -> 
         Ok(exists(cp, &["get", "knotresolvers", "-A"])?.then_some(()))
     })
     .await?;
-    let replicas = kubectl(
-        cp,
-        &[
-            "get",
-            "deploy",
-            "-n",
-            NS,
-            "kres-operator",
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ],
-    )?;
+    let replicas = deployment_replicas(cp)?;
     assert_eq!(replicas, "2");
     let resolvers = cp.namespace("kres-quickstart").await?;
-    kubectl(cp, &["apply", "-n", &resolvers, "-f", &example])?;
-    let columns = kubectl(cp, &["get", "kres", "-n", &resolvers])?;
+    cp.kubectl_stdout(&["apply", "-n", &resolvers, "-f", &example], "")?;
+    let columns = cp.kubectl_stdout(&["get", "kres", "-n", &resolvers], "")?;
     assert!(
         columns.starts_with("NAME") && columns.contains("resolver"),
         "{columns}"
@@ -114,35 +106,13 @@ async fn helm_install_upgrade_and_uninstall_keep_the_crd_and_the_resolvers() -> 
             "replicaCount=3",
         ],
     )?;
-    let replicas = kubectl(
-        cp,
-        &[
-            "get",
-            "deploy",
-            "-n",
-            NS,
-            "kres-operator",
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ],
-    )?;
+    let replicas = deployment_replicas(cp)?;
     assert_eq!(replicas, "3");
     let history = helm(cp, &["history", "kres-operator", "--namespace", NS])?;
     assert_eq!(history.lines().count(), 3, "{history}");
     // And a rollback returns to the first revision.
     helm(cp, &["rollback", "kres-operator", "1", "--namespace", NS])?;
-    let replicas = kubectl(
-        cp,
-        &[
-            "get",
-            "deploy",
-            "-n",
-            NS,
-            "kres-operator",
-            "-o",
-            "jsonpath={.spec.replicas}",
-        ],
-    )?;
+    let replicas = deployment_replicas(cp)?;
     assert_eq!(replicas, "2");
 
     // Uninstall: the operator's objects go, the CRD and every KnotResolver stay.
