@@ -4,10 +4,10 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := knot-resolver knot-resolver-module-http supervisor knot knot-dnsutils dnsutils dnsperf nftables conntrack iproute2
+APT_PACKAGES := knot-resolver knot-resolver-module-http supervisor knot knot-dnsutils dnsutils dnsperf nftables conntrack iproute2 jq systemd
 EXAMPLE := manifests/examples/config.yaml
 
-.PHONY: all build deps k8s-tools test test-rust lint fmt run bench fuzz
+.PHONY: all build deps k8s-tools test test-rust docs-check lint fmt run bench fuzz
 
 all: build
 
@@ -37,7 +37,12 @@ test-rust:
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
-test: deps k8s-tools lint test-rust
+# Runs the commands of docs/host-quickstart.md (make run, kdig, status, ps, ls, the systemd unit)
+# as root in private network/mount/PID namespaces; ~5 s once `make run`'s build is cached.
+docs-check: deps
+	tests/docs/check-host-quickstart.sh
+
+test: deps k8s-tools lint test-rust docs-check
 
 fmt:
 	$(CARGO) fmt --all

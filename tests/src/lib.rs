@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod chart;
 pub mod control;
 pub mod dns;
 pub mod dnsperf;

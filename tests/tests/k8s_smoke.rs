@@ -24,17 +24,6 @@ fn private_network() {
     kres_tests::k8s::netns::isolate_process()
 }
 
-fn kubectl_stdin(cp: &ControlPlane, args: &[&str], stdin: &str) -> anyhow::Result<String> {
-    let out = cp.kubectl_output(args, stdin)?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
-
 #[tokio::test]
 async fn kubectl_applies_a_crd_and_an_object_and_reads_it_back() -> R {
     let cp = ControlPlane::shared().await?;
@@ -66,9 +55,8 @@ spec:
             properties:
               size: { type: integer, minimum: 1 }
 "#;
-    kubectl_stdin(cp, &["apply", "-f", "-"], crd)?;
-    kubectl_stdin(
-        cp,
+    cp.kubectl_stdout(&["apply", "-f", "-"], crd)?;
+    cp.kubectl_stdout(
         &[
             "wait",
             "--for=condition=Established",
@@ -80,14 +68,12 @@ spec:
     let obj = format!(
         "apiVersion: smoke.kres.test/v1\nkind: Widget\nmetadata: {{ name: w1, namespace: {ns} }}\nspec: {{ size: 3 }}\n"
     );
-    kubectl_stdin(cp, &["apply", "-f", "-"], &obj)?;
+    cp.kubectl_stdout(&["apply", "-f", "-"], &obj)?;
 
     // Read back with kubectl ...
-    let json: serde_json::Value = serde_json::from_str(&kubectl_stdin(
-        cp,
-        &["get", "-n", &ns, "widget", "w1", "-o", "json"],
-        "",
-    )?)?;
+    let json: serde_json::Value = serde_json::from_str(
+        &cp.kubectl_stdout(&["get", "-n", &ns, "widget", "w1", "-o", "json"], "")?,
+    )?;
     assert_eq!(json["spec"]["size"], 3);
     // ... and with kube-rs.
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("smoke.kres.test", "v1", "Widget"));
@@ -97,7 +83,9 @@ spec:
 
     // The schema is enforced: size 0 is refused by the apiserver.
     let bad = obj.replace("size: 3", "size: 0");
-    let err = kubectl_stdin(cp, &["apply", "-f", "-"], &bad).expect_err("size 0 must be refused");
+    let err = cp
+        .kubectl_stdout(&["apply", "-f", "-"], &bad)
+        .expect_err("size 0 must be refused");
     assert!(err.to_string().contains("spec.size"), "{err}");
     Ok(())
 }

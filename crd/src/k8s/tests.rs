@@ -378,3 +378,68 @@ fn the_example_knotresolver_validates() {
     let v = validate_spec(&kr.spec).unwrap_or_else(|e| panic!("{e}"));
     assert!(!v.config.local_data.addresses.is_empty() || v.config.local_data.records.is_some());
 }
+
+/// Every `manifests/examples/knotresolver*.yaml`, by file name.
+fn example_resolvers() -> Vec<(String, KnotResolver)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(repo_file("manifests/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("knotresolver") && name.ends_with(".yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let kr: KnotResolver =
+                serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            out.push((name, kr));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Each example is accepted by the validation profile and shows what its name promises.
+#[test]
+fn every_example_knotresolver_validates_and_shows_its_feature() {
+    let examples = example_resolvers();
+    let names: Vec<&str> = examples.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "knotresolver-blocklist.yaml",
+            "knotresolver-caching.yaml",
+            "knotresolver-dnssec-nta.yaml",
+            "knotresolver-split-horizon.yaml",
+            "knotresolver-warm-cache.yaml",
+            "knotresolver.yaml",
+        ]
+    );
+    for (name, kr) in &examples {
+        let v = validate_spec(&kr.spec).unwrap_or_else(|e| panic!("{name}:\n{e}"));
+        let c = &v.config;
+        let lua = &v.lua;
+        match name.as_str() {
+            "knotresolver-blocklist.yaml" => {
+                assert_eq!(c.local_data.rules.len(), 3, "{name}");
+                assert!(lua.contains("ads.example.test"), "{name}: {lua}");
+            }
+            "knotresolver-caching.yaml" => {
+                assert!(c.cache.prefetch.prediction.enable, "{name}");
+                assert!(c.options.serve_stale, "{name}");
+            }
+            "knotresolver-dnssec-nta.yaml" => {
+                assert!(c.dnssec.enable, "{name}");
+                assert_eq!(c.dnssec.negative_trust_anchors.len(), 2, "{name}");
+                assert!(lua.contains("broken-dnssec.example.test"), "{name}: {lua}");
+            }
+            "knotresolver-split-horizon.yaml" => {
+                assert!(lua.contains("dns1.corp.example.test"), "{name}: {lua}");
+                assert!(lua.contains("policy.TLS_FORWARD("), "{name}: {lua}");
+                assert!(lua.contains("pin_sha256"), "{name}: {lua}");
+            }
+            "knotresolver-warm-cache.yaml" => {
+                let claim = kr.spec.cache.volume_claim_template.as_ref();
+                assert!(claim.is_some(), "{name}: no volumeClaimTemplate");
+            }
+            _ => {}
+        }
+    }
+}

@@ -459,6 +459,20 @@ impl ControlPlane {
         }
         child.wait_with_output().map_err(|e| Error::Io(what(), e))
     }
+
+    /// Runs `kubectl args` with `stdin`; its standard output, or [`Error::Command`] with its
+    /// standard error when it fails.
+    pub fn kubectl_stdout(&self, args: &[&str], stdin: &str) -> Result<String, Error> {
+        let out = self.kubectl_output(args, stdin)?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                what: format!("kubectl {args:?}"),
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
 
 /// A node agent started by [`ControlPlane::node_agent`]; dropping it kills its pods' kresd.

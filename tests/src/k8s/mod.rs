@@ -69,6 +69,16 @@ pub enum Error {
     /// The test node agent failed.
     #[error("node agent: {0}")]
     NodeAgent(#[source] crate::node_agent::Error),
+    /// A command (kubectl) exited unsuccessfully.
+    #[error("{what} failed ({status}): {stderr}")]
+    Command {
+        /// The command line.
+        what: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// Its standard error.
+        stderr: String,
+    },
     /// Waiting for a condition timed out.
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout {
