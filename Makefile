@@ -50,13 +50,16 @@ fmt:
 # A working resolver on loopback, in the foreground (Ctrl-C stops workers and supervisord).
 # As root: rundir /run/kres-operator, cache /var/cache/knot-resolver, workers as knot-resolver.
 # As an ordinary user: rundir and cache in $XDG_RUNTIME_DIR (private to the user), nothing in /tmp.
+# Built like `make test` builds it (the whole workspace's bins, one feature set), so `make run`
+# after `make test` (and the docs check inside it) compiles nothing again.
+OPERATOR = $(CARGO) build -q --workspace --bins && "$$($(CARGO) metadata -q --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/kres-operator"
 run: deps
 	@if [ "$$(id -u)" = 0 ]; then \
-	  $(CARGO) run -p kres-operator --bin kres-operator -- host --config $(EXAMPLE); \
+	  $(OPERATOR) host --config $(EXAMPLE); \
 	else \
 	  case "$$XDG_RUNTIME_DIR" in /*) ;; *) echo "make run: XDG_RUNTIME_DIR is not set; run as root or set it to a private directory" >&2; exit 1;; esac; \
 	  sed "s|^  storage: .*|  storage: $$XDG_RUNTIME_DIR/kres-operator-cache|" $(EXAMPLE) > "$$XDG_RUNTIME_DIR/kres-operator-example.yaml"; \
-	  $(CARGO) run -p kres-operator --bin kres-operator -- host --config "$$XDG_RUNTIME_DIR/kres-operator-example.yaml"; \
+	  $(OPERATOR) host --config "$$XDG_RUNTIME_DIR/kres-operator-example.yaml"; \
 	fi
 
 # Benchmarks (not tests; print numbers, see docs/BENCHMARKS.md): validate + render time; host mode
