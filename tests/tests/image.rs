@@ -15,6 +15,7 @@ use kres_crd::lua::{RenderOptions, render};
 use kres_tests::dns::resolve;
 use kres_tests::net::{free_port, unique_loopback};
 use kres_tests::podman::{ImageBuild, Podman, RUN_LIMITS};
+use kres_tests::process::proc_ids;
 use kres_tests::root::require_root;
 
 /// Where the test's kresd config is mounted in the container.
@@ -34,19 +35,6 @@ fn kresd_lua(listen: SocketAddr) -> Result<String> {
     );
     let config = ResolverConfig::from_yaml_str(&yaml)?;
     Ok(render(&config, &RenderOptions::default())?)
-}
-
-/// Real, effective, saved and filesystem uids of `pid` (`/proc/PID/status`).
-fn uids(pid: u32) -> Result<Vec<u32>> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .with_context(|| format!("Uid in /proc/{pid}/status"))?;
-    Ok(line
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect())
 }
 
 #[test]
@@ -139,11 +127,9 @@ fn image_serves_dns_as_non_root_and_carries_this_operator() -> Result<()> {
     let pid = podman.pid(&name)?;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))?;
     assert_eq!(exe, std::path::Path::new("/usr/sbin/kresd"));
-    assert_eq!(
-        uids(pid)?,
-        vec![uid; 4],
-        "kresd's real/effective/saved/fs uid"
-    );
+    let (uids, gids) = proc_ids(pid)?;
+    assert_eq!(uids, vec![uid; 4], "kresd's real/effective/saved/fs uid");
+    assert_eq!(gids, vec![gid; 4], "kresd's real/effective/saved/fs gid");
 
     // kresd created its cache in /var/cache/knot-resolver: writable by the default user.
     let cache = format!("/proc/{pid}/root/var/cache/knot-resolver/data.mdb");
