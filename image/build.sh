@@ -32,7 +32,7 @@ name=kres-operator
 inputs=(image operator crd Cargo.toml Cargo.lock)
 
 [ "$(id -u)" = 0 ] || die "needs root (mmdebstrap --mode=root and chroot hooks)"
-for tool in mmdebstrap umoci skopeo git; do
+for tool in mmdebstrap umoci skopeo; do
   command -v "$tool" >/dev/null || die "$tool is missing (make deps installs it)"
 done
 [ -r "$sources" ] || die "apt sources $sources not readable (set KRES_IMAGE_APT_SOURCES)"
@@ -50,8 +50,13 @@ version=$("$bin/kres-operator" --version | awk '{print $2}')
 [ -n "$version" ] || die "cannot read the version of $bin/kres-operator"
 ref="localhost/$name:$version"
 
-revision=$(git log -1 --format=%H -- "${inputs[@]}")
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct -- "${inputs[@]}")}
+revision=$(git log -1 --format=%H -- "${inputs[@]}" 2>/dev/null || true)
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+  [ -n "$revision" ] || die "not a git checkout: set SOURCE_DATE_EPOCH (seconds) for the image's timestamps"
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct -- "${inputs[@]}")
+fi
+export SOURCE_DATE_EPOCH
+revision=${revision:-unknown}
 created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 
 key=$(

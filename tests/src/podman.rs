@@ -75,6 +75,11 @@ impl ImageBuild {
     pub fn oci_archive(&self) -> PathBuf {
         self.dir.join("kres-operator.oci.tar")
     }
+
+    /// The docker-archive.
+    pub fn docker_archive(&self) -> PathBuf {
+        self.dir.join("kres-operator.docker.tar")
+    }
 }
 
 /// A podman with a private store (graph root and run root in a temp dir).

@@ -2,7 +2,8 @@
 //! as root (CI runs as root; fails, not skips, otherwise): kresd from the image answers DNS on a
 //! loopback address as the image's non-root default user with its cache in
 //! /var/cache/knot-resolver, and the `kres-operator` on the image's PATH is this build's.
-//! The image comes from the archive `make image` wrote (`make test` builds it first, cached).
+//! The image comes from the archives `make image` wrote (`make test` builds them first, cached);
+//! the OCI archive and the docker-archive load as the same image.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
@@ -46,6 +47,15 @@ fn image_serves_dns_as_non_root_and_carries_this_operator() -> Result<()> {
     let mut podman = Podman::new()?;
     podman.load(&build.oci_archive())?;
     let image = build.reference.as_str();
+    // The docker-archive (for dockerd, which cannot load OCI archives) carries the same image.
+    let id = podman.inspect(image, "{{.Id}}")?;
+    podman.run(&["rmi", image])?;
+    podman.load(&build.docker_archive())?;
+    assert_eq!(
+        podman.inspect(image, "{{.Id}}")?,
+        id,
+        "image ID from the docker-archive vs the OCI archive"
+    );
 
     // The config the Kubernetes pods rely on: numeric non-root user (runAsNonRoot), entrypoint.
     let user = podman.inspect(image, "{{.Config.User}}")?;
