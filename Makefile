@@ -5,9 +5,11 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 APT_PACKAGES := knot-resolver knot-resolver-module-http supervisor knot knot-dnsutils dnsutils dnsperf nftables conntrack iproute2 jq systemd
+# The container image (`make image`) and its test: Debian's own image tools, podman with runc.
+APT_PACKAGES += mmdebstrap umoci skopeo podman runc
 EXAMPLE := manifests/examples/config.yaml
 
-.PHONY: all build deps k8s-tools test test-rust docs-check lint fmt run bench fuzz
+.PHONY: all build deps k8s-tools image test test-rust docs-check lint fmt run bench fuzz
 
 all: build
 
@@ -28,11 +30,18 @@ deps:
 k8s-tools:
 	tests/k8s/build-tools.sh
 
+# The container image from Debian packages + the release binaries (image/build.sh, docs/image.md):
+# ${CARGO_TARGET_DIR:-target}/image/kres-operator.oci.tar and kres-operator.docker.tar.
+# Cached under /var/cache/kres-operator/image, keyed on every input; needs root.
+image: deps
+	CARGO="$(CARGO)" image/build.sh
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The host integration tests run the kres-operator binary: build it first.
+# The host integration tests run the kres-operator binary: build it first. tests/tests/image.rs
+# runs the image: `test` builds it (cached) before.
 test-rust:
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
@@ -42,7 +51,7 @@ test-rust:
 docs-check: deps
 	tests/docs/check-host-quickstart.sh
 
-test: deps k8s-tools lint test-rust docs-check
+test: deps k8s-tools lint image test-rust docs-check
 
 fmt:
 	$(CARGO) fmt --all

@@ -17,5 +17,6 @@ pub mod knotd;
 pub mod kresd;
 pub mod net;
 pub mod node_agent;
+pub mod podman;
 pub mod process;
 pub mod root;

@@ -158,3 +158,20 @@ pub fn output_with_closed_stdout(cmd: &mut Command) -> io::Result<std::process::
         .stderr(std::process::Stdio::piped())
         .output()
 }
+
+/// Real, effective, saved and filesystem uid and gid of `pid` (`/proc/PID/status`).
+pub fn proc_ids(pid: u32) -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
+    use anyhow::Context;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<Vec<u32>> {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .with_context(|| format!("{name} in /proc/{pid}/status"))?;
+        Ok(line
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect())
+    };
+    Ok((field("Uid:")?, field("Gid:")?))
+}

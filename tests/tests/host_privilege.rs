@@ -19,6 +19,7 @@ use kres_tests::dns::resolve;
 use kres_tests::host::Host;
 use kres_tests::knotd::{Knotd, Zone};
 use kres_tests::net::unique_loopback;
+use kres_tests::process::proc_ids;
 
 fn require_root() {
     assert_eq!(
@@ -27,22 +28,6 @@ fn require_root() {
         "this test starts the operator as root to show it drops privileges: run it as root \
          (CI does)"
     );
-}
-
-/// Real, effective, saved and filesystem uid and gid of `pid` (`/proc/PID/status`).
-fn ids(pid: u32) -> Result<(Vec<u32>, Vec<u32>)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<Vec<u32>> {
-        let line = status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .with_context(|| format!("{name} in /proc/{pid}/status"))?;
-        Ok(line
-            .split_whitespace()
-            .filter_map(|v| v.parse().ok())
-            .collect())
-    };
-    Ok((field("Uid:")?, field("Gid:")?))
 }
 
 /// Wait until the operator log has `needle` more than `before` times.
@@ -104,7 +89,7 @@ fn host_workers_run_as_knot_resolver_serving_port_53() -> Result<()> {
     for (name, p) in &procs {
         if name.starts_with("kresd") || name == "cache-gc" {
             assert_eq!(p.state, "RUNNING", "{name}: {p:?}");
-            let (uids, gids) = ids(p.pid)?;
+            let (uids, gids) = proc_ids(p.pid)?;
             assert_eq!(uids, vec![kr.uid; 4], "{name} pid {} uids", p.pid);
             assert_eq!(gids, vec![kr.gid; 4], "{name} pid {} gids", p.pid);
             unprivileged.push(name.clone());
@@ -112,8 +97,8 @@ fn host_workers_run_as_knot_resolver_serving_port_53() -> Result<()> {
     }
     assert_eq!(unprivileged.len(), 3, "two kresd and cache-gc: {procs:?}");
     // The socket holder and supervisord keep root: they bind port 53 and drop the others.
-    assert_eq!(ids(procs["sockets"].pid)?.0[1], 0);
-    assert_eq!(ids(host.supervisord_pid()?)?.0[1], 0);
+    assert_eq!(proc_ids(procs["sockets"].pid)?.0[1], 0);
+    assert_eq!(proc_ids(host.supervisord_pid()?)?.0[1], 0);
 
     // The cache belongs to the workers; the rundir to the operator, readable by their group.
     let cache = std::fs::metadata(host.cache_dir())?;
