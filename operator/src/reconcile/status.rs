@@ -1,10 +1,21 @@
-//! The status snapshot: what `/status` serves (issue 4) and what `RUNDIR/status.json` shows.
+//! The status snapshot: what `/status` serves, what `RUNDIR/status.json` shows, and what a
+//! [`StatusSink`] publishes after every reconcile step.
 
 use serde::Serialize;
 
-use crate::reconcile::{Event, Failure, ObservedSlot, Phase, Rollout};
+use super::{Durable, Event, Failure, ObservedSlot, Phase, Rollout};
 
-/// A cloneable snapshot of the host's state, published through a `tokio::sync::watch`.
+/// Where the executor publishes its status (host: a watch channel and `status.json`; pods: the
+/// resource's `.status`).
+pub trait StatusSink: Send + Sync {
+    /// The status changed.
+    fn publish(&self, status: &Status);
+
+    /// The durable rollout state was saved (revision history for the API).
+    fn durable(&self, _durable: &Durable) {}
+}
+
+/// A snapshot of the reconciler's state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Status {
