@@ -128,6 +128,7 @@ pub fn snapshot(s: &Status) -> StatusSnapshot {
             })
             .collect(),
         cache_gc: None,
+        conditions: s.conditions.clone(),
         last_failure: s.last_failure.as_ref().map(|f| Failure {
             revision: Some(f.revision.clone()),
             reason: f.reason.clone(),

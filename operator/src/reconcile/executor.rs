@@ -126,6 +126,7 @@ impl<B: Backend> Context<B> {
             ..Status::default()
         };
         initial.set_rollout(&rollout);
+        initial.set_conditions(crate::time::unix_ms());
         status.publish(&initial);
         status.durable(&rollout.durable);
         Ok(Context {
@@ -175,6 +176,7 @@ impl<B: Backend> Context<B> {
         edit(&mut st.status);
         let rollout = &st.rollout;
         st.status.set_rollout(rollout);
+        st.status.set_conditions(self.clock.unix_ms());
         if st.status != before {
             self.status.publish(&st.status);
         }

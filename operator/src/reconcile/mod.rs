@@ -16,7 +16,7 @@ pub use model::{
 };
 pub use plan::{Action, plan, plan_with_phase};
 pub use rollout::{Event, Failure, Phase, Rollout};
-pub use status::{Status, StatusSink};
+pub use status::{Condition, ConditionType, Status, StatusSink};
 pub use store::{
     Durable, FileRevisionStore, RevisionRecord, RevisionState, RevisionStore, StoreError,
 };

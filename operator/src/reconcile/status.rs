@@ -1,9 +1,9 @@
 //! The status snapshot: what `/status` serves, what `RUNDIR/status.json` shows, and what a
 //! [`StatusSink`] publishes after every reconcile step.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Durable, Event, Failure, ObservedSlot, Phase, Rollout};
+use super::{ChangeSeq, Durable, Event, Failure, ObservedSlot, Phase, Rollout, SlotState};
 
 /// Where the executor publishes its status (host: a watch channel and `status.json`; pods: the
 /// resource's `.status`).
@@ -13,6 +13,39 @@ pub trait StatusSink: Send + Sync {
 
     /// The durable rollout state was saved (revision history for the API).
     fn durable(&self, _durable: &Durable) {}
+}
+
+/// The kind of a [`Condition`] (the ClusterOperator set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionType {
+    /// The fleet serves: at least the desired number of workers is ready.
+    Available,
+    /// The fleet is moving to a new state (a rollout, a rollback, a scale or a start).
+    Progressing,
+    /// Something is wrong that a normal rollout does not explain: the desired revision was
+    /// rejected, the backend fails, or capacity is short outside a rollout.
+    Degraded,
+}
+
+/// One condition, in the Kubernetes/OpenShift shape: `Degraded` is not raised during a normal
+/// rollout; `observed-change-seq` says which change (host: change-seq; Kubernetes:
+/// `metadata.generation`) it describes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Condition {
+    /// Which condition.
+    #[serde(rename = "type")]
+    pub kind: ConditionType,
+    /// Whether it holds.
+    pub status: bool,
+    /// A CamelCase reason (`AsExpected`, `RollingOut`, `RevisionRejected`, ...).
+    pub reason: String,
+    /// What a human should know.
+    pub message: String,
+    /// The change this condition describes.
+    pub observed_change_seq: ChangeSeq,
+    /// Unix time (ms) the status last changed.
+    pub last_transition_unix_ms: u64,
 }
 
 /// A snapshot of the reconciler's state.
@@ -51,6 +84,8 @@ pub struct Status {
     pub waiting_for: Option<String>,
     /// The last backend error, if the last step failed.
     pub backend_error: Option<String>,
+    /// `Available`, `Progressing`, `Degraded`, in that order.
+    pub conditions: Vec<Condition>,
 }
 
 impl Status {
@@ -66,5 +101,94 @@ impl Status {
             Some(d) if rollout.durable.failed.contains_key(d) => rollout.durable.last_good.clone(),
             d => d.clone(),
         };
+    }
+}
+
+impl Status {
+    /// Derive the conditions from the rest of the status; a condition whose status flipped
+    /// gets `now_unix_ms` as its transition time, one that did not keeps its old one.
+    pub fn set_conditions(&mut self, now_unix_ms: u64) {
+        let n = usize::from(self.workers_desired);
+        let ready = self
+            .workers
+            .iter()
+            .filter(|w| w.state == SlotState::Ready)
+            .count();
+        let rejected = self
+            .desired_revision
+            .as_ref()
+            .and_then(|d| self.failures.iter().find(|f| &f.revision == d));
+        let progressing = !self.converged && rejected.is_none() && self.phase != Phase::Failed;
+        let target = self.target_revision.as_deref().unwrap_or("-");
+        let available = if ready >= n {
+            (true, "AsExpected", format!("{ready} of {n} workers ready"))
+        } else {
+            (
+                false,
+                "InsufficientWorkers",
+                format!("{ready} of {n} workers ready"),
+            )
+        };
+        let progress = if progressing {
+            let why = self.waiting_for.as_deref().unwrap_or("working");
+            (
+                true,
+                "RollingOut",
+                format!("moving to revision {target} ({:?}): {why}", self.phase),
+            )
+        } else if let Some(f) = rejected {
+            (
+                false,
+                "RevisionRejected",
+                format!("revision {} rejected; serving {target}", f.revision),
+            )
+        } else {
+            (
+                false,
+                "AsExpected",
+                format!("revision {target} serving on every slot"),
+            )
+        };
+        let degraded = if let Some(f) = rejected {
+            (
+                true,
+                "RevisionRejected",
+                format!("revision {}: {}", f.revision, f.reason),
+            )
+        } else if let Some(e) = &self.backend_error {
+            (true, "BackendError", e.clone())
+        } else if !progressing && ready < n {
+            (
+                true,
+                "InsufficientWorkers",
+                format!("{ready} of {n} workers ready outside a rollout"),
+            )
+        } else {
+            (false, "AsExpected", String::new())
+        };
+        let old = std::mem::take(&mut self.conditions);
+        for (kind, (status, reason, message)) in [
+            (ConditionType::Available, available),
+            (ConditionType::Progressing, progress),
+            (ConditionType::Degraded, degraded),
+        ] {
+            let since = old
+                .iter()
+                .find(|c| c.kind == kind && c.status == status)
+                .map_or(now_unix_ms, |c| c.last_transition_unix_ms);
+            self.conditions.push(Condition {
+                kind,
+                status,
+                reason: reason.into(),
+                message,
+                observed_change_seq: self.change_seq,
+                last_transition_unix_ms: since,
+            });
+        }
+    }
+
+    /// The condition of `kind`, once derived.
+    pub fn condition(&self, kind: ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.kind == kind)
     }
 }

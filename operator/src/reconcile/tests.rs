@@ -1204,3 +1204,89 @@ mod properties {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// The status the executor would publish after `action` (see `executor::step`).
+fn status_of(sim: &Sim, d: &Desired, action: &Action, before: &Status) -> Status {
+    let mut s = before.clone();
+    s.desired_revision = Some(d.revision.clone());
+    s.workers_desired = d.workers;
+    s.workers = sim.observed.slots.clone();
+    s.converged = *action == Action::Done;
+    s.waiting_for = match action {
+        Action::Wait { reason } => Some(reason.clone()),
+        _ => None,
+    };
+    s.set_rollout(&sim.rollout);
+    s.set_conditions(sim.observed.now.as_millis() as u64);
+    s
+}
+
+fn cond(s: &Status, kind: ConditionType) -> (bool, String) {
+    let c = s.condition(kind).expect("condition");
+    (c.status, c.reason.clone())
+}
+
+#[test]
+fn conditions_through_a_rollout_and_a_rejection() {
+    use ConditionType::*;
+    let mut sim = Sim::converged("r1", 3).with_outcome(bad_exits);
+    let mut status = Status::default();
+    let d = desired("r1", 3);
+    let a = sim.step(&d);
+    status = status_of(&sim, &d, &a, &status);
+    assert_eq!(cond(&status, Available), (true, "AsExpected".into()));
+    assert_eq!(cond(&status, Progressing), (false, "AsExpected".into()));
+    assert!(!cond(&status, Degraded).0);
+    let since = status
+        .condition(Progressing)
+        .map(|c| c.last_transition_unix_ms);
+
+    // A normal rollout: progressing, never degraded, always available.
+    let d2 = desired("r2", 3);
+    let mut progressed = false;
+    loop {
+        let a = sim.step(&d2);
+        status = status_of(&sim, &d2, &a, &status);
+        assert!(cond(&status, Available).0, "{:?}", status.conditions);
+        assert!(!cond(&status, Degraded).0, "{:?}", status.conditions);
+        progressed |= cond(&status, Progressing) == (true, "RollingOut".into());
+        if a == Action::Done {
+            break;
+        }
+    }
+    assert!(progressed);
+    assert_eq!(cond(&status, Progressing), (false, "AsExpected".into()));
+    assert_ne!(
+        status
+            .condition(Progressing)
+            .map(|c| c.last_transition_unix_ms),
+        since,
+        "a flip is a transition"
+    );
+
+    // A rejected revision: degraded with kresd's reason, no longer progressing.
+    let bad = desired("bad", 3);
+    loop {
+        let a = sim.step(&bad);
+        status = status_of(&sim, &bad, &a, &status);
+        if a == Action::Done {
+            break;
+        }
+    }
+    let (degraded, reason) = cond(&status, Degraded);
+    assert!(degraded);
+    assert_eq!(reason, "RevisionRejected");
+    let message = &status.condition(Degraded).expect("degraded").message;
+    assert!(message.contains("error while loading config"), "{message}");
+    assert_eq!(
+        cond(&status, Progressing),
+        (false, "RevisionRejected".into())
+    );
+    assert!(cond(&status, Available).0);
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|c| c.observed_change_seq == status.change_seq)
+    );
+}
