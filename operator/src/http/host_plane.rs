@@ -26,7 +26,10 @@ use super::server::{Listen, ServeError, ServerConfig, ServerHandle, serve};
 use super::worker::KresdControl;
 use crate::host::Status;
 use crate::metrics::{OperatorMetrics, ResultLabel};
-use crate::reconcile::{Desired, Durable, Phase, RevisionState, SlotState};
+use crate::reconcile::{
+    Action, Desired, Durable, Observed, ObservedSlot, Phase, RevisionState, Rollout, Slot,
+    SlotState, preview,
+};
 use crate::source::file::{FileSource, SourceError};
 use crate::source::{Accepted, Origin};
 use crate::time::rfc3339;
@@ -252,10 +255,20 @@ impl ControlPlane for HostPlane {
 
     async fn dry_run(&self, new: Value) -> Result<Plan, ApplyError> {
         let current = self.current();
-        let current_rev = self.p.status.borrow().current_revision.clone();
+        let (current_rev, workers) = {
+            let s = self.p.status.borrow();
+            (s.current_revision.clone(), s.workers.clone())
+        };
+        let durable = self.p.history.borrow().clone();
         self.blocking(move |source| {
             let desired = source.build(&parse(source, new)?)?;
-            Ok(plan(current.as_deref(), current_rev, &desired))
+            Ok(plan(
+                current.as_deref(),
+                current_rev,
+                workers,
+                &durable,
+                &desired,
+            ))
         })
         .await
     }
@@ -432,41 +445,63 @@ fn parse(source: &FileSource, new: Value) -> Result<ResolverConfig, SourceError>
     })
 }
 
-/// What replacing `current` (its fleet on `current_rev`) by `desired` does.
-fn plan(current: Option<&Accepted>, current_rev: Option<String>, desired: &Desired) -> Plan {
+/// What replacing `current` (its fleet on `current_rev`, observed as `workers`) by `desired`
+/// does: the planner's own steps ([`crate::reconcile::preview`]) over the fleet as last
+/// observed, assuming every start succeeds.
+fn plan(
+    current: Option<&Accepted>,
+    current_rev: Option<String>,
+    workers: Vec<ObservedSlot>,
+    durable: &Durable,
+    desired: &Desired,
+) -> Plan {
     let target = desired.revision.clone();
     let mut plan = Plan {
         current_revision: current_rev.clone(),
         target_revision: Some(target.clone()),
         ..Default::default()
     };
-    let old_workers = current.map_or(0, |c| usize::from(c.desired.workers));
-    let new_workers = usize::from(desired.workers);
-    if current_rev.as_deref() != Some(target.as_str()) {
-        for i in 0..old_workers.min(new_workers) {
-            plan.restart.push(PlannedRestart {
-                slot: i.to_string(),
-                reason: format!(
-                    "revision {} -> {target} (canary first)",
-                    current_rev.as_deref().unwrap_or("none")
-                ),
-            });
+    let observed = Observed {
+        now: workers.iter().map(|w| w.since).max().unwrap_or_default(),
+        staged: workers.iter().map(|w| w.revision.clone()).collect(),
+        slots: workers,
+        gc: current.and_then(|c| c.desired.gc.clone()),
+        endpoints: current.map(|c| c.desired.listen.clone()),
+    };
+    let rollout = Rollout::resume(durable.clone());
+    for action in preview(desired, &observed, &rollout) {
+        match action {
+            Action::StartSlot {
+                slot: slot @ Slot::Worker(_),
+                revision,
+            } => {
+                let was = observed.slot(slot).map(|s| s.revision.clone());
+                let reason = match was {
+                    Some(r) if r != revision => {
+                        format!("revision {r} -> {revision} (canary first)")
+                    }
+                    Some(_) => format!("restarts on {revision}"),
+                    None => format!("new slot, starts on {revision}"),
+                };
+                plan.restart.push(PlannedRestart {
+                    slot: slot.worker_id(),
+                    reason,
+                });
+            }
+            Action::StartSlot {
+                slot: Slot::Surge,
+                revision,
+            } => plan.live.push(format!("canary starts on {revision}")),
+            Action::StopSlot {
+                slot: Slot::Worker(i),
+            } if i >= desired.workers => plan.live.push(format!("slot {i} stops (scale down)")),
+            Action::StartGc { .. } | Action::StopGc => plan
+                .live
+                .push("cache garbage collector restarts with new settings".into()),
+            _ => {}
         }
-    }
-    for i in old_workers..new_workers {
-        plan.restart.push(PlannedRestart {
-            slot: i.to_string(),
-            reason: format!("new slot, starts on {target}"),
-        });
-    }
-    for i in new_workers..old_workers {
-        plan.live.push(format!("slot {i} stops (scale down)"));
     }
     if let Some(cur) = current {
-        if cur.desired.gc != desired.gc {
-            plan.live
-                .push("cache garbage collector restarts with new settings".into());
-        }
         plan.lua_diff = lua_diff(&cur.desired.config, &desired.config);
     }
     plan

@@ -14,7 +14,7 @@ pub use model::{
     ChangeSeq, Desired, GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState, WorkerRef,
     revision_of,
 };
-pub use plan::{Action, plan, plan_with_phase};
+pub use plan::{Action, plan, plan_with_phase, preview};
 pub use rollout::{Event, Failure, Phase, Rollout};
 pub use status::{Condition, ConditionType, Status, StatusSink};
 pub use store::{

@@ -472,3 +472,73 @@ fn fmt_duration(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     }
 }
+
+/// What converging to `desired` from `observed` would do if every request succeeded at once
+/// (starts become ready, drains and stops complete): the planner's own actions in order, for dry
+/// runs. Bounded: at most a few steps per slot.
+pub fn preview(desired: &Desired, observed: &Observed, rollout: &Rollout) -> Vec<Action> {
+    let mut observed = observed.clone();
+    let mut rollout = rollout.clone();
+    rollout.note_desired(&desired.revision, 0);
+    let mut actions = vec![];
+    let bound = 8 * (usize::from(desired.workers) + observed.slots.len()) + 32;
+    for _ in 0..bound {
+        let action = plan(desired, &observed, &rollout);
+        let now = observed.now;
+        let mut set = |slot: Slot, state: SlotState| {
+            if let Some(s) = observed.slots.iter_mut().find(|s| s.slot == slot) {
+                s.state = state;
+                s.since = now;
+            }
+        };
+        match &action {
+            Action::AdoptLastGood { revision } => rollout.adopt_last_good(revision.clone()),
+            Action::SetEndpoints { endpoints, .. } => observed.endpoints = Some(endpoints.clone()),
+            Action::Stage { revision } => {
+                observed.staged.insert(revision.clone());
+            }
+            Action::StartSlot { slot, revision } => {
+                observed.slots.retain(|s| s.slot != *slot);
+                observed.slots.push(ObservedSlot {
+                    slot: *slot,
+                    revision: revision.clone(),
+                    state: SlotState::Starting,
+                    worker: None,
+                    since: now,
+                    ready_since_unix_ms: None,
+                    detail: None,
+                });
+            }
+            Action::DrainSlot { slot } => set(*slot, SlotState::Drained),
+            Action::StopSlot { slot } => observed.slots.retain(|s| s.slot != *slot),
+            Action::MarkFailed { .. } | Action::Done => {
+                actions.push(action);
+                break;
+            }
+            Action::MarkGood { revision } => rollout.mark_good(revision, 0),
+            Action::StartGc { spec } => observed.gc = Some(spec.clone()),
+            Action::StopGc => observed.gc = None,
+            Action::CollectRevisions { keep } => observed.staged.retain(|r| keep.contains(r)),
+            Action::Wait { .. } => {
+                // Time passes: what was requested completes, a soak ends.
+                observed.now += desired.soak + Duration::from_millis(1);
+                let now = observed.now;
+                for s in &mut observed.slots {
+                    let next = match s.state {
+                        SlotState::Pending | SlotState::Starting => SlotState::Ready,
+                        SlotState::Draining => SlotState::Drained,
+                        other => other,
+                    };
+                    if next != s.state {
+                        s.state = next;
+                        s.since = now;
+                    }
+                }
+                observed.slots.retain(|s| s.state != SlotState::Stopping);
+                continue;
+            }
+        }
+        actions.push(action);
+    }
+    actions
+}

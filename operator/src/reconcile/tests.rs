@@ -1285,3 +1285,22 @@ fn conditions_through_a_rollout_and_a_rejection() {
             .all(|c| c.observed_change_seq == status.change_seq)
     );
 }
+
+#[test]
+fn preview_is_the_planners_own_rollout_and_changes_nothing() {
+    let sim = Sim::converged("r1", 3);
+    let before = (sim.observed.clone(), sim.rollout.clone());
+    let mut d = desired("r2", 3);
+    d.soak = Duration::from_secs(30);
+    let steps = preview(&d, &sim.observed, &sim.rollout);
+    assert_eq!(significant(&steps), canary_rollout("r2", 3));
+    assert_eq!((sim.observed.clone(), sim.rollout.clone()), before);
+    // Scale-down: the extra slot is retired, nothing restarted.
+    let steps = significant(&preview(&desired("r1", 2), &sim.observed, &sim.rollout));
+    assert_eq!(steps, vec![stop(Slot::Worker(2)), Action::Done]);
+    // Nothing to do.
+    assert_eq!(
+        preview(&desired("r1", 3), &sim.observed, &sim.rollout),
+        vec![Action::Done]
+    );
+}
