@@ -426,3 +426,224 @@ fn with_log_lines(reason: String, tail: &str) -> String {
         format!("{reason}; worker log: {last}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `reconcile_once` over an in-memory backend: what it saves, publishes and counts.
+
+    use std::collections::BTreeSet;
+    use std::sync::Mutex as StdMutex;
+
+    use super::*;
+    use crate::backend::BackendResult;
+    use crate::reconcile::{Durable, GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState};
+
+    /// Starts are observed `Starting` once, then `Ready`; drains and stops complete at once.
+    #[derive(Default)]
+    struct MemBackend {
+        observed: StdMutex<Observed>,
+        /// Endpoints `set_endpoints` refuses.
+        refuse: Vec<String>,
+    }
+
+    impl Backend for MemBackend {
+        async fn ensure(&self) -> BackendResult<bool> {
+            Ok(false)
+        }
+        async fn observe(&self) -> BackendResult<Observed> {
+            let mut o = self.observed.lock().expect("lock");
+            o.now += Duration::from_millis(1);
+            let snapshot = o.clone();
+            for s in &mut o.slots {
+                if s.state == SlotState::Starting {
+                    s.state = SlotState::Ready;
+                }
+            }
+            Ok(snapshot)
+        }
+        async fn stage(&self, desired: &Desired) -> BackendResult<()> {
+            let mut o = self.observed.lock().expect("lock");
+            o.staged.insert(desired.revision.clone());
+            Ok(())
+        }
+        async fn start(&self, slot: Slot, revision: &Revision) -> BackendResult<()> {
+            let mut o = self.observed.lock().expect("lock");
+            let now = o.now;
+            o.slots.retain(|s| s.slot != slot);
+            o.slots.push(ObservedSlot {
+                slot,
+                revision: revision.clone(),
+                state: SlotState::Starting,
+                worker: None,
+                since: now,
+                ready_since_unix_ms: None,
+                detail: None,
+            });
+            Ok(())
+        }
+        async fn drain(&self, slot: Slot) -> BackendResult<()> {
+            let mut o = self.observed.lock().expect("lock");
+            for s in o.slots.iter_mut().filter(|s| s.slot == slot) {
+                s.state = SlotState::Drained;
+            }
+            Ok(())
+        }
+        async fn stop(&self, slot: Slot) -> BackendResult<()> {
+            self.observed
+                .lock()
+                .expect("lock")
+                .slots
+                .retain(|s| s.slot != slot);
+            Ok(())
+        }
+        async fn set_endpoints(&self, endpoints: &[String]) -> BackendResult<()> {
+            if endpoints.iter().any(|e| self.refuse.contains(e)) {
+                return Err(BackendError::Rejected {
+                    pointer: Some("/network/listen".into()),
+                    reason: "cannot bind".into(),
+                });
+            }
+            self.observed.lock().expect("lock").endpoints = Some(endpoints.to_vec());
+            Ok(())
+        }
+        async fn set_gc(&self, spec: Option<&GcSpec>) -> BackendResult<()> {
+            self.observed.lock().expect("lock").gc = spec.cloned();
+            Ok(())
+        }
+        async fn collect_revisions(&self, keep: &BTreeSet<Revision>) -> BackendResult<()> {
+            self.observed
+                .lock()
+                .expect("lock")
+                .staged
+                .retain(|r| keep.contains(r));
+            Ok(())
+        }
+        async fn wait_change(&self, _timeout: Duration) {}
+        async fn log_tail(&self, _slot: Slot, _max_bytes: usize) -> BackendResult<String> {
+            Ok(String::new())
+        }
+        async fn shutdown(&self) -> BackendResult<()> {
+            Ok(())
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct MemStore(Arc<StdMutex<Durable>>);
+
+    impl RevisionStore for MemStore {
+        fn load(&self) -> Result<Durable, StoreError> {
+            Ok(self.0.lock().expect("lock").clone())
+        }
+        fn save(&mut self, state: &Durable) -> Result<(), StoreError> {
+            *self.0.lock().expect("lock") = state.clone();
+            Ok(())
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct LastStatus(Arc<StdMutex<Status>>);
+
+    impl StatusSink for LastStatus {
+        fn publish(&self, status: &Status) {
+            *self.0.lock().expect("lock") = status.clone();
+        }
+    }
+
+    fn target(seq: u64, rev: &str, listen: &[&str]) -> Target {
+        Target {
+            seq,
+            desired: Desired {
+                revision: rev.into(),
+                config: format!("-- {rev}"),
+                workers: 2,
+                gc: None,
+                start_timeout: Duration::from_secs(5),
+                drain: Duration::ZERO,
+                soak: Duration::ZERO,
+                template: serde_json::Value::Null,
+                listen: listen.iter().map(|l| l.to_string()).collect(),
+            },
+            text: format!("config of {rev}"),
+            revert_on_reject: true,
+        }
+    }
+
+    async fn converge(t: &Target, ctx: &Context<MemBackend>) -> Next {
+        for _ in 0..200 {
+            match reconcile_once(t, ctx).await.expect("step") {
+                Next::Idle => return Next::Idle,
+                Next::Now | Next::After(_) => {}
+            }
+        }
+        panic!("no convergence")
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn rollouts_are_saved_published_and_counted_where_they_happen() {
+        let store = MemStore::default();
+        let status = LastStatus::default();
+        let metrics = Arc::new(OperatorMetrics::default());
+        let reverted = Arc::new(StdMutex::new(vec![]));
+        let seen = reverted.clone();
+        let backend = MemBackend {
+            refuse: vec!["bad".into()],
+            ..MemBackend::default()
+        };
+        let ctx = Context::new(
+            backend,
+            Box::new(store.clone()),
+            Box::new(status.clone()),
+            metrics.clone(),
+        )
+        .expect("context")
+        .on_rejected(Box::new(move |t, good| {
+            seen.lock().expect("lock").push((t.seq, good.to_owned()));
+        }));
+        let succeeded = || {
+            metrics
+                .rollouts
+                .get_or_create(&ResultLabel::new("succeeded"))
+                .get()
+        };
+
+        converge(&target(1, "r1", &["ok"]), &ctx).await;
+        converge(&target(2, "r2", &["ok"]), &ctx).await;
+        assert_eq!(succeeded(), 2);
+        assert_eq!(
+            store.0.lock().expect("lock").last_good.as_deref(),
+            Some("r2")
+        );
+        {
+            let s = status.0.lock().expect("lock");
+            assert!(s.converged);
+            assert_eq!(s.change_seq, 2);
+            assert_eq!(s.current_revision.as_deref(), Some("r2"));
+            assert!(
+                s.condition(crate::reconcile::ConditionType::Available)
+                    .is_some_and(|c| c.status)
+            );
+        }
+
+        // Endpoints the backend rejects: the revision fails with the field and the reason, the
+        // hook gets the last good config, the fleet stays on r2.
+        converge(&target(3, "r3", &["bad"]), &ctx).await;
+        let failed = metrics
+            .rollouts
+            .get_or_create(&ResultLabel::new("failed"))
+            .get();
+        assert_eq!(failed, 1);
+        let durable = store.0.lock().expect("lock").clone();
+        let reason = durable.failed.get("r3").map(|f| f.reason.clone());
+        assert_eq!(reason.as_deref(), Some("/network/listen: cannot bind"));
+        assert_eq!(durable.last_good.as_deref(), Some("r2"));
+        assert_eq!(
+            *reverted.lock().expect("lock"),
+            vec![(3, "config of r2".to_string())]
+        );
+        let o = ctx.backend.observed.lock().expect("lock").clone();
+        assert!(o.slots.iter().all(|s| s.revision == "r2"), "{o:?}");
+        assert_eq!(o.endpoints, Some(vec!["ok".to_string()]));
+        assert_eq!(succeeded(), 2);
+        assert!(metrics.reconciles.get() > 10);
+    }
+}
