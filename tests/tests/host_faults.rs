@@ -319,12 +319,27 @@ fn host_failed_revision_is_not_retried_after_an_operator_restart() -> anyhow::Re
     assert_eq!(s["failed-revisions"], serde_json::json!([bad_rev]), "{s:#}");
     let reason = s["last-failure"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("canary says no"), "status says why: {s:#}");
+    let degraded = s["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Degraded")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(degraded["status"], true, "{s:#}");
+    assert_eq!(degraded["reason"], "RevisionRejected", "{s:#}");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("canary says no")),
+        "{s:#}"
+    );
     // Not retried: no canary, no worker started or replaced, the same processes serve.
     let started: Vec<&Value> = s["events"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| e["kind"] == "start" || e["kind"] == "replace")
+        .filter(|e| matches!(e["kind"].as_str(), Some("start" | "drain" | "stop")))
         .collect();
     assert!(started.is_empty(), "retried: {started:?}");
     assert_eq!(host.worker_pids()?, pids);

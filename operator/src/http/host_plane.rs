@@ -26,7 +26,10 @@ use super::server::{Listen, ServeError, ServerConfig, ServerHandle, serve};
 use super::worker::KresdControl;
 use crate::host::Status;
 use crate::metrics::{OperatorMetrics, ResultLabel};
-use crate::reconcile::{Desired, Durable, Phase, RevisionState, SlotState};
+use crate::reconcile::{
+    Action, Desired, Durable, Observed, ObservedSlot, Phase, RevisionState, Rollout, Slot,
+    SlotState, preview,
+};
 use crate::source::file::{FileSource, SourceError};
 use crate::source::{Accepted, Origin};
 use crate::time::rfc3339;
@@ -85,8 +88,12 @@ fn phase_name(p: &Phase) -> String {
 
 fn state_name(s: SlotState) -> &'static str {
     match s {
+        SlotState::Pending => "pending",
         SlotState::Starting => "starting",
         SlotState::Ready => "ready",
+        SlotState::Draining => "draining",
+        SlotState::Drained => "drained",
+        SlotState::Stopping => "stopping",
         SlotState::Stopped => "stopped",
         SlotState::Exited => "exited",
         SlotState::Failed => "failed",
@@ -117,13 +124,14 @@ pub fn snapshot(s: &Status) -> StatusSnapshot {
             .iter()
             .map(|w| WorkerStatus {
                 slot: w.slot.worker_id(),
-                pid: w.pid,
+                pid: w.worker.as_ref().and_then(|w| w.pid),
                 revision: Some(w.revision.clone()),
                 state: state_name(w.state).into(),
                 ready_since: w.ready_since_unix_ms.map(rfc3339),
             })
             .collect(),
         cache_gc: None,
+        conditions: s.conditions.clone(),
         last_failure: s.last_failure.as_ref().map(|f| Failure {
             revision: Some(f.revision.clone()),
             reason: f.reason.clone(),
@@ -247,10 +255,20 @@ impl ControlPlane for HostPlane {
 
     async fn dry_run(&self, new: Value) -> Result<Plan, ApplyError> {
         let current = self.current();
-        let current_rev = self.p.status.borrow().current_revision.clone();
+        let (current_rev, workers) = {
+            let s = self.p.status.borrow();
+            (s.current_revision.clone(), s.workers.clone())
+        };
+        let durable = self.p.history.borrow().clone();
         self.blocking(move |source| {
             let desired = source.build(&parse(source, new)?)?;
-            Ok(plan(current.as_deref(), current_rev, &desired))
+            Ok(plan(
+                current.as_deref(),
+                current_rev,
+                workers,
+                &durable,
+                &desired,
+            ))
         })
         .await
     }
@@ -292,19 +310,16 @@ impl ControlPlane for HostPlane {
     }
 
     fn worker_control_sockets(&self) -> Vec<WorkerSocket> {
-        let control = crate::backend::supervisord::conf::Layout {
-            rundir: self.p.rundir.clone(),
-        }
-        .control_dir();
         self.p
             .status
             .borrow()
             .workers
             .iter()
             .filter_map(|w| {
-                w.pid.map(|pid| WorkerSocket {
+                let control = w.worker.as_ref()?.control.as_ref()?;
+                Some(WorkerSocket {
                     worker: w.slot.worker_id(),
-                    path: control.join(pid.to_string()),
+                    path: PathBuf::from(control),
                 })
             })
             .collect()
@@ -430,41 +445,63 @@ fn parse(source: &FileSource, new: Value) -> Result<ResolverConfig, SourceError>
     })
 }
 
-/// What replacing `current` (its fleet on `current_rev`) by `desired` does.
-fn plan(current: Option<&Accepted>, current_rev: Option<String>, desired: &Desired) -> Plan {
+/// What replacing `current` (its fleet on `current_rev`, observed as `workers`) by `desired`
+/// does: the planner's own steps ([`crate::reconcile::preview`]) over the fleet as last
+/// observed, assuming every start succeeds.
+fn plan(
+    current: Option<&Accepted>,
+    current_rev: Option<String>,
+    workers: Vec<ObservedSlot>,
+    durable: &Durable,
+    desired: &Desired,
+) -> Plan {
     let target = desired.revision.clone();
     let mut plan = Plan {
         current_revision: current_rev.clone(),
         target_revision: Some(target.clone()),
         ..Default::default()
     };
-    let old_workers = current.map_or(0, |c| usize::from(c.desired.workers));
-    let new_workers = usize::from(desired.workers);
-    if current_rev.as_deref() != Some(target.as_str()) {
-        for i in 0..old_workers.min(new_workers) {
-            plan.restart.push(PlannedRestart {
-                slot: i.to_string(),
-                reason: format!(
-                    "revision {} -> {target} (canary first)",
-                    current_rev.as_deref().unwrap_or("none")
-                ),
-            });
+    let observed = Observed {
+        now: workers.iter().map(|w| w.since).max().unwrap_or_default(),
+        staged: workers.iter().map(|w| w.revision.clone()).collect(),
+        slots: workers,
+        gc: current.and_then(|c| c.desired.gc.clone()),
+        endpoints: current.map(|c| c.desired.listen.clone()),
+    };
+    let rollout = Rollout::resume(durable.clone());
+    for action in preview(desired, &observed, &rollout) {
+        match action {
+            Action::StartSlot {
+                slot: slot @ Slot::Worker(_),
+                revision,
+            } => {
+                let was = observed.slot(slot).map(|s| s.revision.clone());
+                let reason = match was {
+                    Some(r) if r != revision => {
+                        format!("revision {r} -> {revision} (canary first)")
+                    }
+                    Some(_) => format!("restarts on {revision}"),
+                    None => format!("new slot, starts on {revision}"),
+                };
+                plan.restart.push(PlannedRestart {
+                    slot: slot.worker_id(),
+                    reason,
+                });
+            }
+            Action::StartSlot {
+                slot: Slot::Surge,
+                revision,
+            } => plan.live.push(format!("canary starts on {revision}")),
+            Action::StopSlot {
+                slot: Slot::Worker(i),
+            } if i >= desired.workers => plan.live.push(format!("slot {i} stops (scale down)")),
+            Action::StartGc { .. } | Action::StopGc => plan
+                .live
+                .push("cache garbage collector restarts with new settings".into()),
+            _ => {}
         }
-    }
-    for i in old_workers..new_workers {
-        plan.restart.push(PlannedRestart {
-            slot: i.to_string(),
-            reason: format!("new slot, starts on {target}"),
-        });
-    }
-    for i in new_workers..old_workers {
-        plan.live.push(format!("slot {i} stops (scale down)"));
     }
     if let Some(cur) = current {
-        if cur.desired.gc != desired.gc {
-            plan.live
-                .push("cache garbage collector restarts with new settings".into());
-        }
         plan.lua_diff = lua_diff(&cur.desired.config, &desired.config);
     }
     plan
@@ -476,48 +513,6 @@ pub fn listen_of(cfg: &ResolverConfig, rundir: &Path) -> Listen {
         (Some(i), _) => Listen::Tcp(std::net::SocketAddr::new(i.addr, i.port.get())),
         (None, Some(p)) => Listen::Unix(rundir.join(p.as_path())),
         (None, None) => Listen::Unix(rundir.join("kres-api.sock")),
-    }
-}
-
-/// Derive the operator's counters from the status channel: every published status is one
-/// reconcile step that changed something; `good`/`failed` events end a rollout that began with
-/// the last `target` event.
-async fn track_metrics(mut status: watch::Receiver<Status>, metrics: Arc<OperatorMetrics>) {
-    let mut seen_ms = 0u64;
-    let mut started_ms: Option<u64> = None;
-    loop {
-        {
-            let s = status.borrow_and_update();
-            metrics.reconciles.inc();
-            for e in s.events.iter().filter(|e| e.at_unix_ms > seen_ms) {
-                match e.kind.as_str() {
-                    "target" => started_ms = Some(e.at_unix_ms),
-                    "good" | "failed" => {
-                        let result = if e.kind == "good" {
-                            "succeeded"
-                        } else {
-                            "failed"
-                        };
-                        metrics
-                            .rollouts
-                            .get_or_create(&ResultLabel::new(result))
-                            .inc();
-                        if let Some(t0) = started_ms.take() {
-                            metrics
-                                .rollout_duration
-                                .observe(e.at_unix_ms.saturating_sub(t0) as f64 / 1000.0);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(last) = s.events.last() {
-                seen_ms = seen_ms.max(last.at_unix_ms);
-            }
-        }
-        if status.changed().await.is_err() {
-            return;
-        }
     }
 }
 
@@ -557,7 +552,6 @@ pub async fn start_api(parts: HostPlaneParts) -> Result<ServerHandle, ServeError
         Some(c) => listen_of(&c.config, &parts.rundir),
         None => Listen::Unix(parts.rundir.join("kres-api.sock")),
     };
-    tokio::spawn(track_metrics(parts.status.clone(), parts.metrics.clone()));
     let supervisord = parts.rundir.join("supervisord.sock");
     let plane = Arc::new(HostPlane::new(parts));
     tokio::spawn(track_gc(supervisord, Arc::downgrade(&plane.gc)));

@@ -140,7 +140,7 @@ pub struct StatusSnapshot {
     pub target_revision: Option<String>,
     /// Rollout phase, e.g. `idle`, `canary`, `rolling`, `rollback`, `failed`.
     pub phase: String,
-    /// Last rollout events, oldest first (at most 20).
+    /// Last rollout events, oldest first (at most 50).
     pub events: Vec<RolloutEvent>,
     /// Every worker the backend shows.
     pub workers: Vec<WorkerStatus>,
@@ -148,6 +148,9 @@ pub struct StatusSnapshot {
     pub cache_gc: Option<CacheGcStatus>,
     /// The last failed rollout, with why.
     pub last_failure: Option<Failure>,
+    /// `Available`, `Progressing`, `Degraded` (see [`crate::reconcile::Condition`]).
+    #[serde(default)]
+    pub conditions: Vec<crate::reconcile::Condition>,
 }
 
 /// One rollout event.
