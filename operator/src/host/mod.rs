@@ -6,6 +6,7 @@
 //! workers and a dead supervisord).
 
 pub mod desired;
+pub mod plane;
 pub mod run;
 
 use std::path::PathBuf;

@@ -155,7 +155,7 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(OperatorMetrics::default());
     // The HTTP API (issue 4): listener from the config's `management`.
-    let api = crate::http::host_plane::start_api(crate::http::host_plane::HostPlaneParts {
+    let api = crate::host::plane::start_api(crate::host::plane::HostPlaneParts {
         source: source.clone(),
         status: status_rx,
         history: durable_rx,

@@ -16,7 +16,6 @@ pub mod error;
 pub mod filters;
 pub mod guard;
 pub mod heavy;
-pub mod host_plane;
 pub mod metrics;
 pub mod openapi;
 pub mod plane;

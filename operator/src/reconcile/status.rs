@@ -16,7 +16,7 @@ pub trait StatusSink: Send + Sync {
 }
 
 /// The kind of a [`Condition`] (the ClusterOperator set).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum ConditionType {
     /// The fleet serves: at least the desired number of workers is ready.
     Available,
@@ -30,7 +30,7 @@ pub enum ConditionType {
 /// One condition, in the Kubernetes/OpenShift shape: `Degraded` is not raised during a normal
 /// rollout; `observed-change-seq` says which change (host: change-seq; Kubernetes:
 /// `metadata.generation`) it describes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Condition {
     /// Which condition.

@@ -16,15 +16,15 @@ use kres_crd::config::{ConfigErrors, ResolverConfig};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::doc::etag_of;
-use super::heavy;
-use super::plane::{
+use crate::host::Status;
+use crate::http::doc::etag_of;
+use crate::http::heavy;
+use crate::http::plane::{
     Applied, ApplyError, CacheGcStatus, ControlPlane, Failure, FieldError, HistoryEntry, Plan,
     PlannedRestart, RolloutEvent, StatusSnapshot, WorkerSocket, WorkerStatus, lua_diff,
 };
-use super::server::{Listen, ServeError, ServerConfig, ServerHandle, serve};
-use super::worker::KresdControl;
-use crate::host::Status;
+use crate::http::server::{Listen, ServeError, ServerConfig, ServerHandle, serve};
+use crate::http::worker::KresdControl;
 use crate::metrics::{OperatorMetrics, ResultLabel};
 use crate::reconcile::{
     Action, Desired, Durable, Observed, ObservedSlot, Phase, RevisionState, Rollout, Slot,
