@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use kres_operator::backend::supervisord::DEFAULT_DRAIN_TIMEOUT;
 use kres_operator::host::run::{HostOptions, run_host};
+use kres_operator::kresd::probe::{ProbeQuestion, probe};
 use kres_operator::sockets::{HolderArgs, LaunchArgs, run_launch, run_socket_holder};
 use tracing_subscriber::EnvFilter;
 
@@ -33,6 +34,22 @@ enum Command {
     /// Fetch the shared sockets and exec kresd with `-S FD[:kind]` (supervisord worker programs).
     #[command(hide = true)]
     Launch(LaunchArgs),
+    /// One DNS query (`localhost. A` over UDP) to the pod's kresd: exit 0 on any reply. The
+    /// readiness probe of the pods `kres-operator kube` creates.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// The kresd address (default: $POD_IP, as the pods set it from status.podIP).
+    #[arg(long, env = "POD_IP", value_name = "IP")]
+    address: IpAddr,
+    /// The kresd port.
+    #[arg(long, default_value_t = 53, value_name = "PORT")]
+    port: u16,
+    /// How long to wait for the reply.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    timeout_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +118,7 @@ fn main() -> ExitCode {
         Command::Host(a) => a,
         Command::SocketHolder(args) => return report(run_socket_holder(&args).map(|n| match n {})),
         Command::Launch(args) => return report(run_launch(&args).map(|n| match n {})),
+        Command::Probe(args) => return report(run_probe(&args)),
     };
     // One runtime thread on purpose: the reconcile loop, DNS gates, signals and the API's I/O
     // share it and interleave only at awaits, which keeps the loop's ordering easy to reason
@@ -129,6 +147,22 @@ fn main() -> ExitCode {
         kresd: a.kresd,
         worker_user: a.worker_user,
     })))
+}
+
+/// `kres-operator probe`: a current-thread runtime, one query.
+fn run_probe(a: &ProbeArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let question = ProbeQuestion {
+        timeout: Duration::from_millis(a.timeout_ms),
+        ..ProbeQuestion::default()
+    };
+    runtime
+        .block_on(probe((a.address, a.port).into(), &question))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// The exit code of `result`, with its error on stderr. A closed stderr is ignored (`eprintln!`

@@ -133,7 +133,13 @@ pub fn convert(args: &ConvertArgs) -> ExitCode {
         Sockets::Listen => SocketMode::Listen,
         Sockets::Inherited => SocketMode::Inherited,
     };
-    match render(&config, &RenderOptions { sockets }) {
+    match render(
+        &config,
+        &RenderOptions {
+            sockets,
+            ..RenderOptions::default()
+        },
+    ) {
         Ok(lua) => write_out(args.output.as_deref(), &lua),
         Err(e) => {
             report(&[format!("{}: {e}", args.file.display())]);
