@@ -5,6 +5,7 @@ pub mod cli;
 pub mod durable;
 pub mod host;
 pub mod http;
+pub mod kube;
 pub mod kresd;
 pub mod metrics;
 pub mod privilege;

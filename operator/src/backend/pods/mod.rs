@@ -2,5 +2,7 @@
 //! per revision (rendered config + pod template), a Service selecting the serving pods and a
 //! PodDisruptionBudget, all owned by the KnotResolver.
 
+pub mod backend;
 pub mod build;
+pub mod observe;
 pub mod render;

@@ -11,7 +11,7 @@ use kres_crd::lua::{RenderOptions, SocketMode};
 
 use super::build::{CACHE_DIR_ENV, PodTemplate, pod_template};
 use crate::host::desired::desired_with;
-use crate::reconcile::Desired;
+use crate::reconcile::{Desired, revision_of};
 
 /// Default `rollout.startTimeoutSeconds`.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -89,30 +89,23 @@ pub fn desired_for_pods(
         &settings.default_image,
         &settings.probe_command,
     );
-    desired.revision = revision_of(&desired.config, &template);
+    let min_ready = seconds(spec.rollout.min_ready_seconds, DEFAULT_MIN_READY);
+    let drain = seconds(spec.rollout.drain_seconds, DEFAULT_DRAIN);
+    desired.template = serde_json::to_value(&template).unwrap_or_default();
+    desired.revision = revision_of(&desired.config, &desired.template);
+    desired.drain = drain;
+    desired.soak = min_ready;
     Ok(PodsDesired {
         desired,
         template,
         config: spec.config.clone(),
-        min_ready: seconds(spec.rollout.min_ready_seconds, DEFAULT_MIN_READY),
-        drain: seconds(spec.rollout.drain_seconds, DEFAULT_DRAIN),
+        min_ready,
+        drain,
         progress_deadline: seconds(
             spec.rollout.progress_deadline_seconds,
             DEFAULT_PROGRESS_DEADLINE,
         ),
     })
-}
-
-/// The revision of a rendered config with a pod template.
-pub fn revision_of(config: &str, template: &PodTemplate) -> String {
-    let mut bytes = config.as_bytes().to_vec();
-    bytes.extend_from_slice(b"\n-- pod template: ");
-    bytes.extend_from_slice(
-        serde_json::to_string(template)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
-    kres_crd::lua::revision(&bytes)
 }
 
 #[cfg(test)]
