@@ -1,20 +1,74 @@
 //! The backend conformance suite: what every `kres_operator::backend::Backend` must do, run
-//! against a real backend (supervisord now; the Pod backend later).
+//! against a real backend (supervisord now; the Pod backend unchanged later). Requests are
+//! asynchronous: every outcome is observed (polling `observe` with `wait_change`), never
+//! assumed from a request's return.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Result, bail, ensure};
 use kres_operator::backend::Backend;
-use kres_operator::reconcile::{Slot, SlotState};
+use kres_operator::reconcile::{Desired, ObservedSlot, Slot, SlotState, revision_of};
 
 /// A config every kresd accepts.
 pub const GOOD: &str = "modules.load('hints > iterate')\n";
 /// A config kresd rejects at start, with a recognisable error.
 pub const BAD: &str = "error('conformance-boom')\n";
 
-/// Run the suite. The backend must be fresh (nothing running).
-pub async fn conformance<B: Backend>(b: &B) -> Result<()> {
-    let t = Duration::from_secs(10);
+/// How long any one asynchronous step may take before the suite fails (only fails a hung
+/// backend; the measured time is printed).
+const STEP: Duration = Duration::from_secs(60);
+
+fn desired(config: &str, template: &serde_json::Value) -> Desired {
+    Desired {
+        revision: revision_of(config, template),
+        config: config.into(),
+        workers: 1,
+        gc: None,
+        start_timeout: STEP,
+        drain: Duration::ZERO,
+        soak: Duration::ZERO,
+        template: template.clone(),
+        listen: vec![],
+    }
+}
+
+/// Observe until `slot` satisfies `done` (`None`: absent); every state seen on the way must be
+/// in `via`. Returns the slot as last observed.
+async fn wait_for<B: Backend>(
+    b: &B,
+    slot: Slot,
+    what: &str,
+    via: &[SlotState],
+    done: impl Fn(Option<&ObservedSlot>) -> bool,
+) -> Result<Option<ObservedSlot>> {
+    let t = Instant::now();
+    loop {
+        let o = b.observe().await?;
+        let s = o.slot(slot).cloned();
+        if done(s.as_ref()) {
+            return Ok(s);
+        }
+        if let Some(s) = &s
+            && !via.contains(&s.state)
+        {
+            bail!(
+                "{slot} while waiting for {what}: {:?} ({:?})",
+                s.state,
+                s.detail
+            );
+        }
+        if t.elapsed() > STEP {
+            bail!("{slot}: no {what} after {:?}: {s:?}", t.elapsed());
+        }
+        b.wait_change(Duration::from_millis(20)).await;
+    }
+}
+
+/// Run the suite with the backend's worker template (host: `Null`). The backend must be fresh
+/// (nothing running).
+pub async fn conformance<B: Backend>(b: &B, template: serde_json::Value) -> Result<()> {
+    use SlotState::*;
     b.ensure().await?;
     ensure!(
         !b.ensure().await?,
@@ -24,52 +78,92 @@ pub async fn conformance<B: Backend>(b: &B) -> Result<()> {
         b.observe().await?.slots.is_empty(),
         "fresh backend has no slots"
     );
+    let good = desired(GOOD, &template);
+    let bad = desired(BAD, &template);
 
-    b.stage(&"good".into(), GOOD).await?;
-    b.stage(&"bad".into(), BAD).await?;
-
-    // Start and readiness.
-    b.start_slot(Slot::Worker(0), &"good".into()).await?;
+    // Staging: once per revision, visible, idempotent.
+    b.stage(&good).await?;
+    b.stage(&bad).await?;
+    b.stage(&good).await?;
+    let staged = b.observe().await?.staged;
     ensure!(
-        b.wait_ready(Slot::Worker(0), t).await? == SlotState::Ready,
-        "worker 0 not ready"
+        staged.contains(&good.revision) && staged.contains(&bad.revision),
+        "staged revisions observed as {staged:?}"
     );
-    let o = b.observe().await?;
-    let w0 = o.slot(Slot::Worker(0)).cloned();
+
+    // Start: pending/starting, then ready, with a worker reference.
+    b.start(Slot::Worker(0), &good.revision).await?;
+    let w0 = wait_for(b, Slot::Worker(0), "ready", &[Pending, Starting], |s| {
+        s.is_some_and(|s| s.state == Ready)
+    })
+    .await?;
     ensure!(
         w0.as_ref()
-            .is_some_and(|w| w.revision == "good" && w.pid.is_some()),
+            .is_some_and(|w| w.revision == good.revision && w.worker.is_some()),
         "worker 0 observed as {w0:?}"
     );
+    let first = w0.and_then(|w| w.worker);
 
-    // A rejected config: the worker exits, its log tells why.
-    b.start_slot(Slot::Surge, &"bad".into()).await?;
-    let st = b.wait_ready(Slot::Surge, t).await?;
-    ensure!(
-        matches!(st, SlotState::Exited | SlotState::Failed),
-        "bad canary is {st:?}"
-    );
+    // A rejected config: the worker exits (never ready), its log tells why.
+    b.start(Slot::Surge, &bad.revision).await?;
+    let canary = wait_for(b, Slot::Surge, "exit", &[Pending, Starting], |s| {
+        s.is_some_and(|s| matches!(s.state, Exited | Failed))
+    })
+    .await?;
+    ensure!(canary.is_some(), "bad canary vanished");
     let tail = b.log_tail(Slot::Surge, 4096).await?;
     ensure!(
         tail.contains("conformance-boom"),
         "log tail without the error: {tail}"
     );
 
-    // Replace: a new process on the (same) revision, the slot's identity kept.
-    b.replace_slot(Slot::Worker(0), &"good".into()).await?;
+    // Replace as the planner does: drain, stop, start; each observed to completion.
+    b.drain(Slot::Worker(0)).await?;
+    wait_for(b, Slot::Worker(0), "drained", &[Ready, Draining], |s| {
+        s.is_some_and(|s| s.state == Drained)
+    })
+    .await?;
+    b.stop(Slot::Worker(0)).await?;
+    wait_for(b, Slot::Worker(0), "gone", &[Drained, Stopping], |s| {
+        s.is_none()
+    })
+    .await?;
+    b.start(Slot::Worker(0), &good.revision).await?;
+    let again = wait_for(b, Slot::Worker(0), "ready", &[Pending, Starting], |s| {
+        s.is_some_and(|s| s.state == Ready)
+    })
+    .await?;
+    let second = again.and_then(|w| w.worker);
     ensure!(
-        b.wait_ready(Slot::Worker(0), t).await? == SlotState::Ready,
-        "replacement not ready"
-    );
-    let new = b.observe().await?.slot(Slot::Worker(0)).and_then(|w| w.pid);
-    ensure!(
-        new.is_some() && new != w0.and_then(|w| w.pid),
-        "replace kept the old process"
+        second.is_some() && second != first,
+        "the replacement is the old worker: {first:?} / {second:?}"
     );
 
-    // Stop removes slots.
-    b.stop_slot(Slot::Surge).await?;
-    b.stop_slot(Slot::Worker(0)).await?;
+    // An exited worker is stopped without a drain.
+    b.stop(Slot::Surge).await?;
+    wait_for(b, Slot::Surge, "gone", &[Exited, Failed, Stopping], |s| {
+        s.is_none()
+    })
+    .await?;
+
+    // Revisions not kept (and not running) are collected.
+    b.collect_revisions(&BTreeSet::new()).await?;
+    let staged = b.observe().await?.staged;
+    ensure!(
+        staged.contains(&good.revision) && !staged.contains(&bad.revision),
+        "after collecting: {staged:?} (the running revision stays, the other goes)"
+    );
+
+    b.drain(Slot::Worker(0)).await?;
+    wait_for(b, Slot::Worker(0), "drained", &[Ready, Draining], |s| {
+        s.is_some_and(|s| s.state == Drained)
+    })
+    .await?;
+    b.stop(Slot::Worker(0)).await?;
+    wait_for(b, Slot::Worker(0), "gone", &[Drained, Stopping], |s| {
+        s.is_none()
+    })
+    .await?;
     ensure!(b.observe().await?.slots.is_empty(), "slots left after stop");
     b.shutdown().await?;
     Ok(())

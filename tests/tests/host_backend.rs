@@ -10,7 +10,7 @@ async fn supervisord_backend_conformance() -> anyhow::Result<()> {
     let mut settings = SupervisordSettings::new(dir.path().join("run"));
     settings.probe_ip = unique_loopback().into();
     let backend = SupervisordBackend::new(settings)?;
-    let result = conformance(&backend).await;
+    let result = conformance(&backend, serde_json::Value::Null).await;
     if result.is_err() {
         // Leave nothing behind on failure.
         let _ = backend.rpc().shutdown().await;

@@ -101,19 +101,26 @@ fn host_change_under_load_canary_first_no_lost_queries() -> anyhow::Result<()> {
         .expect("target event");
     let steps: Vec<&String> = ev[target + 1..]
         .iter()
-        .filter(|e| {
-            e.contains(": start on") || e.contains(": replace with") || e.contains(": stop")
-        })
+        .filter(|e| e.contains(": start on") || e.contains(": drain") || e.contains(": stop"))
         .collect();
     assert_eq!(steps[0], &format!("canary slot: start on {new}"), "{ev:#?}");
+    // Each slot: drained, stopped, started on the new revision (only then the next one).
     for i in 0..4 {
         assert_eq!(
-            steps[1 + i],
-            &format!("slot {i}: replace with {new}"),
+            steps[1 + 3 * i..4 + 3 * i],
+            [
+                &format!("slot {i}: drain"),
+                &format!("slot {i}: stop"),
+                &format!("slot {i}: start on {new}")
+            ],
             "{ev:#?}"
         );
     }
-    assert_eq!(steps[5], "canary slot: stop", "{ev:#?}");
+    assert_eq!(
+        steps[13..],
+        ["canary slot: drain", "canary slot: stop"],
+        "{ev:#?}"
+    );
     let _ = &mut host;
     Ok(())
 }
@@ -209,8 +216,7 @@ fn host_failure_late_in_the_roll_rolls_back() -> anyhow::Result<()> {
     );
     let ev = Host::events(&status);
     assert!(
-        ev.iter()
-            .any(|e| e.starts_with("slot 0: replace with") && e.ends_with(&old)),
+        ev.iter().any(|e| *e == format!("slot 0: start on {old}")),
         "{ev:#?}"
     );
     assert_eq!(

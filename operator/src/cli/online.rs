@@ -259,6 +259,20 @@ fn print_status(reply: &Reply) {
             .unwrap_or_else(|| "-".to_owned())
     };
     outln!("phase:            {}", s(&st, "/phase"));
+    for c in st
+        .get("conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        outln!(
+            "{:<17} {:<5} {}: {}",
+            format!("{}:", s(c, "/type")),
+            s(c, "/status"),
+            s(c, "/reason"),
+            s(c, "/message")
+        );
+    }
     outln!("current revision: {}", s(&st, "/current-revision"));
     outln!("target revision:  {}", s(&st, "/target-revision"));
     outln!("workers:");

@@ -5,9 +5,9 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 use kres_crd::config::{ConfigError, ConfigErrors, InterfaceHost, ResolverConfig};
-use kres_crd::lua::{RenderOptions, SocketMode, render, revision};
+use kres_crd::lua::{RenderOptions, SocketMode, render};
 
-use crate::reconcile::{Desired, GcSpec};
+use crate::reconcile::{Desired, GcSpec, revision_of};
 use crate::sockets::specs_for_listen;
 
 /// The one config pipeline of host mode: every rule (the datamodel's
@@ -65,11 +65,15 @@ pub fn desired_with(
         config.push_str(&format!("-- inherited sockets: {}\n", listen.join(" ")));
     }
     Ok(Desired {
-        revision: revision(config.as_bytes()),
+        revision: revision_of(&config, &serde_json::Value::Null),
         config,
         workers,
         gc: gc_spec(cfg),
         start_timeout,
+        // Host mode's drain bound is the backend's (`--drain-timeout-ms`); no soak.
+        drain: Duration::ZERO,
+        soak: Duration::ZERO,
+        template: serde_json::Value::Null,
         listen,
     })
 }

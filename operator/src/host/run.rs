@@ -11,13 +11,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use super::desired::desired_from;
-use super::{Reconciler, Status};
+use super::{HostStatus, Status, drive, stop};
 use crate::backend::BackendError;
 use crate::backend::supervisord::conf::Layout;
 use crate::backend::supervisord::{SupervisordBackend, SupervisordSettings};
+use crate::metrics::OperatorMetrics;
 use crate::privilege::{PrivilegeError, WorkerUser, default_rundir, worker_dir, worker_user};
-use crate::reconcile::FileRevisionStore;
-use crate::source::Origin;
+use crate::reconcile::{Context, FileRevisionStore};
 use crate::source::file::{FileSource, SourceError};
 
 /// Options of `kres-operator host`.
@@ -153,6 +153,7 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (durable_tx, durable_rx) = watch::channel(Arc::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let metrics = Arc::new(OperatorMetrics::default());
     // The HTTP API (issue 4): listener from the config's `management`.
     let api = crate::http::host_plane::start_api(crate::http::host_plane::HostPlaneParts {
         source: source.clone(),
@@ -160,7 +161,7 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         history: durable_rx,
         shutdown: shutdown_tx.clone(),
         rundir: rundir.clone(),
-        metrics: Default::default(),
+        metrics: metrics.clone(),
     })
     .await
     .map_err(|e| HostError::Setup(format!("API: {e}")))?;
@@ -170,23 +171,24 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         .unwrap_or_else(|| rundir.join("state"));
     let store = FileRevisionStore::open(&state_dir)
         .map_err(|e| HostError::Setup(format!("state directory: {e}")))?;
-    let mut reconciler = Reconciler::new(backend, Box::new(store), status_tx, Some(status_file))
-        .map_err(|e| HostError::Setup(format!("rollout state: {e}")))?;
-    reconciler.publish_durable(durable_tx);
+    let sink = HostStatus {
+        status: status_tx,
+        file: Some(status_file),
+        durable: Some(durable_tx),
+    };
     // A rejected API change (or rollback) is reverted here, not by the request: the last good
     // config goes back to the file whether or not the client still waits.
     let revert_source = source.clone();
-    reconciler.on_rejected(Box::new(move |change, good| {
-        if !matches!(change.origin, Origin::Api | Origin::Rollback) {
-            return;
-        }
-        let (source, seq, good) = (revert_source.clone(), change.seq, good.to_owned());
-        tokio::task::spawn_blocking(move || match source.revert(seq, &good) {
-            Ok(Some(a)) => tracing::info!(rejected = seq, seq = a.seq, revision = %a.desired.revision, "last good configuration restored"),
-            Ok(None) => tracing::info!(rejected = seq, "not reverted: a newer change came"),
-            Err(e) => tracing::error!(error = %e, "could not restore the last good configuration"),
-        });
-    }));
+    let ctx = Context::new(backend, Box::new(store), Box::new(sink), metrics)
+        .map_err(|e| HostError::Setup(format!("rollout state: {e}")))?
+        .on_rejected(Box::new(move |change, good| {
+            let (source, seq, good) = (revert_source.clone(), change.seq, good.to_owned());
+            tokio::task::spawn_blocking(move || match source.revert(seq, &good) {
+                Ok(Some(a)) => tracing::info!(rejected = seq, seq = a.seq, revision = %a.desired.revision, "last good configuration restored"),
+                Ok(None) => tracing::info!(rejected = seq, "not reverted: a newer change came"),
+                Err(e) => tracing::error!(error = %e, "could not restore the last good configuration"),
+            });
+        }));
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -201,12 +203,12 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
     });
-    reconciler.run(desired_rx, shutdown_rx).await;
+    drive(&ctx, desired_rx, shutdown_rx).await;
     api.shutdown().await;
     if opts.keep_workers_on_exit {
         tracing::info!("leaving supervisord and the workers running");
     } else {
-        reconciler.stop().await?;
+        stop(&ctx).await?;
         tracing::info!("workers and supervisord stopped");
     }
     Ok(())

@@ -85,8 +85,12 @@ fn phase_name(p: &Phase) -> String {
 
 fn state_name(s: SlotState) -> &'static str {
     match s {
+        SlotState::Pending => "pending",
         SlotState::Starting => "starting",
         SlotState::Ready => "ready",
+        SlotState::Draining => "draining",
+        SlotState::Drained => "drained",
+        SlotState::Stopping => "stopping",
         SlotState::Stopped => "stopped",
         SlotState::Exited => "exited",
         SlotState::Failed => "failed",
@@ -117,13 +121,14 @@ pub fn snapshot(s: &Status) -> StatusSnapshot {
             .iter()
             .map(|w| WorkerStatus {
                 slot: w.slot.worker_id(),
-                pid: w.pid,
+                pid: w.worker.as_ref().and_then(|w| w.pid),
                 revision: Some(w.revision.clone()),
                 state: state_name(w.state).into(),
                 ready_since: w.ready_since_unix_ms.map(rfc3339),
             })
             .collect(),
         cache_gc: None,
+        conditions: s.conditions.clone(),
         last_failure: s.last_failure.as_ref().map(|f| Failure {
             revision: Some(f.revision.clone()),
             reason: f.reason.clone(),
@@ -292,19 +297,16 @@ impl ControlPlane for HostPlane {
     }
 
     fn worker_control_sockets(&self) -> Vec<WorkerSocket> {
-        let control = crate::backend::supervisord::conf::Layout {
-            rundir: self.p.rundir.clone(),
-        }
-        .control_dir();
         self.p
             .status
             .borrow()
             .workers
             .iter()
             .filter_map(|w| {
-                w.pid.map(|pid| WorkerSocket {
+                let control = w.worker.as_ref()?.control.as_ref()?;
+                Some(WorkerSocket {
                     worker: w.slot.worker_id(),
-                    path: control.join(pid.to_string()),
+                    path: PathBuf::from(control),
                 })
             })
             .collect()
@@ -479,48 +481,6 @@ pub fn listen_of(cfg: &ResolverConfig, rundir: &Path) -> Listen {
     }
 }
 
-/// Derive the operator's counters from the status channel: every published status is one
-/// reconcile step that changed something; `good`/`failed` events end a rollout that began with
-/// the last `target` event.
-async fn track_metrics(mut status: watch::Receiver<Status>, metrics: Arc<OperatorMetrics>) {
-    let mut seen_ms = 0u64;
-    let mut started_ms: Option<u64> = None;
-    loop {
-        {
-            let s = status.borrow_and_update();
-            metrics.reconciles.inc();
-            for e in s.events.iter().filter(|e| e.at_unix_ms > seen_ms) {
-                match e.kind.as_str() {
-                    "target" => started_ms = Some(e.at_unix_ms),
-                    "good" | "failed" => {
-                        let result = if e.kind == "good" {
-                            "succeeded"
-                        } else {
-                            "failed"
-                        };
-                        metrics
-                            .rollouts
-                            .get_or_create(&ResultLabel::new(result))
-                            .inc();
-                        if let Some(t0) = started_ms.take() {
-                            metrics
-                                .rollout_duration
-                                .observe(e.at_unix_ms.saturating_sub(t0) as f64 / 1000.0);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(last) = s.events.last() {
-                seen_ms = seen_ms.max(last.at_unix_ms);
-            }
-        }
-        if status.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Poll supervisord once a second for the `cache-gc` program's state (until the plane is gone).
 async fn track_gc(socket: PathBuf, slot: std::sync::Weak<std::sync::Mutex<Option<CacheGcStatus>>>) {
     use crate::backend::supervisord::conf::GC_PROGRAM;
@@ -557,7 +517,6 @@ pub async fn start_api(parts: HostPlaneParts) -> Result<ServerHandle, ServeError
         Some(c) => listen_of(&c.config, &parts.rundir),
         None => Listen::Unix(parts.rundir.join("kres-api.sock")),
     };
-    tokio::spawn(track_metrics(parts.status.clone(), parts.metrics.clone()));
     let supervisord = parts.rundir.join("supervisord.sock");
     let plane = Arc::new(HostPlane::new(parts));
     tokio::spawn(track_gc(supervisord, Arc::downgrade(&plane.gc)));

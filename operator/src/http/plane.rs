@@ -147,6 +147,9 @@ pub struct StatusSnapshot {
     pub cache_gc: Option<CacheGcStatus>,
     /// The last failed rollout, with why.
     pub last_failure: Option<Failure>,
+    /// `Available`, `Progressing`, `Degraded` (see [`crate::reconcile::Condition`]).
+    #[serde(default)]
+    pub conditions: Vec<crate::reconcile::Condition>,
 }
 
 /// One rollout event.

@@ -2,21 +2,32 @@
 //!
 //! Level-triggered: every decision is re-derived from what the backend shows, so calling it again
 //! after any step (or after an operator restart with an empty [`Rollout`]) gives the right next
-//! step. Rules, in priority order:
+//! step. Backend requests are asynchronous: a start is observed `Pending`/`Starting` until
+//! `Ready`, a drain `Draining` until `Drained`, a stop `Stopping` until the slot is gone. Rules,
+//! in priority order:
 //!
+//! 0. Adoption: without a stored last good revision, the one the running fleet serves is adopted
+//!    (`AdoptLastGood`).
 //! 1. A worker on an unproven revision (not the last good one) that exited, failed, or did not
-//!    become ready within `start_timeout` fails its gate: `MarkFailed`.
-//! 2. The target is the desired revision unless it failed; then the last good revision (rollback).
-//! 3. Slots run other revisions than the target (a rollout): the surge slot must first serve the
+//!    become ready within `start_timeout` (counted after `Pending`) fails its gate: `MarkFailed`.
+//! 2. The target is the desired revision unless it failed; then the last good revision
+//!    (rollback). The backend serves the target's endpoints (`SetEndpoints`; a rejection fails
+//!    the revision) and has the target staged (`Stage`) before any worker starts on it.
+//! 3. A retirement under way is finished first: a `Drained` worker is stopped, a `Draining` or
+//!    `Stopping` one waited for.
+//! 4. Slots run other revisions than the target (a rollout): the surge slot must first serve the
 //!    target (the canary; for a rollback any ready surge worker serves as spare capacity), then
-//!    missing slots are started and stale slots replaced one at a time, each gated. A ready slot
-//!    is only replaced while the surge slot serves, so N workers always serve.
-//! 4. Otherwise: restart exited slots, start missing ones (in parallel), wait for starting ones,
-//!    stop left-over and surge slots, converge the cache GC, mark the target good, done.
+//!    missing slots are started and stale slots replaced one at a time: drain → stop → start →
+//!    ready (+ `soak`). A ready slot is only retired while the surge slot serves, so N workers
+//!    always serve, and nothing is stopped before its replacement (the surge) is ready.
+//! 5. Otherwise: restart exited slots, start missing ones (in parallel), wait for starting ones,
+//!    retire left-over and surge slots, converge the cache GC, mark the target good, collect
+//!    revisions no longer kept, done.
 //!
 //! A worker is never stopped while starting (kresd would lose an early SIGTERM), except one on a
-//! failed revision that outlived its start timeout.
+//! failed revision that outlived its start timeout (or is still `Pending`).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -28,6 +39,23 @@ use super::rollout::{Phase, Rollout};
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "action")]
 pub enum Action {
+    /// No last good revision is stored: take the one the running fleet serves.
+    AdoptLastGood {
+        /// The revision.
+        revision: Revision,
+    },
+    /// Serve on the target's endpoints; a rejection fails `revision`.
+    SetEndpoints {
+        /// The revision the endpoints belong to.
+        revision: Revision,
+        /// The endpoints, in the backend's notation.
+        endpoints: Vec<String>,
+    },
+    /// Stage the desired revision (config + worker template) in the backend.
+    Stage {
+        /// The desired revision.
+        revision: Revision,
+    },
     /// Start a worker in an empty (or stopped/exited) slot on `revision`.
     StartSlot {
         /// Slot to start.
@@ -35,12 +63,10 @@ pub enum Action {
         /// Revision to run.
         revision: Revision,
     },
-    /// Stop the slot's worker, then start one on `revision` in its place.
-    ReplaceSlot {
-        /// Slot to replace.
+    /// The slot's ready worker stops taking new work and finishes what it holds.
+    DrainSlot {
+        /// Slot to drain.
         slot: Slot,
-        /// Revision to run.
-        revision: Revision,
     },
     /// Stop the slot's worker and remove the slot.
     StopSlot {
@@ -68,6 +94,11 @@ pub enum Action {
     },
     /// Stop the cache garbage collector.
     StopGc,
+    /// Delete staged revisions not in `keep`.
+    CollectRevisions {
+        /// The revisions to keep.
+        keep: BTreeSet<Revision>,
+    },
     /// Nothing to do until something changes (a worker becomes ready, a deadline passes).
     Wait {
         /// Why.
@@ -83,6 +114,17 @@ fn wait(reason: impl Into<String>) -> Action {
     }
 }
 
+/// The action that takes a worker out of service: a ready one is drained first, a drained (or
+/// not running) one stopped, one whose drain or stop is under way waited for.
+fn retire(s: &ObservedSlot) -> Action {
+    match s.state {
+        SlotState::Ready => Action::DrainSlot { slot: s.slot },
+        SlotState::Draining => wait(format!("{} draining", s.slot)),
+        SlotState::Stopping => wait(format!("{} stopping", s.slot)),
+        _ => Action::StopSlot { slot: s.slot },
+    }
+}
+
 /// The next action. See the module documentation for the rules.
 pub fn plan(desired: &Desired, observed: &Observed, rollout: &Rollout) -> Action {
     plan_with_phase(desired, observed, rollout).1
@@ -94,11 +136,25 @@ pub fn plan_with_phase(
     observed: &Observed,
     rollout: &Rollout,
 ) -> (Phase, Action) {
+    let failed = |r: &Revision| rollout.durable.failed.contains_key(r);
     let good = rollout.effective_last_good(&desired.revision, observed);
+    // 0. Adopted mid-rollout without a stored state: remember what was serving before.
+    if rollout.durable.last_good.is_none()
+        && let Some(g) = &good
+        && *g != desired.revision
+    {
+        return (
+            rollout.phase.clone(),
+            Action::AdoptLastGood {
+                revision: g.clone(),
+            },
+        );
+    }
     let mut slots: Vec<&ObservedSlot> = observed.slots.iter().collect();
     slots.sort_by_key(|s| s.slot);
     let age = |s: &ObservedSlot| observed.now.saturating_sub(s.since);
-    let timed_out = |s: &ObservedSlot| age(s) > desired.start_timeout;
+    let timed_out =
+        |s: &ObservedSlot| s.state == SlotState::Starting && age(s) > desired.start_timeout;
     let failed_phase = if good.is_some() {
         Phase::RollingBack
     } else {
@@ -108,7 +164,7 @@ pub fn plan_with_phase(
     // 1. Gates of unproven revisions.
     for s in &slots {
         let proven = good.as_ref() == Some(&s.revision);
-        if proven || rollout.durable.failed.contains_key(&s.revision) {
+        if proven || failed(&s.revision) {
             continue;
         }
         let reason = match s.state {
@@ -137,18 +193,16 @@ pub fn plan_with_phase(
         }
     }
 
-    // Workers stuck starting on a failed revision are stopped once their deadline passed.
+    // Workers stuck starting on a failed revision are stopped once their deadline passed; a
+    // pending one at once (it holds nothing).
     for s in &slots {
-        if rollout.durable.failed.contains_key(&s.revision)
-            && s.state == SlotState::Starting
-            && timed_out(s)
-        {
+        if failed(&s.revision) && (timed_out(s) || s.state == SlotState::Pending) {
             return (failed_phase, Action::StopSlot { slot: s.slot });
         }
     }
 
     // 2. The target.
-    let rolling_back = rollout.durable.failed.contains_key(&desired.revision);
+    let rolling_back = failed(&desired.revision);
     let target = if !rolling_back {
         desired.revision.clone()
     } else if let Some(g) = good.clone() {
@@ -156,11 +210,11 @@ pub fn plan_with_phase(
     } else {
         // Nothing to fall back to: clear away workers of failed revisions, then wait for a change.
         for s in &slots {
-            if rollout.durable.failed.contains_key(&s.revision) && s.state != SlotState::Starting {
-                return (Phase::Failed, Action::StopSlot { slot: s.slot });
+            if failed(&s.revision) && !s.state.is_starting() {
+                return (Phase::Failed, retire(s));
             }
         }
-        if let Some(s) = slots.iter().find(|s| s.state == SlotState::Starting) {
+        if let Some(s) = slots.iter().find(|s| s.state.is_starting()) {
             return (Phase::Failed, wait(format!("{} starting", s.slot)));
         }
         return (
@@ -171,6 +225,44 @@ pub fn plan_with_phase(
             )),
         );
     };
+    let roll_phase = |p: Phase| if rolling_back { Phase::RollingBack } else { p };
+    // Preparing (endpoints, staging): a rollout when something else runs, else a start.
+    let preparing = if slots.iter().any(|s| s.revision != target) {
+        roll_phase(Phase::Canary)
+    } else if slots.is_empty() {
+        Phase::Starting
+    } else {
+        rollout.phase.clone()
+    };
+    // The target's endpoints: the desired ones, or the last good revision's from the history
+    // (unknown for a last good revision adopted without a stored state: left as they are).
+    let endpoints = if target == desired.revision {
+        Some(desired.listen.clone())
+    } else {
+        rollout.durable.record(&target).map(|r| r.endpoints.clone())
+    };
+    if let Some(endpoints) = endpoints
+        && observed.endpoints.as_ref() != Some(&endpoints)
+    {
+        return (
+            preparing,
+            Action::SetEndpoints {
+                revision: target,
+                endpoints,
+            },
+        );
+    }
+    if target == desired.revision && !observed.staged.contains(&target) {
+        return (preparing, Action::Stage { revision: target });
+    }
+
+    // 3. A retirement under way.
+    for s in &slots {
+        if s.state.is_retiring() {
+            return (rollout.phase.clone(), retire(s));
+        }
+    }
+
     let proven_target = good.as_ref() == Some(&target);
     let n = desired.workers;
     let regular = |s: &&&ObservedSlot| matches!(s.slot, Slot::Worker(i) if i < n);
@@ -184,24 +276,31 @@ pub fn plan_with_phase(
         .map(Slot::Worker)
         .filter(|slot| observed.slot(*slot).is_none())
         .collect();
-    let starting = slots.iter().find(|s| s.state == SlotState::Starting);
+    let starting = slots.iter().find(|s| s.state.is_starting());
     let surge = observed.slot(Slot::Surge);
-    let serving = |s: &ObservedSlot| s.state == SlotState::Ready;
-    let roll_phase = |p: Phase| if rolling_back { Phase::RollingBack } else { p };
+    let ready = |s: &ObservedSlot| s.state == SlotState::Ready;
+    // A worker on the target serves once it stayed ready for `soak`.
+    let soaking = |s: &ObservedSlot| ready(s) && age(s) < desired.soak;
+    let serving = |s: &ObservedSlot| ready(s) && !soaking(s);
 
-    // 3. A rollout: some regular slots run another revision.
+    // 4. A rollout: some regular slots run another revision.
     if !stale.is_empty() {
         if let Some(s) = starting {
-            let phase = match s.slot {
-                Slot::Surge => Phase::Canary,
-                Slot::Worker(i) => Phase::Rolling { slot: i },
-            };
-            return (roll_phase(phase), wait(format!("{} starting", s.slot)));
+            return (
+                roll_phase(phase_of(s.slot)),
+                wait(format!("{} starting", s.slot)),
+            );
+        }
+        if let Some(s) = slots.iter().find(|s| s.revision == target && soaking(s)) {
+            return (
+                roll_phase(phase_of(s.slot)),
+                wait(format!("{} soaking", s.slot)),
+            );
         }
         let surge_ok = match surge {
             None => {
                 // A rollback whose stale workers all stopped serving needs no spare capacity.
-                if !proven_target || stale.iter().any(|s| serving(s)) {
+                if !proven_target || stale.iter().any(|s| ready(s)) {
                     return (
                         roll_phase(Phase::Canary),
                         Action::StartSlot {
@@ -215,29 +314,36 @@ pub fn plan_with_phase(
             Some(s) if s.revision == target => {
                 if !serving(s) {
                     // Exited on the (proven) target: remove it; it is started again next step.
-                    return (
-                        roll_phase(Phase::Canary),
-                        Action::StopSlot { slot: Slot::Surge },
-                    );
+                    return (roll_phase(Phase::Canary), retire(s));
                 }
                 true
             }
             Some(s) => {
                 // The surge slot runs another revision: spare capacity for a rollback, else it
                 // makes room for the target's canary (a superseded rollout).
-                if proven_target && serving(s) {
+                if proven_target && ready(s) {
                     true
                 } else {
-                    return (
-                        roll_phase(Phase::Canary),
-                        Action::StopSlot { slot: Slot::Surge },
-                    );
+                    // A slot emptied for the superseded rollout is filled first (on the last
+                    // good revision): the surge worker is part of the capacity until then.
+                    if ready(s)
+                        && let Some(slot) = missing.first()
+                    {
+                        return (
+                            roll_phase(Phase::Canary),
+                            Action::StartSlot {
+                                slot: *slot,
+                                revision: good.clone().unwrap_or_else(|| s.revision.clone()),
+                            },
+                        );
+                    }
+                    return (roll_phase(Phase::Canary), retire(s));
                 }
             }
         };
         if surge_ok && let Some(slot) = missing.first() {
             return (
-                roll_phase(Phase::Starting),
+                roll_phase(phase_of(*slot)),
                 Action::StartSlot {
                     slot: *slot,
                     revision: target,
@@ -247,22 +353,10 @@ pub fn plan_with_phase(
         // Replace not-serving stale slots first, then serving ones (those only with the surge up).
         let next = stale
             .iter()
-            .find(|s| !serving(s))
+            .find(|s| !ready(s))
             .or_else(|| if surge_ok { stale.first() } else { None });
         return match next {
-            Some(s) => {
-                let i = match s.slot {
-                    Slot::Worker(i) => i,
-                    Slot::Surge => 0,
-                };
-                (
-                    roll_phase(Phase::Rolling { slot: i }),
-                    Action::ReplaceSlot {
-                        slot: s.slot,
-                        revision: target,
-                    },
-                )
-            }
+            Some(s) => (roll_phase(phase_of(s.slot)), retire(s)),
             None => (
                 roll_phase(Phase::Canary),
                 wait("waiting for spare capacity"),
@@ -270,7 +364,7 @@ pub fn plan_with_phase(
         };
     }
 
-    // 4. Every regular slot runs the target (or is missing).
+    // 5. Every regular slot runs the target (or is missing).
     let others_exist = slots.iter().any(|s| s.revision != target);
     for s in slots.iter().filter(regular) {
         if matches!(
@@ -289,20 +383,34 @@ pub fn plan_with_phase(
     let canary_ready = surge.is_some_and(|s| s.revision == target && serving(s));
     if let Some(slot) = missing.first() {
         if proven_target || !others_exist || canary_ready {
+            // A slot emptied by a replacement is part of the rollout; others are a start.
+            let phase = if surge.is_some() {
+                phase_of(*slot)
+            } else {
+                Phase::Starting
+            };
             return (
-                roll_phase(Phase::Starting),
+                roll_phase(phase),
                 Action::StartSlot {
                     slot: *slot,
                     revision: target,
                 },
             );
         }
-        // Scale-up together with a change while only the surge slot runs something else.
-        if surge.is_some_and(|s| s.revision != target && s.state != SlotState::Starting) {
-            return (
-                roll_phase(Phase::Canary),
-                Action::StopSlot { slot: Slot::Surge },
-            );
+        // The surge slot runs something else (a scale-up together with a change, or a
+        // superseded rollout that emptied a slot): while it serves, the missing slot is filled
+        // on the last good revision first, so retiring it does not cost capacity.
+        if let Some(s) = surge.filter(|s| s.revision != target && !s.state.is_starting()) {
+            if ready(s) {
+                return (
+                    roll_phase(Phase::Canary),
+                    Action::StartSlot {
+                        slot: *slot,
+                        revision: good.clone().unwrap_or_else(|| s.revision.clone()),
+                    },
+                );
+            }
+            return (roll_phase(Phase::Canary), retire(s));
         }
         if surge.is_none() {
             return (
@@ -326,16 +434,10 @@ pub fn plan_with_phase(
         .iter()
         .find(|s| matches!(s.slot, Slot::Worker(i) if i >= n))
     {
-        return (
-            roll_phase(Phase::Finishing),
-            Action::StopSlot { slot: s.slot },
-        );
+        return (roll_phase(Phase::Finishing), retire(s));
     }
-    if surge.is_some() {
-        return (
-            roll_phase(Phase::Finishing),
-            Action::StopSlot { slot: Slot::Surge },
-        );
+    if let Some(s) = surge {
+        return (roll_phase(Phase::Finishing), retire(s));
     }
     if observed.gc != desired.gc {
         return match &desired.gc {
@@ -346,13 +448,33 @@ pub fn plan_with_phase(
             None => (roll_phase(Phase::Finishing), Action::StopGc),
         };
     }
+    if let Some(s) = slots.iter().find(|s| soaking(s)) {
+        return (
+            roll_phase(Phase::Finishing),
+            wait(format!("{} soaking", s.slot)),
+        );
+    }
     if rollout.durable.last_good.as_ref() != Some(&target) && n > 0 {
         return (
             roll_phase(Phase::Finishing),
             Action::MarkGood { revision: target },
         );
     }
+    let mut keep = rollout.durable.kept_revisions();
+    keep.insert(target);
+    keep.extend(slots.iter().map(|s| s.revision.clone()));
+    if observed.staged.iter().any(|r| !keep.contains(r)) {
+        return (Phase::Idle, Action::CollectRevisions { keep });
+    }
     (Phase::Idle, Action::Done)
+}
+
+/// The phase a step on `slot` belongs to during a rollout.
+fn phase_of(slot: Slot) -> Phase {
+    match slot {
+        Slot::Surge => Phase::Canary,
+        Slot::Worker(i) => Phase::Rolling { slot: i },
+    }
 }
 
 fn fmt_duration(d: Duration) -> String {

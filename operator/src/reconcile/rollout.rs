@@ -10,7 +10,7 @@ use super::model::{Observed, Revision, Slot, SlotState};
 use super::store::{Durable, RevisionState};
 
 /// How many rollout events are kept.
-pub const EVENT_HISTORY: usize = 20;
+pub const EVENT_HISTORY: usize = 50;
 
 /// Where a rollout stands.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

@@ -6,7 +6,7 @@
 //! status and ConfigMaps. The reconciler loads it once at start and saves it whenever it changed,
 //! so an operator restart neither retries a failed revision nor guesses the last good one.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -67,6 +67,18 @@ pub struct Durable {
 }
 
 impl Durable {
+    /// The revisions whose staged config must be kept: the target, the last good one, the
+    /// failed ones and those in the history.
+    pub fn kept_revisions(&self) -> BTreeSet<Revision> {
+        self.target
+            .iter()
+            .chain(&self.last_good)
+            .chain(self.failed.keys())
+            .chain(self.history.iter().map(|r| &r.revision))
+            .cloned()
+            .collect()
+    }
+
     /// The record of `revision`, if kept.
     pub fn record(&self, revision: &str) -> Option<&RevisionRecord> {
         self.history.iter().rev().find(|r| r.revision == revision)

@@ -22,7 +22,7 @@ pub mod conf;
 pub mod rpc;
 pub mod xmlrpc;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,7 +40,9 @@ use crate::kresd::drain::{DrainOutcome, drain};
 use crate::kresd::notify::{Notification, NotifyAccess, NotifyListener};
 use crate::kresd::probe::{ProbeQuestion, probe};
 use crate::privilege::{WorkerUser, operator_dir, worker_dir};
-use crate::reconcile::{GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState};
+use crate::reconcile::{
+    Desired, GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState, WorkerRef,
+};
 use crate::sockets::{BindSpec, Proto, rebind};
 
 /// How the supervisord backend runs things.
@@ -102,6 +104,8 @@ struct State {
     first_seen: HashMap<(String, u32), Duration>,
     /// When a program was first seen exited.
     exited_seen: HashMap<String, Duration>,
+    /// PIDs drained (stream listeners closed, connections finished or the bound passed).
+    drained: HashSet<u32>,
     /// PIDs already running when this supervisord was adopted: they need only the probe.
     adopted: HashSet<u32>,
     /// The adopted set is computed at the next observation.
@@ -142,11 +146,7 @@ fn unix_ms() -> u64 {
 }
 
 fn op(e: RpcError) -> BackendError {
-    if e.is_unreachable() {
-        BackendError::Unavailable(e.to_string())
-    } else {
-        BackendError::Operation(e.to_string())
-    }
+    BackendError::Transient(e.to_string())
 }
 
 /// Ignore the faults that mean "already in the wanted state".
@@ -174,14 +174,14 @@ impl SupervisordBackend {
         ] {
             let group = group.filter(|_| mode & 0o070 != 0);
             operator_dir(what, &dir, mode, group)
-                .map_err(|e| BackendError::Operation(e.to_string()))?;
+                .map_err(|e| BackendError::Transient(e.to_string()))?;
         }
         for (what, dir) in [
             ("kresd dir", layout.kresd_dir()),
             ("control dir", layout.control_dir()),
         ] {
             worker_dir(what, &dir, settings.worker_user.as_ref())
-                .map_err(|e| BackendError::Operation(e.to_string()))?;
+                .map_err(|e| BackendError::Transient(e.to_string()))?;
         }
         let notify_parent = Arc::new(AtomicU32::new(0));
         let known = notify_parent.clone();
@@ -202,7 +202,7 @@ impl SupervisordBackend {
             }),
         };
         let notify = NotifyListener::bind(layout.notify_socket(), access).map_err(|e| {
-            BackendError::Operation(format!(
+            BackendError::Transient(format!(
                 "NOTIFY_SOCKET {}: {e}",
                 layout.notify_socket().display()
             ))
@@ -273,7 +273,7 @@ impl SupervisordBackend {
             .await
             .map_err(|e| BackendError::io(format!("run {}", self.settings.supervisord), e))?;
         if !out.status.success() {
-            return Err(BackendError::Operation(format!(
+            return Err(BackendError::Transient(format!(
                 "supervisord exited with {}: {}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -292,7 +292,7 @@ impl SupervisordBackend {
                     return Ok(());
                 }
                 Err(e) if Instant::now() > deadline => {
-                    return Err(BackendError::Unavailable(format!(
+                    return Err(BackendError::Transient(format!(
                         "supervisord did not come up: {e}"
                     )));
                 }
@@ -351,23 +351,12 @@ impl SupervisordBackend {
         Ok(())
     }
 
-    /// Before a running worker is stopped: close its stream listeners and let its open
-    /// connections finish, at most `drain_timeout` (only with shared sockets: the other
-    /// workers keep the listeners). Failures are logged; the worker is stopped anyway.
-    async fn drain_worker(&self, name: &str) -> BackendResult<()> {
+    /// Drain a running worker: close its stream listeners and let its open connections
+    /// finish, at most `drain_timeout` (only with shared sockets: the other workers keep the
+    /// listeners; without a bound or streams nothing is done). Failures are logged; the worker
+    /// counts as drained anyway. Returns the drained worker's PID, `None` when none runs.
+    async fn drain_worker(&self, name: &str) -> BackendResult<Option<u32>> {
         let timeout = self.settings.drain_timeout;
-        let Some(endpoints) = self.lock().endpoints.clone() else {
-            return Ok(());
-        };
-        if timeout.is_zero() || self.settings.holder.is_none() {
-            return Ok(());
-        }
-        let streams: Vec<SocketAddr> = endpoints
-            .iter()
-            .filter_map(|e| e.parse::<BindSpec>().ok())
-            .filter(|s| s.proto == Proto::Tcp)
-            .map(|s| s.addr)
-            .collect();
         let running = self
             .rpc
             .all_process_info()
@@ -375,9 +364,19 @@ impl SupervisordBackend {
             .map_err(op)?
             .into_iter()
             .find(|p| p.name == name && p.state == "RUNNING" && p.pid > 0);
-        let (Some(p), false) = (running, streams.is_empty()) else {
-            return Ok(());
+        let Some(p) = running else {
+            return Ok(None);
         };
+        let endpoints = self.lock().endpoints.clone().unwrap_or_default();
+        let streams: Vec<SocketAddr> = endpoints
+            .iter()
+            .filter_map(|e| e.parse::<BindSpec>().ok())
+            .filter(|s| s.proto == Proto::Tcp)
+            .map(|s| s.addr)
+            .collect();
+        if timeout.is_zero() || self.settings.holder.is_none() || streams.is_empty() {
+            return Ok(Some(p.pid));
+        }
         let control = self.layout.control_dir().join(p.pid.to_string());
         let outcome = drain(&control, p.pid, &streams, timeout)
             .instrument(tracing::info_span!("drain", program = %name, pid = p.pid))
@@ -401,7 +400,19 @@ impl SupervisordBackend {
             ),
             Err(e) => tracing::warn!(program = %name, error = %e, "not drained"),
         }
-        Ok(())
+        Ok(Some(p.pid))
+    }
+
+    /// The revisions staged in `RUNDIR/revisions/`.
+    fn staged_revisions(&self) -> BTreeSet<Revision> {
+        let Ok(entries) = std::fs::read_dir(self.layout.rundir.join("revisions")) else {
+            return BTreeSet::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().join("kresd.conf").exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
     }
 
     /// Write a program's `.conf` and add it (it autostarts).
@@ -474,7 +485,7 @@ impl SupervisordBackend {
             }
             return Ok(addr);
         }
-        Err(BackendError::Operation(format!(
+        Err(BackendError::Transient(format!(
             "no free port on {}",
             self.settings.probe_ip
         )))
@@ -557,7 +568,9 @@ impl SupervisordBackend {
         let (state, since) = match p.state.as_str() {
             "RUNNING" => {
                 let known = self.lock().ready.get(&p.pid).copied();
-                if let Some((at, ms)) = known {
+                if self.lock().drained.contains(&p.pid) {
+                    (SlotState::Drained, now)
+                } else if let Some((at, ms)) = known {
                     ready_since_unix_ms = Some(ms);
                     (SlotState::Ready, at)
                 } else {
@@ -605,7 +618,8 @@ impl SupervisordBackend {
                     }
                 }
             }
-            "STARTING" | "BACKOFF" | "STOPPING" => {
+            "STOPPING" => (SlotState::Stopping, now),
+            "STARTING" | "BACKOFF" => {
                 if !p.spawn_error.is_empty() {
                     detail = Some(p.spawn_error.clone());
                 }
@@ -630,11 +644,23 @@ impl SupervisordBackend {
         if state != SlotState::Exited {
             self.lock().exited_seen.remove(&p.name);
         }
+        let pid = (p.pid > 0).then_some(p.pid);
         ObservedSlot {
             slot,
             revision,
             state,
-            pid: (p.pid > 0).then_some(p.pid),
+            worker: pid.map(|pid| WorkerRef {
+                name: p.name.clone(),
+                address: probe_addr.map(|a| a.ip()),
+                control: Some(
+                    self.layout
+                        .control_dir()
+                        .join(pid.to_string())
+                        .display()
+                        .to_string(),
+                ),
+                pid: Some(pid),
+            }),
             since,
             ready_since_unix_ms,
             detail,
@@ -696,6 +722,8 @@ impl Backend for SupervisordBackend {
             now,
             slots: vec![],
             gc: None,
+            endpoints: self.lock().held.clone(),
+            staged: self.staged_revisions(),
         };
         for p in &infos {
             let command = configs
@@ -735,28 +763,29 @@ impl Backend for SupervisordBackend {
         st.first_seen
             .retain(|(_, pid), _| *pid == 0 || live.contains(pid));
         st.adopted.retain(|pid| live.contains(pid));
+        st.drained.retain(|pid| live.contains(pid));
         Ok(observed)
     }
 
-    async fn stage(&self, revision: &Revision, config: &str) -> BackendResult<()> {
-        let path = self.layout.revision_config(revision);
+    async fn stage(&self, desired: &Desired) -> BackendResult<()> {
+        let path = self.layout.revision_config(&desired.revision);
         if path.exists() {
             return Ok(());
         }
-        let dir = self.layout.revision_dir(revision);
+        let dir = self.layout.revision_dir(&desired.revision);
         std::fs::create_dir_all(&dir)
             .map_err(|e| BackendError::io(format!("create {}", dir.display()), e))?;
-        write_file(&path, config)
+        write_file(&path, &desired.config)
     }
 
-    async fn start_slot(&self, slot: Slot, revision: &Revision) -> BackendResult<()> {
+    async fn start(&self, slot: Slot, revision: &Revision) -> BackendResult<()> {
         let name = conf::program_name(slot);
         let previous = self.program_command(&name).await?;
         let probe = previous
             .as_deref()
             .and_then(conf::parse_worker_command)
             .and_then(|c| c.probe);
-        self.drain_worker(&name).await?;
+        // An exited or stopped worker's program goes; its probe endpoint is kept.
         self.remove_program(&name).await?;
         let probe = match probe {
             Some(p) => p,
@@ -767,18 +796,45 @@ impl Backend for SupervisordBackend {
             .await
     }
 
-    async fn replace_slot(&self, slot: Slot, revision: &Revision) -> BackendResult<()> {
-        self.start_slot(slot, revision).await
+    async fn drain(&self, slot: Slot) -> BackendResult<()> {
+        let name = conf::program_name(slot);
+        if let Some(pid) = self.drain_worker(&name).await? {
+            self.lock().drained.insert(pid);
+        }
+        Ok(())
     }
 
-    async fn stop_slot(&self, slot: Slot) -> BackendResult<()> {
-        let name = conf::program_name(slot);
-        self.drain_worker(&name).await?;
-        self.remove_program(&name).await
+    async fn stop(&self, slot: Slot) -> BackendResult<()> {
+        self.remove_program(&conf::program_name(slot)).await
+    }
+
+    async fn collect_revisions(&self, keep: &BTreeSet<Revision>) -> BackendResult<()> {
+        // Configs of removed groups stay in getAllConfigInfo until the next reloadConfig: only
+        // programs that still exist count.
+        let (infos, configs) = self.rpc.processes_and_configs().await.map_err(op)?;
+        let used: HashSet<Revision> = configs
+            .iter()
+            .filter(|c| infos.iter().any(|p| p.name == c.name))
+            .filter_map(|c| conf::parse_worker_command(&c.command).map(|w| w.revision))
+            .collect();
+        for revision in self.staged_revisions() {
+            if keep.contains(&revision) || used.contains(&revision) {
+                continue;
+            }
+            let dir = self.layout.revision_dir(&revision);
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| BackendError::io(format!("remove {}", dir.display()), e))?;
+            tracing::debug!(%revision, "staged revision removed");
+        }
+        Ok(())
     }
 
     async fn set_endpoints(&self, endpoints: &[String]) -> BackendResult<()> {
         let Some(exe) = self.settings.holder.clone() else {
+            // Workers bind their own sockets: nothing to hold.
+            let mut st = self.lock();
+            st.endpoints = Some(endpoints.to_vec());
+            st.held = Some(endpoints.to_vec());
             return Ok(());
         };
         let known = {
@@ -807,16 +863,20 @@ impl Backend for SupervisordBackend {
                 Ok(())
             }
             Some(_) => {
+                let rejected = |reason: String| BackendError::Rejected {
+                    pointer: Some("/network/listen".into()),
+                    reason,
+                };
                 let specs = endpoints
                     .iter()
                     .map(|e| e.parse::<BindSpec>())
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| BackendError::Operation(format!("listen: {e}")))?;
+                    .map_err(|e| rejected(e.to_string()))?;
                 let socket = self.layout.holder_socket();
                 tokio::task::spawn_blocking(move || rebind(&socket, &specs))
                     .await
-                    .map_err(|e| BackendError::Operation(format!("rebind task: {e}")))?
-                    .map_err(|e| BackendError::Operation(format!("listen: {e}")))?;
+                    .map_err(|e| BackendError::Transient(format!("rebind task: {e}")))?
+                    .map_err(|e| rejected(e.to_string()))?;
                 tracing::info!(?endpoints, "socket holder rebound");
                 // A holder started again later (supervisord restart) binds the new set.
                 let program = self.holder_program(&exe, endpoints);
