@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kres_crd::k8s::KnotResolver;
 use kres_tests::k8s::netns::NODE_IP;
 use kres_tests::k8s::wait::{eventually, pod_ready};
@@ -82,6 +82,12 @@ struct Env {
 
 impl Env {
     async fn new(prefix: &str) -> anyhow::Result<Env> {
+        // The node agent reports what it cannot run as warnings.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn,kube_client=off")
+            .with_ansi(false)
+            .with_test_writer()
+            .try_init();
         let cp = ControlPlane::shared().await?;
         let crd = std::fs::read_to_string(repo_file("manifests/crd.yaml"))?;
         kubectl(cp, &["apply", "--server-side", "-f", "-"], &crd)?;
@@ -97,7 +103,11 @@ impl Env {
         })
         .await?;
         for role in documents("manifests/rbac.yaml", "ClusterRole")? {
-            kubectl(cp, &["apply", "--server-side", "-f", "-"], &role.to_string())?;
+            kubectl(
+                cp,
+                &["apply", "--server-side", "-f", "-"],
+                &role.to_string(),
+            )?;
         }
         let ns = cp.namespace(prefix).await?;
         let client = cp.admin_client().await?;
@@ -163,7 +173,15 @@ impl Env {
         let lines: Vec<&str> = text.lines().collect();
         let pods = kubectl(
             self.cp,
-            &["get", "pods,configmaps,kres", "-n", &self.ns, "-o", "wide", "--show-labels"],
+            &[
+                "get",
+                "pods,configmaps,kres",
+                "-n",
+                &self.ns,
+                "-o",
+                "wide",
+                "--show-labels",
+            ],
             "",
         )
         .unwrap_or_else(|e| e.to_string());
@@ -215,7 +233,9 @@ impl Env {
         let (resolvers, pods) = (&self.resolvers(), &self.pods());
         eventually(120, &format!("{name} converged"), || async move {
             let r = resolvers.get(name).await?;
-            let Some(s) = r.status.clone() else { return Ok(None) };
+            let Some(s) = r.status.clone() else {
+                return Ok(None);
+            };
             let available = s
                 .conditions
                 .iter()
@@ -232,9 +252,9 @@ impl Env {
             let ok = available
                 && cur == upd
                 && all.len() == replicas
-                && all.values().all(|p| {
-                    pod_ready(p) && p.labels().get(REVISION) == Some(&cur)
-                });
+                && all
+                    .values()
+                    .all(|p| pod_ready(p) && p.labels().get(REVISION) == Some(&cur));
             Ok(ok.then_some((cur, all)))
         })
         .await
@@ -290,7 +310,11 @@ fn pod_ip(p: &Pod) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("{}: no pod IP", p.name_any()))
 }
 
-async fn ready_endpoints(client: &kube::Client, ns: &str, svc: &str) -> anyhow::Result<BTreeSet<String>> {
+async fn ready_endpoints(
+    client: &kube::Client,
+    ns: &str,
+    svc: &str,
+) -> anyhow::Result<BTreeSet<String>> {
     let slices = Api::<EndpointSlice>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc}")))
         .await?;
@@ -342,18 +366,20 @@ fn watch_rollout(client: &kube::Client, ns: &str, svc: &str) -> Arc<Mutex<Seen>>
     let seen = Arc::new(Mutex::new(Seen::default()));
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let s = seen.clone();
-    tokio::spawn(watcher(pods, watcher::Config::default()).for_each(move |ev| {
-        if let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev
-            && let Ok(mut s) = s.lock()
-        {
-            let uid = p.uid().unwrap_or_default();
-            if !s.created.iter().any(|(u, _, _)| *u == uid) {
-                let rev = p.labels().get(REVISION).cloned().unwrap_or_default();
-                s.created.push((uid, p.name_any(), rev));
+    tokio::spawn(
+        watcher(pods, watcher::Config::default()).for_each(move |ev| {
+            if let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev
+                && let Ok(mut s) = s.lock()
+            {
+                let uid = p.uid().unwrap_or_default();
+                if !s.created.iter().any(|(u, _, _)| *u == uid) {
+                    let rev = p.labels().get(REVISION).cloned().unwrap_or_default();
+                    s.created.push((uid, p.name_any(), rev));
+                }
             }
-        }
-        std::future::ready(())
-    }));
+            std::future::ready(())
+        }),
+    );
     let slices = Api::<EndpointSlice>::namespaced(client.clone(), ns);
     let s = seen.clone();
     let cfg = watcher::Config::default().labels(&format!("kubernetes.io/service-name={svc}"));
@@ -395,9 +421,16 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
         .args(["convert", "--knotresolver"])
         .arg(&example)
         .output()?;
-    assert!(convert.status.success(), "{}", String::from_utf8_lossy(&convert.stderr));
+    assert!(
+        convert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&convert.stderr)
+    );
     assert_eq!(
-        cm.data.as_ref().and_then(|d| d.get("kresd.conf")).map(String::as_str),
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get("kresd.conf"))
+            .map(String::as_str),
         Some(String::from_utf8(convert.stdout)?.as_str())
     );
 
@@ -413,7 +446,11 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
     .await?;
     for ip in &ips {
         let addr: SocketAddr = format!("{ip}:53").parse()?;
-        assert_eq!(ask(addr, "www.corp.example.test.").await?, "192.0.2.80", "pod {ip}");
+        assert_eq!(
+            ask(addr, "www.corp.example.test.").await?,
+            "192.0.2.80",
+            "pod {ip}"
+        );
     }
     let svc = Api::<Service>::namespaced(env.client.clone(), &env.ns)
         .get("resolver")
@@ -430,7 +467,10 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
 
     // A config edit: canary first, then one slot at a time; ready endpoints never below 3.
     let seen = watch_rollout(&env.client, &env.ns, "resolver");
-    env.apply(&example_with("www.corp.example.test. 300 A 192.0.2.81\n", None)?)?;
+    env.apply(&example_with(
+        "www.corp.example.test. 300 A 192.0.2.81\n",
+        None,
+    )?)?;
     let (r2, new_pods) = env.converged("resolver", 3).await?;
     assert_ne!(r1, r2);
     let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
@@ -440,10 +480,18 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
         .filter(|(_, _, rev)| *rev == r2)
         .map(|(_, name, _)| name.as_str())
         .collect();
-    assert_eq!(created_new.first(), Some(&"resolver-canary"), "{created_new:?}");
+    assert_eq!(
+        created_new.first(),
+        Some(&"resolver-canary"),
+        "{created_new:?}"
+    );
     let mut regular: Vec<&str> = created_new[1..].to_vec();
     regular.sort();
-    assert_eq!(regular, ["resolver-0", "resolver-1", "resolver-2"], "{created_new:?}");
+    assert_eq!(
+        regular,
+        ["resolver-0", "resolver-1", "resolver-2"],
+        "{created_new:?}"
+    );
     assert!(
         seen.min_ready.is_some_and(|m| m >= 3),
         "ready endpoints dropped to {:?}",
@@ -461,14 +509,21 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
         .into_iter()
         .filter_map(|e| e.reason)
         .collect();
-    assert!(reasons.iter().any(|r| r == "RolloutComplete"), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r == "RolloutComplete"),
+        "{reasons:?}"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_canary_degrades_without_replacing_pods_and_an_invalid_spec_touches_nothing() -> R {
+async fn a_failing_canary_degrades_without_replacing_pods_and_an_invalid_spec_touches_nothing() -> R
+{
     let env = Env::new("kres-fail").await?;
-    env.apply(&example_with("www.corp.example.test. 300 A 192.0.2.80\n", None)?)?;
+    env.apply(&example_with(
+        "www.corp.example.test. 300 A 192.0.2.80\n",
+        None,
+    )?)?;
     let (r1, pods) = env.converged("resolver", 3).await?;
     let uids = |pods: &BTreeMap<String, Pod>| -> BTreeMap<String, String> {
         pods.iter()
@@ -479,7 +534,10 @@ async fn a_failing_canary_degrades_without_replacing_pods_and_an_invalid_spec_to
     let before = uids(&pods);
 
     // lua.script error('x'): the canary crash-loops, the revision fails with kresd's line.
-    env.apply(&example_with("www.corp.example.test. 300 A 192.0.2.80\n", Some("error('kres-e2e-x')"))?)?;
+    env.apply(&example_with(
+        "www.corp.example.test. 300 A 192.0.2.80\n",
+        Some("error('kres-e2e-x')"),
+    )?)?;
     env.wait_condition("resolver", "Degraded", 120)?;
     let r = env.resolvers().get("resolver").await?;
     let s = r.status.clone().unwrap_or_default();
@@ -489,22 +547,34 @@ async fn a_failing_canary_degrades_without_replacing_pods_and_an_invalid_spec_to
         .find(|c| c.type_ == "Degraded")
         .ok_or_else(|| anyhow::anyhow!("no Degraded"))?;
     assert_eq!(degraded.reason, "RevisionFailed");
-    assert!(degraded.message.contains("kres-e2e-x"), "{}", degraded.message);
+    assert!(
+        degraded.message.contains("kres-e2e-x"),
+        "{}",
+        degraded.message
+    );
     assert_eq!(s.current_revision.as_deref(), Some(r1.as_str()));
-    assert!(s.failed_revisions.iter().any(|f| Some(&f.revision) == s.update_revision.as_ref()));
+    assert!(
+        s.failed_revisions
+            .iter()
+            .any(|f| Some(&f.revision) == s.update_revision.as_ref())
+    );
     let (_, after) = env.converged_on(&r1).await?;
     assert_eq!(uids(&after), before, "a regular pod was replaced");
     let events = env.events().await?;
     assert!(
-        events.iter().any(|e| e.reason.as_deref() == Some("RevisionFailed")
-            && e.type_.as_deref() == Some("Warning")),
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RevisionFailed")
+                && e.type_.as_deref() == Some("Warning")),
         "{:?}",
         events.iter().map(|e| &e.reason).collect::<Vec<_>>()
     );
 
     // A spec the validator refuses: Degraded InvalidConfig naming the field, nothing touched.
-    let mut bad: serde_json::Value =
-        serde_json::from_str(&example_with("www.corp.example.test. 300 A 192.0.2.80\n", None)?)?;
+    let mut bad: serde_json::Value = serde_json::from_str(&example_with(
+        "www.corp.example.test. 300 A 192.0.2.80\n",
+        None,
+    )?)?;
     bad["spec"]["config"]["forward"] = json!([{ "subtree": ".", "servers": ["not-an-ip"] }]);
     env.apply(&bad.to_string())?;
     let resolvers = &env.resolvers();
@@ -518,12 +588,18 @@ async fn a_failing_canary_degrades_without_replacing_pods_and_an_invalid_spec_to
         }))
     })
     .await?;
-    assert!(message.contains("/spec/config/forward/0/servers/0"), "{message}");
+    assert!(
+        message.contains("/spec/config/forward/0/servers/0"),
+        "{message}"
+    );
     let (_, after) = env.converged_on(&r1).await?;
     assert_eq!(uids(&after), before, "an invalid spec touched a pod");
 
     // Fixing the spec recovers: Available on a new revision.
-    env.apply(&example_with("www.corp.example.test. 300 A 192.0.2.82\n", None)?)?;
+    env.apply(&example_with(
+        "www.corp.example.test. 300 A 192.0.2.82\n",
+        None,
+    )?)?;
     let (r3, _) = env.converged("resolver", 3).await?;
     assert_ne!(r3, r1);
     Ok(())
@@ -542,9 +618,9 @@ impl Env {
                 .map(|p| (p.name_any(), p))
                 .collect();
             let ok = regular.len() == 3
-                && regular
-                    .values()
-                    .all(|p| pod_ready(p) && p.labels().get(REVISION).map(String::as_str) == Some(revision));
+                && regular.values().all(|p| {
+                    pod_ready(p) && p.labels().get(REVISION).map(String::as_str) == Some(revision)
+                });
             Ok(ok.then_some(regular))
         })
         .await?;

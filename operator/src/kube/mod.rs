@@ -154,7 +154,11 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
         let stores = Stores {
             pods: reflect(api::<Pod>(&client, ns), managed(), changed.clone()),
             config_maps: reflect(api::<ConfigMap>(&client, ns), managed(), changed.clone()),
-            slices: reflect(api::<EndpointSlice>(&client, ns), managed(), changed.clone()),
+            slices: reflect(
+                api::<EndpointSlice>(&client, ns),
+                managed(),
+                changed.clone(),
+            ),
             changed,
         };
         let shared = Arc::new(Shared {
@@ -171,7 +175,11 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
             metrics: metrics.clone(),
             resolvers: Mutex::new(HashMap::new()),
         });
-        controllers.push((api::<KnotResolver>(&client, ns), api::<Pod>(&client, ns), shared));
+        controllers.push((
+            api::<KnotResolver>(&client, ns),
+            api::<Pod>(&client, ns),
+            shared,
+        ));
     }
     if opts.leader_elect {
         wait_for_lease(&client, &opts).await?;
@@ -252,7 +260,13 @@ async fn reconcile(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<Action, E
         Err(errors) => {
             let message = errors.to_string();
             tracing::warn!(%message, "invalid spec");
-            let new = status::invalid(kres.status.as_ref(), &name, generation, &message, Timestamp::now());
+            let new = status::invalid(
+                kres.status.as_ref(),
+                &name,
+                generation,
+                &message,
+                Timestamp::now(),
+            );
             if kres.status.as_ref() != Some(&new) {
                 write_status(&api, &name, &new).await?;
                 event(&sh, &kres, EventType::Warning, "InvalidConfig", &message).await;
@@ -282,7 +296,8 @@ async fn reconcile(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<Action, E
             Some(r) => r.clone(),
             None => {
                 let last = LastStatus::default();
-                let backend = PodsBackend::new(sh.client.clone(), owner, sh.stores.clone(), inputs.clone());
+                let backend =
+                    PodsBackend::new(sh.client.clone(), owner, sh.stores.clone(), inputs.clone());
                 let ctx = Context::new(
                     backend,
                     Box::new(StatusStore(status::durable_from(kres.status.as_ref()))),
@@ -348,7 +363,12 @@ async fn publish(
         }
     }
     let since = r.events_until.lock().map(|u| *u).unwrap_or(0);
-    let fresh: Vec<_> = s.events.iter().filter(|e| e.at_unix_ms > since).cloned().collect();
+    let fresh: Vec<_> = s
+        .events
+        .iter()
+        .filter(|e| e.at_unix_ms > since)
+        .cloned()
+        .collect();
     for e in &fresh {
         let (type_, reason) = match e.kind.as_str() {
             "failed" => (EventType::Warning, "RevisionFailed".to_string()),
@@ -377,22 +397,33 @@ fn pascal(kind: &str) -> String {
         .collect()
 }
 
-async fn write_status(api: &Api<KnotResolver>, name: &str, s: &KnotResolverStatus) -> Result<(), Error> {
+async fn write_status(
+    api: &Api<KnotResolver>,
+    name: &str,
+    s: &KnotResolverStatus,
+) -> Result<(), Error> {
     let body = serde_json::json!({
         "apiVersion": KnotResolver::api_version(&()),
         "kind": KnotResolver::kind(&()),
         "status": s,
     });
-    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::Api(format!("patch status of {name}"), e))
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| Error::Api(format!("patch status of {name}"), e))
 }
 
 async fn event(sh: &Shared, kres: &KnotResolver, type_: EventType, reason: &str, note: &str) {
     let mut note = note.to_string();
     if note.len() > 1000 {
-        let cut = (0..=1000).rev().find(|i| note.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=1000)
+            .rev()
+            .find(|i| note.is_char_boundary(*i))
+            .unwrap_or(0);
         note.truncate(cut);
     }
     let ev = Event {

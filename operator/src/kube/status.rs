@@ -61,7 +61,13 @@ pub fn durable_from(status: Option<&KnotResolverStatus>) -> Durable {
     }
 }
 
-fn condition(type_: &str, status: bool, reason: &str, message: String, generation: i64) -> Condition {
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: i64,
+) -> Condition {
     Condition {
         type_: type_.into(),
         status: if status { "True" } else { "False" }.into(),
@@ -74,7 +80,11 @@ fn condition(type_: &str, status: bool, reason: &str, message: String, generatio
 
 /// Keep each condition's `lastTransitionTime` from `previous` while its status is unchanged,
 /// else `now`.
-fn stamp(mut conditions: Vec<Condition>, previous: Option<&KnotResolverStatus>, now: Timestamp) -> Vec<Condition> {
+fn stamp(
+    mut conditions: Vec<Condition>,
+    previous: Option<&KnotResolverStatus>,
+    now: Timestamp,
+) -> Vec<Condition> {
     for c in &mut conditions {
         let before = previous
             .into_iter()
@@ -112,7 +122,10 @@ pub fn from_status(
     let ready_regular = s
         .workers
         .iter()
-        .filter(|w| matches!(w.slot, Slot::Worker(i) if i32::from(i) < replicas) && w.state == SlotState::Ready)
+        .filter(|w| {
+            matches!(w.slot, Slot::Worker(i) if i32::from(i) < replicas)
+                && w.state == SlotState::Ready
+        })
         .count() as i32;
     let count = |f: &dyn Fn(&crate::reconcile::ObservedSlot) -> bool| {
         s.workers.iter().filter(|w| f(w)).count() as i32
@@ -126,16 +139,26 @@ pub fn from_status(
     let mut conditions = vec![condition(
         AVAILABLE,
         available,
-        if available { "MinimumReplicasAvailable" } else { "NoReadyPods" },
+        if available {
+            "MinimumReplicasAvailable"
+        } else {
+            "NoReadyPods"
+        },
         format!("{ready_regular} of {replicas} pods ready"),
         generation,
     )];
     conditions.push(condition(
         PROGRESSING,
         progressing,
-        if progressing { "Reconciling" } else { "AsExpected" },
         if progressing {
-            s.waiting_for.clone().unwrap_or_else(|| "rolling out".into())
+            "Reconciling"
+        } else {
+            "AsExpected"
+        },
+        if progressing {
+            s.waiting_for
+                .clone()
+                .unwrap_or_else(|| "rolling out".into())
         } else {
             String::new()
         },
@@ -151,7 +174,13 @@ pub fn from_status(
             .unwrap_or_default();
         condition(DEGRADED, true, "RevisionFailed", reason, generation)
     } else if !progressing && !available {
-        condition(DEGRADED, true, "PodsUnavailable", format!("{ready_regular} of {replicas} pods ready"), generation)
+        condition(
+            DEGRADED,
+            true,
+            "PodsUnavailable",
+            format!("{ready_regular} of {replicas} pods ready"),
+            generation,
+        )
     } else {
         condition(DEGRADED, false, "AsExpected", String::new(), generation)
     };
@@ -194,10 +223,28 @@ pub fn invalid(
         .cloned()
         .collect();
     if !conditions.iter().any(|c| c.type_ == AVAILABLE) {
-        conditions.push(condition(AVAILABLE, false, "NoReadyPods", String::new(), generation));
+        conditions.push(condition(
+            AVAILABLE,
+            false,
+            "NoReadyPods",
+            String::new(),
+            generation,
+        ));
     }
-    conditions.push(condition(PROGRESSING, false, "InvalidConfig", "the spec was refused".into(), generation));
-    conditions.push(condition(DEGRADED, true, "InvalidConfig", errors.to_string(), generation));
+    conditions.push(condition(
+        PROGRESSING,
+        false,
+        "InvalidConfig",
+        "the spec was refused".into(),
+        generation,
+    ));
+    conditions.push(condition(
+        DEGRADED,
+        true,
+        "InvalidConfig",
+        errors.to_string(),
+        generation,
+    ));
     s.conditions = stamp(conditions, previous, now);
     s
 }
@@ -230,7 +277,10 @@ mod tests {
             desired_revision: Some("a".into()),
             current_revision: Some("a".into()),
             converged: true,
-            workers: vec![slot(0, "a", SlotState::Ready), slot(1, "a", SlotState::Ready)],
+            workers: vec![
+                slot(0, "a", SlotState::Ready),
+                slot(1, "a", SlotState::Ready),
+            ],
             ..Status::default()
         };
         let now = Timestamp::from_second(1_000).expect("ts");
@@ -238,7 +288,10 @@ mod tests {
         assert_eq!(cond(&k, AVAILABLE).status, "True");
         assert_eq!(cond(&k, PROGRESSING).status, "False");
         assert_eq!(cond(&k, DEGRADED).status, "False");
-        assert_eq!((k.replicas, k.ready_replicas, k.updated_replicas), (2, 2, 2));
+        assert_eq!(
+            (k.replicas, k.ready_replicas, k.updated_replicas),
+            (2, 2, 2)
+        );
         assert_eq!(k.observed_generation, Some(3));
         // Unchanged statuses keep their transition time; a change takes now.
         let later = Timestamp::from_second(2_000).expect("ts");
@@ -271,7 +324,10 @@ mod tests {
         };
         let k = from_status(&s, "r", 2, 1, None, Timestamp::UNIX_EPOCH);
         let d = cond(&k, DEGRADED);
-        assert_eq!((d.status.as_str(), d.reason.as_str(), d.message.as_str()), ("True", "RevisionFailed", "error: x"));
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str(), d.message.as_str()),
+            ("True", "RevisionFailed", "error: x")
+        );
         assert_eq!(cond(&k, PROGRESSING).status, "False");
         let durable = durable_from(Some(&k));
         assert_eq!(durable.last_good.as_deref(), Some("a"));
@@ -286,9 +342,18 @@ mod tests {
             current_revision: Some("a".into()),
             ..KnotResolverStatus::default()
         };
-        let k = invalid(Some(&prev), "r", 5, "/spec/config/x: bad", Timestamp::UNIX_EPOCH);
+        let k = invalid(
+            Some(&prev),
+            "r",
+            5,
+            "/spec/config/x: bad",
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(k.current_revision.as_deref(), Some("a"));
         let d = cond(&k, DEGRADED);
-        assert_eq!((d.reason.as_str(), d.message.as_str()), ("InvalidConfig", "/spec/config/x: bad"));
+        assert_eq!(
+            (d.reason.as_str(), d.message.as_str()),
+            ("InvalidConfig", "/spec/config/x: bad")
+        );
     }
 }

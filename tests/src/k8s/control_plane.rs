@@ -347,7 +347,11 @@ impl ControlPlane {
     }
 
     /// A kubeconfig (JSON) for ServiceAccount `namespace/name` with a fresh token (1 h).
-    async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<String, Error> {
+    async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<String, Error> {
         let admin = self.admin_client().await?;
         let sas: Api<ServiceAccount> = Api::namespaced(admin, namespace);
         let req = TokenRequest {
@@ -367,7 +371,12 @@ impl ControlPlane {
             })?;
         let token = tr.status.and_then(|s| s.token).unwrap_or_default();
         let user = format!("system:serviceaccount:{namespace}:{name}");
-        Ok(kubeconfig_json(&self.url, &self.ca_cert, &user, &UserAuth::Token(&token)))
+        Ok(kubeconfig_json(
+            &self.url,
+            &self.ca_cert,
+            &user,
+            &UserAuth::Token(&token),
+        ))
     }
 
     /// A kubeconfig file (in the control plane's directory) authenticating as ServiceAccount

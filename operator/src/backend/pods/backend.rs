@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::Store;
-use kube::Client;
 use tokio::sync::Notify;
 
 use super::build::{
@@ -22,7 +22,9 @@ use super::build::{
 use super::observe::{self, pod_ip};
 use crate::backend::{Backend, BackendError, BackendResult};
 use crate::kresd::probe::{ProbeQuestion, probe};
-use crate::reconcile::{Desired, GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState, WorkerRef};
+use crate::reconcile::{
+    Desired, GcSpec, Observed, ObservedSlot, Revision, Slot, SlotState, WorkerRef,
+};
 
 /// The watches every pod backend reads (one set per operator).
 #[derive(Clone)]
@@ -243,9 +245,12 @@ impl PodsBackend {
             .data
             .as_ref()
             .and_then(|d| d.get(KEY_POD_TEMPLATE))
-            .ok_or_else(|| BackendError::Transient(format!("configmap {name}: no {KEY_POD_TEMPLATE}")))?;
-        serde_json::from_str(text)
-            .map_err(|e| BackendError::Transient(format!("configmap {name}: {KEY_POD_TEMPLATE}: {e}")))
+            .ok_or_else(|| {
+                BackendError::Transient(format!("configmap {name}: no {KEY_POD_TEMPLATE}"))
+            })?;
+        serde_json::from_str(text).map_err(|e| {
+            BackendError::Transient(format!("configmap {name}: {KEY_POD_TEMPLATE}: {e}"))
+        })
     }
 
     async fn apply<K>(&self, api: Api<K>, name: &str, obj: &K) -> BackendResult<()>
@@ -262,10 +267,14 @@ impl PodsBackend {
         let kind = K::kind(&());
         value["apiVersion"] = gvk_api.to_string().into();
         value["kind"] = kind.to_string().into();
-        api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(value))
-            .await
-            .map(|_| ())
-            .map_err(|e| api_error(&format!("apply {kind} {name}"), e))
+        api.patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(value),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| api_error(&format!("apply {kind} {name}"), e))
     }
 }
 
@@ -273,11 +282,7 @@ impl Backend for PodsBackend {
     async fn ensure(&self) -> BackendResult<bool> {
         let inputs = self.inputs();
         let want = (inputs.service.clone(), inputs.pdb.clone());
-        if self
-            .applied
-            .lock()
-            .is_ok_and(|a| a.as_ref() == Some(&want))
-        {
+        if self.applied.lock().is_ok_and(|a| a.as_ref() == Some(&want)) {
             return Ok(false);
         }
         let name = self.owner.name.clone();
@@ -352,10 +357,12 @@ impl Backend for PodsBackend {
     }
 
     async fn stage(&self, desired: &Desired) -> BackendResult<()> {
-        let template: PodTemplate = serde_json::from_value(desired.template.clone())
-            .map_err(|e| BackendError::Rejected {
-                pointer: None,
-                reason: format!("not a pod template: {e}"),
+        let template: PodTemplate =
+            serde_json::from_value(desired.template.clone()).map_err(|e| {
+                BackendError::Rejected {
+                    pointer: None,
+                    reason: format!("not a pod template: {e}"),
+                }
             })?;
         let cm = build::config_map(
             &self.owner,
@@ -409,7 +416,9 @@ impl Backend for PodsBackend {
         }
         gone(
             &format!("delete pod {name}"),
-            self.pods_api().delete(&name, &DeleteParams::default()).await,
+            self.pods_api()
+                .delete(&name, &DeleteParams::default())
+                .await,
         )
     }
 
@@ -433,7 +442,12 @@ impl Backend for PodsBackend {
             .collect();
         let api = Api::<ConfigMap>::namespaced(self.client.clone(), self.ns());
         for cm in self.config_maps() {
-            let Some(rev) = cm.metadata.labels.as_ref().and_then(|l| l.get(LABEL_REVISION)) else {
+            let Some(rev) = cm
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_REVISION))
+            else {
                 continue;
             };
             if keep.contains(rev) || used.contains(rev) {

@@ -82,7 +82,11 @@ fn condition(pod: &Pod, type_: &str) -> Option<(String, Option<String>, Option<S
 
 /// The pod's IP, when it has one.
 pub fn pod_ip(pod: &Pod) -> Option<String> {
-    pod.status.as_ref()?.pod_ip.clone().filter(|ip| !ip.is_empty())
+    pod.status
+        .as_ref()?
+        .pod_ip
+        .clone()
+        .filter(|ip| !ip.is_empty())
 }
 
 /// Whether the pod is labelled as serving (not drained).
@@ -97,12 +101,7 @@ pub fn is_serving(pod: &Pod) -> bool {
 /// Map a pod to its slot state. `in_endpoints`: whether the Service's EndpointSlices still list
 /// the pod's IP; `drain`: how long a drained pod waits after leaving them; `now_unix_ms`: now.
 /// `None` for pods without valid slot and revision labels.
-pub fn view(
-    pod: &Pod,
-    in_endpoints: bool,
-    drain: Duration,
-    now_unix_ms: u64,
-) -> Option<PodView> {
+pub fn view(pod: &Pod, in_endpoints: bool, drain: Duration, now_unix_ms: u64) -> Option<PodView> {
     let labels = pod.metadata.labels.as_ref()?;
     let slot = Slot::from_worker_id(labels.get(LABEL_SLOT)?)?;
     let revision = labels.get(LABEL_REVISION)?.clone();
@@ -145,14 +144,22 @@ fn state(
         if PENDING_REASONS.contains(&reason.as_str()) {
             return (
                 SlotState::Pending,
-                Some(format!("{reason}: {}", w.message.clone().unwrap_or_default())),
+                Some(format!(
+                    "{reason}: {}",
+                    w.message.clone().unwrap_or_default()
+                )),
             );
         }
         // CrashLoopBackOff, RunContainerError, CreateContainerConfigError...: the worker
         // does not run through the revision's fault.
         return (
             SlotState::Exited,
-            termination_message(pod).or_else(|| Some(format!("{reason}: {}", w.message.clone().unwrap_or_default()))),
+            termination_message(pod).or_else(|| {
+                Some(format!(
+                    "{reason}: {}",
+                    w.message.clone().unwrap_or_default()
+                ))
+            }),
         );
     }
     if c.state.as_ref().is_some_and(|s| s.terminated.is_some()) {
@@ -211,7 +218,9 @@ mod tests {
     }
 
     fn st(p: &Pod) -> SlotState {
-        view(p, true, Duration::from_secs(5), 10_000).expect("view").state
+        view(p, true, Duration::from_secs(5), 10_000)
+            .expect("view")
+            .state
     }
 
     fn running(ready: bool, restarts: i32) -> serde_json::Value {
@@ -226,26 +235,32 @@ mod tests {
 
     #[test]
     fn unscheduled_and_image_pulls_are_pending_not_failures() {
-        let p = pod(serde_json::json!({ "status": { "phase": "Pending", "conditions": [
-            { "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes" }
-        ]}}));
+        let p = pod(
+            serde_json::json!({ "status": { "phase": "Pending", "conditions": [
+                { "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes" }
+            ]}}),
+        );
         let v = view(&p, false, Duration::ZERO, 0).expect("view");
         assert_eq!(v.state, SlotState::Pending);
         assert_eq!(v.detail.as_deref(), Some("Unschedulable: 0/1 nodes"));
-        let p = pod(serde_json::json!({ "status": { "phase": "Pending", "containerStatuses": [
-            { "name": "kresd", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
-              "state": { "waiting": { "reason": "ImagePullBackOff" } } }
-        ]}}));
+        let p = pod(
+            serde_json::json!({ "status": { "phase": "Pending", "containerStatuses": [
+                { "name": "kresd", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                  "state": { "waiting": { "reason": "ImagePullBackOff" } } }
+            ]}}),
+        );
         assert_eq!(st(&p), SlotState::Pending);
     }
 
     #[test]
     fn crash_loop_is_exited_with_kresds_message() {
-        let p = pod(serde_json::json!({ "status": { "phase": "Running", "containerStatuses": [
-            { "name": "kresd", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
-              "state": { "waiting": { "reason": "CrashLoopBackOff" } },
-              "lastState": { "terminated": { "exitCode": 1, "message": "[system] error x" } } }
-        ]}}));
+        let p = pod(
+            serde_json::json!({ "status": { "phase": "Running", "containerStatuses": [
+                { "name": "kresd", "image": "i", "imageID": "", "ready": false, "restartCount": 3,
+                  "state": { "waiting": { "reason": "CrashLoopBackOff" } },
+                  "lastState": { "terminated": { "exitCode": 1, "message": "[system] error x" } } }
+            ]}}),
+        );
         let v = view(&p, false, Duration::ZERO, 0).expect("view");
         assert_eq!(v.state, SlotState::Exited);
         assert_eq!(v.detail.as_deref(), Some("[system] error x"));
@@ -264,9 +279,18 @@ mod tests {
         });
         let p = pod(v);
         let drain = Duration::from_secs(5);
-        assert_eq!(view(&p, true, drain, 20_000).map(|v| v.state), Some(SlotState::Draining));
-        assert_eq!(view(&p, false, drain, 10_000).map(|v| v.state), Some(SlotState::Draining));
-        assert_eq!(view(&p, false, drain, 13_000).map(|v| v.state), Some(SlotState::Drained));
+        assert_eq!(
+            view(&p, true, drain, 20_000).map(|v| v.state),
+            Some(SlotState::Draining)
+        );
+        assert_eq!(
+            view(&p, false, drain, 10_000).map(|v| v.state),
+            Some(SlotState::Draining)
+        );
+        assert_eq!(
+            view(&p, false, drain, 13_000).map(|v| v.state),
+            Some(SlotState::Drained)
+        );
     }
 
     #[test]
@@ -274,8 +298,9 @@ mod tests {
         let mut v = running(true, 0);
         v["metadata"] = serde_json::json!({ "deletionTimestamp": "2026-01-01T00:00:00Z" });
         assert_eq!(st(&pod(v)), SlotState::Stopping);
-        let foreign: Pod = serde_json::from_value(serde_json::json!({ "metadata": { "name": "x" } }))
-            .expect("pod");
+        let foreign: Pod =
+            serde_json::from_value(serde_json::json!({ "metadata": { "name": "x" } }))
+                .expect("pod");
         assert_eq!(view(&foreign, false, Duration::ZERO, 0), None);
     }
 }
