@@ -473,9 +473,11 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
     )?)?;
     let (r2, new_pods) = env.converged("resolver", 3).await?;
     assert_ne!(r1, r2);
-    let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    let created_new: Vec<&str> = seen
-        .created
+    let (created, min_ready) = {
+        let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        (seen.created.clone(), seen.min_ready)
+    };
+    let created_new: Vec<&str> = created
         .iter()
         .filter(|(_, _, rev)| *rev == r2)
         .map(|(_, name, _)| name.as_str())
@@ -493,11 +495,9 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
         "{created_new:?}"
     );
     assert!(
-        seen.min_ready.is_some_and(|m| m >= 3),
-        "ready endpoints dropped to {:?}",
-        seen.min_ready
+        min_ready.is_some_and(|m| m >= 3),
+        "ready endpoints dropped to {min_ready:?}"
     );
-    drop(seen);
     for p in new_pods.values() {
         let addr: SocketAddr = format!("{}:53", pod_ip(p)?).parse()?;
         assert_eq!(ask(addr, "www.corp.example.test.").await?, "192.0.2.81");
