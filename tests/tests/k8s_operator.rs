@@ -78,6 +78,8 @@ struct Env {
     _node: TestNode,
     operator: Option<ChildGuard>,
     log: PathBuf,
+    /// The operator's /healthz /readyz /metrics /status address.
+    http: SocketAddr,
 }
 
 impl Env {
@@ -129,6 +131,8 @@ impl Env {
             )
             .await?;
         let log = cp.dir().join(format!("kres-operator-{ns}.log"));
+        let ip = std::net::Ipv4Addr::LOCALHOST;
+        let http = SocketAddr::new(ip.into(), kres_tests::net::free_port(ip));
         let mut env = Env {
             cp,
             ns,
@@ -136,6 +140,7 @@ impl Env {
             _node: node,
             operator: None,
             log,
+            http,
         };
         env.start_operator().await?;
         Ok(env)
@@ -152,17 +157,23 @@ impl Env {
             .append(true)
             .open(&self.log)?;
         let mut cmd = Command::new(&bin);
-        cmd.args(["kube", "--namespace", &self.ns, "--listen", "127.0.0.1:0"])
-            .arg("--image")
-            .arg("kres-operator:test")
-            .arg("--probe-binary")
-            .arg(&bin)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info,kres_operator=debug,kube=warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        cmd.args([
+            "kube",
+            "--namespace",
+            &self.ns,
+            "--listen",
+            &self.http.to_string(),
+        ])
+        .arg("--image")
+        .arg("kres-operator:test")
+        .arg("--probe-binary")
+        .arg(&bin)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info,kres_operator=debug,kube=warn")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
         self.operator = Some(kres_tests::process::spawn(cmd)?);
         Ok(())
     }
@@ -191,6 +202,24 @@ impl Env {
             "{}\n--- objects ---\n{pods}\n--- resolvers ---\n{status}",
             lines[lines.len().saturating_sub(40)..].join("\n")
         )
+    }
+
+    /// GET `path` from the operator's HTTP endpoint: (status line, body).
+    fn get(&self, path: &str) -> anyhow::Result<(String, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.http)?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        Ok((
+            head.lines().next().unwrap_or_default().to_string(),
+            body.to_string(),
+        ))
     }
 
     fn resolvers(&self) -> Api<KnotResolver> {
@@ -459,6 +488,14 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
     for _ in 0..3 {
         assert_eq!(ask(service, "www.corp.example.test.").await?, "192.0.2.80");
     }
+    assert!(env.get("/healthz")?.0.contains(" 200 "));
+    let (line, status) = env.get("/status")?;
+    assert!(
+        line.contains(" 200 ") && status.contains(&format!("{}/resolver", env.ns)),
+        "{line} {status}"
+    );
+    let (_, metrics) = env.get("/metrics")?;
+    assert!(metrics.contains("kres_reconciles_total"), "{metrics}");
     let columns = kubectl(env.cp, &["get", "kres", "-n", &env.ns, "resolver"], "")?;
     assert!(
         columns.contains("REPLICAS") && columns.contains("AVAILABLE") && columns.contains(&r1),

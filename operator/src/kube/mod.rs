@@ -3,6 +3,7 @@
 //! a Warning event and nothing is touched; a valid one is stepped by the same `reconcile_once`
 //! as host mode over a [`PodsBackend`], with its durable rollout state kept in `.status`.
 
+pub mod serve;
 pub mod status;
 
 use std::collections::HashMap;
@@ -91,6 +92,7 @@ struct Shared {
     stores: Stores,
     recorder: Recorder,
     metrics: Arc<OperatorMetrics>,
+    served: Arc<serve::Served>,
     resolvers: Mutex<HashMap<(String, String), Arc<Resolver>>>,
 }
 
@@ -141,6 +143,13 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
         .await
         .map_err(|e| format!("kubernetes client: {e}"))?;
     let metrics = Arc::new(OperatorMetrics::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let served = Arc::new(serve::Served {
+        registry,
+        statuses: Mutex::new(Default::default()),
+    });
+    serve::serve(opts.listen, served.clone()).await?;
     let scopes: Vec<Option<String>> = if opts.namespaces.is_empty() {
         vec![None]
     } else {
@@ -173,6 +182,7 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
                 },
             ),
             metrics: metrics.clone(),
+            served: served.clone(),
             resolvers: Mutex::new(HashMap::new()),
         });
         controllers.push((
@@ -248,6 +258,9 @@ async fn reconcile(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<Action, E
         // Owner references garbage-collect pods, ConfigMaps, the Service and the PDB.
         if let Ok(mut r) = sh.resolvers.lock() {
             r.remove(&key);
+        }
+        if let Ok(mut all) = sh.served.statuses.lock() {
+            all.remove(&format!("{ns}/{name}"));
         }
         return Ok(Action::await_change());
     }
@@ -347,6 +360,12 @@ async fn publish(
         return Ok(());
     };
     let name = kres.name_any();
+    if let Ok(mut all) = sh.served.statuses.lock() {
+        all.insert(
+            format!("{}/{name}", kres.namespace().unwrap_or_default()),
+            serde_json::to_value(&s).unwrap_or_default(),
+        );
+    }
     let previous = r.written.lock().ok().and_then(|w| w.clone());
     let new = status::from_status(
         &s,

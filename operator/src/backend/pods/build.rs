@@ -5,18 +5,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, Pod,
-    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
-    Service, ServicePort, ServiceSpec as K8sServiceSpec, Toleration, TopologySpreadConstraint,
-    Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec as K8sServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kres_crd::config::{ListenKind, ResolverConfig};
-use kres_crd::k8s::{KnotResolverSpec, ServiceType};
+use kres_crd::k8s::{KnotResolverSpec, PodTemplateSpec, ServiceType};
 use kres_crd::lua::POD_IP_ENV;
 use serde::{Deserialize, Serialize};
 
@@ -74,30 +73,9 @@ pub struct PodTemplate {
     pub ports: Vec<PortSpec>,
     /// Size limit of the memory-backed cache volume.
     pub cache_size_limit: Option<Quantity>,
-    /// Extra pod labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// Extra pod annotations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-    /// Resources of the kresd container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    /// Node selector.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_selector: Option<BTreeMap<String, String>>,
-    /// Tolerations.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tolerations: Option<Vec<Toleration>>,
-    /// Affinity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
-    /// Topology spread constraints.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
-    /// PriorityClass.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority_class_name: Option<String>,
+    /// The resolver's pod template overrides (labels, resources, scheduling).
+    #[serde(default)]
+    pub overrides: PodTemplateSpec,
 }
 
 /// One port kresd listens on.
@@ -164,14 +142,7 @@ pub fn pod_template(
         probe_command: probe_command.to_vec(),
         ports: listen_ports(config),
         cache_size_limit: Some(Quantity((cache_bytes + cache_bytes / 10).to_string())),
-        labels: t.labels.clone(),
-        annotations: t.annotations.clone(),
-        resources: t.resources.clone(),
-        node_selector: t.node_selector.clone(),
-        tolerations: t.tolerations.clone(),
-        affinity: t.affinity.clone(),
-        topology_spread_constraints: t.topology_spread_constraints.clone(),
-        priority_class_name: t.priority_class_name.clone(),
+        overrides: t.clone(),
     }
 }
 
@@ -257,14 +228,15 @@ pub fn config_map(
 
 /// The pod of `slot` on `revision`, built from the revision's template.
 pub fn pod(owner: &Owner, slot: Slot, revision: &Revision, template: &PodTemplate) -> Pod {
-    let mut labels = template.labels.clone();
+    let o = &template.overrides;
+    let mut labels = o.labels.clone();
     labels.extend(selector_labels(&owner.name));
     labels.insert(LABEL_SLOT.into(), slot_value(slot));
     labels.insert(LABEL_REVISION.into(), revision.clone());
     labels.insert(LABEL_SERVING.into(), "true".into());
     let mut metadata = meta(owner, pod_name(&owner.name, slot), labels);
-    if !template.annotations.is_empty() {
-        metadata.annotations = Some(template.annotations.clone());
+    if !o.annotations.is_empty() {
+        metadata.annotations = Some(o.annotations.clone());
     }
     let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
         name: name.into(),
@@ -322,7 +294,7 @@ pub fn pod(owner: &Owner, slot: Slot, revision: &Revision, template: &PodTemplat
             success_threshold: Some(1),
             ..Probe::default()
         }),
-        resources: template.resources.clone(),
+        resources: o.resources.clone(),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -381,11 +353,11 @@ pub fn pod(owner: &Owner, slot: Slot, revision: &Revision, template: &PodTemplat
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             termination_grace_period_seconds: Some(10),
-            node_selector: template.node_selector.clone(),
-            tolerations: template.tolerations.clone(),
-            affinity: template.affinity.clone(),
-            topology_spread_constraints: template.topology_spread_constraints.clone(),
-            priority_class_name: template.priority_class_name.clone(),
+            node_selector: o.node_selector.clone(),
+            tolerations: o.tolerations.clone(),
+            affinity: o.affinity.clone(),
+            topology_spread_constraints: o.topology_spread_constraints.clone(),
+            priority_class_name: o.priority_class_name.clone(),
             ..PodSpec::default()
         }),
         status: None,
