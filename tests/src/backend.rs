@@ -65,6 +65,33 @@ async fn wait_for<B: Backend>(
     }
 }
 
+/// Retire a ready worker as the planner does: drain, observed drained; stop, observed gone.
+async fn retire<B: Backend>(b: &B, slot: Slot) -> Result<()> {
+    use SlotState::*;
+    b.drain(slot).await?;
+    wait_for(b, slot, "drained", &[Ready, Draining], |s| {
+        s.is_some_and(|s| s.state == Drained)
+    })
+    .await?;
+    b.stop(slot).await?;
+    wait_for(b, slot, "gone", &[Drained, Stopping], |s| s.is_none()).await?;
+    Ok(())
+}
+
+/// Start a worker on `revision` and observe it through `Pending`/`Starting` to `Ready`.
+async fn start_ready<B: Backend>(
+    b: &B,
+    slot: Slot,
+    revision: &str,
+) -> Result<Option<ObservedSlot>> {
+    use SlotState::*;
+    b.start(slot, &revision.to_owned()).await?;
+    wait_for(b, slot, "ready", &[Pending, Starting], |s| {
+        s.is_some_and(|s| s.state == Ready)
+    })
+    .await
+}
+
 /// Run the suite with the backend's worker template (host: `Null`). The backend must be fresh
 /// (nothing running).
 pub async fn conformance<B: Backend>(b: &B, template: serde_json::Value) -> Result<()> {
@@ -92,11 +119,7 @@ pub async fn conformance<B: Backend>(b: &B, template: serde_json::Value) -> Resu
     );
 
     // Start: pending/starting, then ready, with a worker reference.
-    b.start(Slot::Worker(0), &good.revision).await?;
-    let w0 = wait_for(b, Slot::Worker(0), "ready", &[Pending, Starting], |s| {
-        s.is_some_and(|s| s.state == Ready)
-    })
-    .await?;
+    let w0 = start_ready(b, Slot::Worker(0), &good.revision).await?;
     ensure!(
         w0.as_ref()
             .is_some_and(|w| w.revision == good.revision && w.worker.is_some()),
@@ -118,21 +141,8 @@ pub async fn conformance<B: Backend>(b: &B, template: serde_json::Value) -> Resu
     );
 
     // Replace as the planner does: drain, stop, start; each observed to completion.
-    b.drain(Slot::Worker(0)).await?;
-    wait_for(b, Slot::Worker(0), "drained", &[Ready, Draining], |s| {
-        s.is_some_and(|s| s.state == Drained)
-    })
-    .await?;
-    b.stop(Slot::Worker(0)).await?;
-    wait_for(b, Slot::Worker(0), "gone", &[Drained, Stopping], |s| {
-        s.is_none()
-    })
-    .await?;
-    b.start(Slot::Worker(0), &good.revision).await?;
-    let again = wait_for(b, Slot::Worker(0), "ready", &[Pending, Starting], |s| {
-        s.is_some_and(|s| s.state == Ready)
-    })
-    .await?;
+    retire(b, Slot::Worker(0)).await?;
+    let again = start_ready(b, Slot::Worker(0), &good.revision).await?;
     let second = again.and_then(|w| w.worker);
     ensure!(
         second.is_some() && second != first,
@@ -154,16 +164,7 @@ pub async fn conformance<B: Backend>(b: &B, template: serde_json::Value) -> Resu
         "after collecting: {staged:?} (the running revision stays, the other goes)"
     );
 
-    b.drain(Slot::Worker(0)).await?;
-    wait_for(b, Slot::Worker(0), "drained", &[Ready, Draining], |s| {
-        s.is_some_and(|s| s.state == Drained)
-    })
-    .await?;
-    b.stop(Slot::Worker(0)).await?;
-    wait_for(b, Slot::Worker(0), "gone", &[Drained, Stopping], |s| {
-        s.is_none()
-    })
-    .await?;
+    retire(b, Slot::Worker(0)).await?;
     ensure!(b.observe().await?.slots.is_empty(), "slots left after stop");
     b.shutdown().await?;
     Ok(())

@@ -32,9 +32,11 @@ fn host_adoption_mid_rollout_replaces_no_slot_twice() -> anyhow::Result<()> {
     host.write_config(4, &slow)?;
     host.signal("HUP")?;
     let rolling = host.wait_status("slot 1 being replaced", Duration::from_secs(60), |s| {
-        Host::events(s)
-            .iter()
-            .any(|e| e.starts_with("slot 1: replace with"))
+        let desired = s["desired-revision"].as_str().unwrap_or_default();
+        desired != old
+            && Host::events(s)
+                .iter()
+                .any(|e| *e == format!("slot 1: start on {desired}"))
     })?;
     host.kill_operator()?;
     let new = rolling["desired-revision"]
@@ -66,16 +68,18 @@ fn host_adoption_mid_rollout_replaces_no_slot_twice() -> anyhow::Result<()> {
         assert_ne!(pids[slot], original[slot], "{slot} never replaced");
     }
     assert!(!pids.contains_key("kresd-canary"), "canary left: {pids:?}");
-    // The restarted operator's own events: no slot replaced twice, slot 0 not at all.
+    // The restarted operator's own events: no slot started twice, slot 0 not at all, no
+    // second canary.
     let ev = Host::events(&after);
     let mut replaced: BTreeMap<String, usize> = BTreeMap::new();
-    for e in ev.iter().filter(|e| e.contains(": replace with")) {
+    for e in ev.iter().filter(|e| e.contains(": start on")) {
         *replaced
             .entry(e.split(':').next().unwrap_or_default().to_string())
             .or_default() += 1;
     }
     assert!(replaced.values().all(|n| *n == 1), "{ev:#?}");
     assert!(!replaced.contains_key("slot 0"), "{ev:#?}");
+    assert!(!replaced.contains_key("canary slot"), "{ev:#?}");
     assert!(host.log().contains("adopting running supervisord"));
     assert_eq!(
         resolve(host.listen, "svc.test.", RecordType::A)?,

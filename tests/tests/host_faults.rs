@@ -339,7 +339,7 @@ fn host_failed_revision_is_not_retried_after_an_operator_restart() -> anyhow::Re
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| e["kind"] == "start" || e["kind"] == "replace")
+        .filter(|e| matches!(e["kind"].as_str(), Some("start" | "drain" | "stop")))
         .collect();
     assert!(started.is_empty(), "retried: {started:?}");
     assert_eq!(host.worker_pids()?, pids);
@@ -357,76 +357,6 @@ fn host_failed_revision_is_not_retried_after_an_operator_restart() -> anyhow::Re
     assert_eq!(
         resolve(host.listen, "svc.test.", RecordType::A)?,
         vec!["192.0.2.10"]
-    );
-    Ok(())
-}
-
-/// SIGKILL the operator in the middle of a rollout and start it again: the new operator resumes
-/// the same rollout from what runs and the stored state — no second canary, and no slot that
-/// already runs the new revision is replaced again.
-#[test]
-fn host_operator_killed_mid_rollout_resumes_without_replacing_a_slot_twice() -> anyhow::Result<()> {
-    let mut host = Host::start(4, LOCAL)?;
-    let before = wait_workers(&host, 4)?;
-    let old = Host::current_revision(&before)?;
-    host.write_config(4, "local-data:\n  addresses:\n    svc.test: 192.0.2.30\n")?;
-    host.signal("HUP")?;
-    // Mid-rollout: slot 1 was started on the new revision (slot 0 is done), slots 2 and 3 not.
-    let mid = host.wait_status("slot 1 started", Duration::from_secs(30), |s| {
-        let new = s["desired-revision"].as_str().unwrap_or_default();
-        new != old
-            && Host::events(s)
-                .iter()
-                .any(|e| *e == format!("slot 1: start on {new}"))
-    })?;
-    let new = mid["desired-revision"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    host.kill_operator()?;
-    // What ran when the operator died: processes on the new revision are not replaced again.
-    let at_kill = host.worker_pids()?;
-    let done = subset(&at_kill, &["kresd-canary", "kresd0", "kresd1"]);
-    assert_eq!(done.len(), 3, "{at_kill:?}");
-    let old_operator = host.pid();
-    host.spawn()?;
-    let new_operator = host.pid();
-    assert_ne!(old_operator, new_operator);
-    let after = host.wait_status("the resumed rollout", Duration::from_secs(40), |s| {
-        s["operator-pid"] == new_operator.unwrap_or_default()
-            && s["converged"] == true
-            && s["current-revision"] == new.as_str()
-    })?;
-    assert_eq!(
-        Host::worker_revisions(&after),
-        vec![new.clone(); 4],
-        "{after:#}"
-    );
-    let pids = host.worker_pids()?;
-    for slot in ["kresd0", "kresd1"] {
-        assert_eq!(
-            pids.get(slot),
-            done.get(slot),
-            "{slot} replaced twice: {after:#}"
-        );
-    }
-    // The new operator started only slots still on the old revision (2 and 3, unless slot 2
-    // was already started when the old one died), each once, and no second canary.
-    let ev = Host::events(&after);
-    let starts: Vec<&String> = ev.iter().filter(|e| e.contains(": start on")).collect();
-    let expected = [
-        format!("slot 2: start on {new}"),
-        format!("slot 3: start on {new}"),
-    ];
-    assert!(
-        !starts.is_empty() && starts.iter().all(|e| expected.contains(e)),
-        "{ev:#?}"
-    );
-    let distinct: std::collections::BTreeSet<&&String> = starts.iter().collect();
-    assert_eq!(distinct.len(), starts.len(), "{ev:#?}");
-    assert_eq!(
-        resolve(host.listen, "svc.test.", RecordType::A)?,
-        vec!["192.0.2.30"]
     );
     Ok(())
 }

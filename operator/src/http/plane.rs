@@ -139,7 +139,7 @@ pub struct StatusSnapshot {
     pub target_revision: Option<String>,
     /// Rollout phase, e.g. `idle`, `canary`, `rolling`, `rollback`, `failed`.
     pub phase: String,
-    /// Last rollout events, oldest first (at most 20).
+    /// Last rollout events, oldest first (at most 50).
     pub events: Vec<RolloutEvent>,
     /// Every worker the backend shows.
     pub workers: Vec<WorkerStatus>,

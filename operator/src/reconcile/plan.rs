@@ -283,6 +283,18 @@ pub fn plan_with_phase(
     let soaking = |s: &ObservedSlot| ready(s) && age(s) < desired.soak;
     let serving = |s: &ObservedSlot| ready(s) && !soaking(s);
 
+    // The surge worker runs another revision than the target and must go. While it serves and
+    // a regular slot is missing (a scale-up together with a change, or a superseded rollout
+    // that emptied a slot), the slot is filled first, on the last good revision: the surge
+    // worker is part of the capacity until then.
+    let make_room = |s: &ObservedSlot| match missing.first() {
+        Some(slot) if ready(s) => Action::StartSlot {
+            slot: *slot,
+            revision: good.clone().unwrap_or_else(|| s.revision.clone()),
+        },
+        _ => retire(s),
+    };
+
     // 4. A rollout: some regular slots run another revision.
     if !stale.is_empty() {
         if let Some(s) = starting {
@@ -324,20 +336,7 @@ pub fn plan_with_phase(
                 if proven_target && ready(s) {
                     true
                 } else {
-                    // A slot emptied for the superseded rollout is filled first (on the last
-                    // good revision): the surge worker is part of the capacity until then.
-                    if ready(s)
-                        && let Some(slot) = missing.first()
-                    {
-                        return (
-                            roll_phase(Phase::Canary),
-                            Action::StartSlot {
-                                slot: *slot,
-                                revision: good.clone().unwrap_or_else(|| s.revision.clone()),
-                            },
-                        );
-                    }
-                    return (roll_phase(Phase::Canary), retire(s));
+                    return (roll_phase(Phase::Canary), make_room(s));
                 }
             }
         };
@@ -397,20 +396,9 @@ pub fn plan_with_phase(
                 },
             );
         }
-        // The surge slot runs something else (a scale-up together with a change, or a
-        // superseded rollout that emptied a slot): while it serves, the missing slot is filled
-        // on the last good revision first, so retiring it does not cost capacity.
+        // The surge slot runs something else: make room for the target's canary.
         if let Some(s) = surge.filter(|s| s.revision != target && !s.state.is_starting()) {
-            if ready(s) {
-                return (
-                    roll_phase(Phase::Canary),
-                    Action::StartSlot {
-                        slot: *slot,
-                        revision: good.clone().unwrap_or_else(|| s.revision.clone()),
-                    },
-                );
-            }
-            return (roll_phase(Phase::Canary), retire(s));
+            return (roll_phase(Phase::Canary), make_room(s));
         }
         if surge.is_none() {
             return (

@@ -363,6 +363,23 @@ fn stop(slot: Slot) -> Action {
     Action::StopSlot { slot }
 }
 
+/// The significant actions of a rollout of `n` slots to `rev`: canary, each slot stopped and
+/// started, canary stopped, marked good.
+fn canary_rollout(rev: &str, n: u16) -> Vec<Action> {
+    let mut expected = vec![start(Slot::Surge, rev)];
+    for i in 0..n {
+        expected.extend([stop(Slot::Worker(i)), start(Slot::Worker(i), rev)]);
+    }
+    expected.extend([
+        stop(Slot::Surge),
+        Action::MarkGood {
+            revision: rev.into(),
+        },
+        Action::Done,
+    ]);
+    expected
+}
+
 /// Slots started (in order).
 fn starts(actions: &[Action]) -> Vec<Slot> {
     actions
@@ -458,18 +475,7 @@ fn config_change_canary_first_then_each_slot_then_canary_stopped() {
     let mut sim = Sim::converged("r1", 4);
     sim.min_ready = Some(4);
     let actions = sim.converge(&desired("r2", 4));
-    let mut expected = vec![start(Slot::Surge, "r2")];
-    for i in 0..4 {
-        expected.extend([stop(Slot::Worker(i)), start(Slot::Worker(i), "r2")]);
-    }
-    expected.extend([
-        stop(Slot::Surge),
-        Action::MarkGood {
-            revision: "r2".into(),
-        },
-        Action::Done,
-    ]);
-    assert_eq!(significant(&actions), expected);
+    assert_eq!(significant(&actions), canary_rollout("r2", 4));
     // Each start is gated: a wait follows every start before the next slot is touched.
     for w in actions.windows(2) {
         if matches!(w[0], Action::StartSlot { .. }) {
@@ -918,18 +924,7 @@ fn rollout_over_an_asynchronous_backend_keeps_capacity_and_never_fails_a_pending
             .any(|a| matches!(a, Action::MarkFailed { .. })),
         "a pending worker failed its gate"
     );
-    let mut expected = vec![start(Slot::Surge, "r2")];
-    for i in 0..3 {
-        expected.extend([stop(Slot::Worker(i)), start(Slot::Worker(i), "r2")]);
-    }
-    expected.extend([
-        stop(Slot::Surge),
-        Action::MarkGood {
-            revision: "r2".into(),
-        },
-        Action::Done,
-    ]);
-    assert_eq!(significant(&actions), expected);
+    assert_eq!(significant(&actions), canary_rollout("r2", 3));
     // The drains and stops were waited for, not assumed.
     let waits = |what: &str| {
         actions
