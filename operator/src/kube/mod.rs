@@ -23,6 +23,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::backend::pods::backend::{Inputs, PodsBackend, Stores};
 use crate::backend::pods::build::{self, LABEL_MANAGED_BY, MANAGER, Owner};
@@ -249,6 +250,15 @@ fn error_policy(_: Arc<KnotResolver>, e: &Error, _: Arc<Shared>) -> Action {
 }
 
 async fn reconcile(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<Action, Error> {
+    let span = tracing::info_span!(
+        "resolver",
+        ns = kres.namespace().unwrap_or_default(),
+        name = kres.name_any()
+    );
+    reconcile_resolver(kres, sh).instrument(span).await
+}
+
+async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<Action, Error> {
     let name = kres.name_any();
     let ns = kres
         .namespace()
@@ -264,8 +274,6 @@ async fn reconcile(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<Action, E
         }
         return Ok(Action::await_change());
     }
-    let span = tracing::info_span!("resolver", %ns, %name);
-    let _guard = span.enter();
     let generation = kres.metadata.generation.unwrap_or(0);
     let api: Api<KnotResolver> = Api::namespaced(sh.client.clone(), &ns);
     let pd = match desired_for_pods(&kres.spec, &sh.settings) {
