@@ -583,7 +583,7 @@ async fn a_failing_canary_degrades_without_replacing_pods_and_an_invalid_spec_to
         .iter()
         .find(|c| c.type_ == "Degraded")
         .ok_or_else(|| anyhow::anyhow!("no Degraded"))?;
-    assert_eq!(degraded.reason, "RevisionFailed");
+    assert_eq!(degraded.reason, "RevisionRejected");
     assert!(
         degraded.message.contains("kres-e2e-x"),
         "{}",

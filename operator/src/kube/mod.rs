@@ -375,14 +375,7 @@ async fn publish(
         );
     }
     let previous = r.written.lock().ok().and_then(|w| w.clone());
-    let new = status::from_status(
-        &s,
-        &name,
-        generation,
-        kres.spec.replicas,
-        previous.as_ref(),
-        Timestamp::now(),
-    );
+    let new = status::from_status(&s, &name, generation);
     if previous.as_ref() != Some(&new) || kres.status.as_ref() != Some(&new) {
         write_status(api, &name, &new).await?;
         if let Ok(mut w) = r.written.lock() {

@@ -6,7 +6,9 @@ use k8s_openapi::jiff::Timestamp;
 use kres_crd::k8s::{KnotResolverStatus, MAX_FAILED_REVISIONS, ResolverPhase, RevisionFailure};
 
 use crate::backend::pods::build::selector_string;
-use crate::reconcile::{Durable, Failure, Phase, Slot, SlotState, Status};
+use crate::reconcile::{
+    Condition as ReconcileCondition, Durable, Failure, Phase, SlotState, Status,
+};
 
 /// `Available`, `Progressing`, `Degraded`.
 pub const AVAILABLE: &str = "Available";
@@ -109,82 +111,28 @@ fn phase(p: &Phase) -> ResolverPhase {
     }
 }
 
-/// The status of a resolver the reconciler works on.
-pub fn from_status(
-    s: &Status,
-    name: &str,
-    generation: i64,
-    replicas: i32,
-    previous: Option<&KnotResolverStatus>,
-    now: Timestamp,
-) -> KnotResolverStatus {
+/// A reconciler condition as a Kubernetes condition (same type, status, reason, message).
+fn k8s_condition(c: &ReconcileCondition) -> Condition {
+    Condition {
+        type_: format!("{:?}", c.kind),
+        status: if c.status { "True" } else { "False" }.into(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        observed_generation: i64::try_from(c.observed_change_seq).ok(),
+        last_transition_time: Time(
+            Timestamp::from_millisecond(i64::try_from(c.last_transition_unix_ms).unwrap_or(0))
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+        ),
+    }
+}
+
+/// The status of a resolver the reconciler works on, mapped field by field from its [`Status`]
+/// (conditions included: the reconciler derives them, with OpenShift semantics).
+pub fn from_status(s: &Status, name: &str, generation: i64) -> KnotResolverStatus {
     let target = s.desired_revision.clone();
-    let ready_regular = s
-        .workers
-        .iter()
-        .filter(|w| {
-            matches!(w.slot, Slot::Worker(i) if i32::from(i) < replicas)
-                && w.state == SlotState::Ready
-        })
-        .count() as i32;
     let count = |f: &dyn Fn(&crate::reconcile::ObservedSlot) -> bool| {
         s.workers.iter().filter(|w| f(w)).count() as i32
     };
-    let target_failed = target
-        .as_ref()
-        .is_some_and(|t| s.failed_revisions.contains(t));
-    let needed = (replicas - 1).max(1).min(replicas.max(1));
-    let available = replicas == 0 || ready_regular >= needed;
-    let progressing = !s.converged && !target_failed;
-    let mut conditions = vec![condition(
-        AVAILABLE,
-        available,
-        if available {
-            "MinimumReplicasAvailable"
-        } else {
-            "NoReadyPods"
-        },
-        format!("{ready_regular} of {replicas} pods ready"),
-        generation,
-    )];
-    conditions.push(condition(
-        PROGRESSING,
-        progressing,
-        if progressing {
-            "Reconciling"
-        } else {
-            "AsExpected"
-        },
-        if progressing {
-            s.waiting_for
-                .clone()
-                .unwrap_or_else(|| "rolling out".into())
-        } else {
-            String::new()
-        },
-        generation,
-    ));
-    let degraded = if target_failed {
-        let reason = s
-            .failures
-            .iter()
-            .rev()
-            .find(|f| Some(&f.revision) == target.as_ref())
-            .map(|f| f.reason.clone())
-            .unwrap_or_default();
-        condition(DEGRADED, true, "RevisionFailed", reason, generation)
-    } else if !progressing && !available {
-        condition(
-            DEGRADED,
-            true,
-            "PodsUnavailable",
-            format!("{ready_regular} of {replicas} pods ready"),
-            generation,
-        )
-    } else {
-        condition(DEGRADED, false, "AsExpected", String::new(), generation)
-    };
-    conditions.push(degraded);
     let mut failed: Vec<RevisionFailure> = s.failures.iter().map(failure).collect();
     if failed.len() > MAX_FAILED_REVISIONS {
         failed.drain(..failed.len() - MAX_FAILED_REVISIONS);
@@ -200,7 +148,7 @@ pub fn from_status(
         selector: Some(selector_string(name)),
         last_failure: s.last_failure.as_ref().map(failure),
         failed_revisions: failed,
-        conditions: stamp(conditions, previous, now),
+        conditions: s.conditions.iter().map(k8s_condition).collect(),
     }
 }
 
@@ -252,7 +200,7 @@ pub fn invalid(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::ObservedSlot;
+    use crate::reconcile::{ObservedSlot, Slot};
     use std::time::Duration;
 
     fn slot(i: u16, rev: &str, state: SlotState) -> ObservedSlot {
@@ -272,61 +220,42 @@ mod tests {
     }
 
     #[test]
-    fn converged_is_available_not_progressing_not_degraded() {
-        let s = Status {
-            desired_revision: Some("a".into()),
-            current_revision: Some("a".into()),
-            converged: true,
-            workers: vec![
-                slot(0, "a", SlotState::Ready),
-                slot(1, "a", SlotState::Ready),
-            ],
-            ..Status::default()
-        };
-        let now = Timestamp::from_second(1_000).expect("ts");
-        let k = from_status(&s, "r", 3, 2, None, now);
-        assert_eq!(cond(&k, AVAILABLE).status, "True");
-        assert_eq!(cond(&k, PROGRESSING).status, "False");
-        assert_eq!(cond(&k, DEGRADED).status, "False");
-        assert_eq!(
-            (k.replicas, k.ready_replicas, k.updated_replicas),
-            (2, 2, 2)
-        );
-        assert_eq!(k.observed_generation, Some(3));
-        // Unchanged statuses keep their transition time; a change takes now.
-        let later = Timestamp::from_second(2_000).expect("ts");
-        let again = from_status(&s, "r", 3, 2, Some(&k), later);
-        assert_eq!(again, k);
-        let mut rolling = s.clone();
-        rolling.converged = false;
-        let r = from_status(&rolling, "r", 4, 2, Some(&k), later);
-        assert_eq!(cond(&r, PROGRESSING).last_transition_time, Time(later));
-        assert_eq!(cond(&r, AVAILABLE).last_transition_time, Time(now));
-    }
-
-    #[test]
-    fn failed_target_is_degraded_with_the_reason_and_round_trips_as_durable() {
+    fn maps_counts_and_the_reconcilers_conditions() {
         let f = Failure {
             revision: "b".into(),
             slot: Some(Slot::Surge),
             reason: "error: x".into(),
             at_unix_ms: 1_700_000_000_000,
         };
-        let s = Status {
+        let mut s = Status {
             desired_revision: Some("b".into()),
             current_revision: Some("a".into()),
-            converged: false,
+            change_seq: 2,
+            workers_desired: 2,
             failed_revisions: vec!["b".into()],
             failures: vec![f.clone()],
             last_failure: Some(f),
-            workers: vec![slot(0, "a", SlotState::Ready)],
+            workers: vec![
+                slot(0, "a", SlotState::Ready),
+                slot(1, "b", SlotState::Starting),
+            ],
             ..Status::default()
         };
-        let k = from_status(&s, "r", 2, 1, None, Timestamp::UNIX_EPOCH);
-        let d = cond(&k, DEGRADED);
+        s.set_conditions(1_700_000_001_000);
+        let k = from_status(&s, "r", 2);
         assert_eq!(
-            (d.status.as_str(), d.reason.as_str(), d.message.as_str()),
-            ("True", "RevisionFailed", "error: x")
+            (k.replicas, k.ready_replicas, k.updated_replicas),
+            (2, 1, 1)
+        );
+        assert_eq!(k.observed_generation, Some(2));
+        let d = cond(&k, DEGRADED);
+        assert_eq!(d.status, "True");
+        assert_eq!(d.reason, s.conditions[2].reason);
+        assert!(d.message.contains("error: x"), "{}", d.message);
+        assert_eq!(d.observed_generation, Some(2));
+        assert_eq!(
+            d.last_transition_time,
+            Time(Timestamp::from_millisecond(1_700_000_001_000).expect("ts"))
         );
         assert_eq!(cond(&k, PROGRESSING).status, "False");
         let durable = durable_from(Some(&k));
