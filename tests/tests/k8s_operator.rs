@@ -15,6 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kres_crd::k8s::KnotResolver;
@@ -554,8 +555,7 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_canary_degrades_without_replacing_pods_and_an_invalid_spec_touches_nothing() -> R
-{
+async fn a_failing_canary_or_invalid_spec_touches_no_pod_then_recovery_recreation_and_gc() -> R {
     let env = Env::new("kres-fail").await?;
     env.apply(&example_with(
         "www.corp.example.test. 300 A 192.0.2.80\n",
@@ -637,8 +637,47 @@ async fn a_failing_canary_degrades_without_replacing_pods_and_an_invalid_spec_to
         "www.corp.example.test. 300 A 192.0.2.82\n",
         None,
     )?)?;
-    let (r3, _) = env.converged("resolver", 3).await?;
+    let (r3, pods) = env.converged("resolver", 3).await?;
     assert_ne!(r3, r1);
+
+    // A pod deleted by hand is recreated (a new UID, same slot and revision).
+    let old_uid = pods["resolver-1"].uid();
+    env.pods()
+        .delete("resolver-1", &kube::api::DeleteParams::default())
+        .await?;
+    let pods_api = &env.pods();
+    let old_uid = &old_uid;
+    eventually(60, "resolver-1 recreated and Ready", || async move {
+        let p = pods_api.get_opt("resolver-1").await?;
+        Ok(p.filter(|p| p.uid() != *old_uid && pod_ready(p))
+            .map(|p| p.labels().get(REVISION).cloned()))
+    })
+    .await?
+    .filter(|rev| *rev == r3)
+    .ok_or_else(|| anyhow::anyhow!("recreated on another revision"))?;
+
+    // Deleting the KnotResolver garbage-collects its pods, ConfigMaps, Service and PDB.
+    kubectl(env.cp, &["delete", "-n", &env.ns, "kres/resolver"], "")?;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    eventually(60, "owned objects garbage-collected", || async move {
+        let lp = ListParams::default().labels("app.kubernetes.io/instance=resolver");
+        let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await?;
+        let cms = Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await?;
+        let svc = Api::<Service>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await?;
+        let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await?;
+        Ok((pods.items.is_empty()
+            && cms.items.is_empty()
+            && svc.items.is_empty()
+            && pdb.items.is_empty())
+        .then_some(()))
+    })
+    .await?;
     Ok(())
 }
 
