@@ -551,6 +551,36 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
         reasons.iter().any(|r| r == "RolloutComplete"),
         "{reasons:?}"
     );
+
+    // Scaling through the scale subresource: 3 -> 5 -> 2, no new revision.
+    for (n, names) in [
+        (
+            5,
+            &[
+                "resolver-0",
+                "resolver-1",
+                "resolver-2",
+                "resolver-3",
+                "resolver-4",
+            ][..],
+        ),
+        (2, &["resolver-0", "resolver-1"][..]),
+    ] {
+        kubectl(
+            env.cp,
+            &[
+                "scale",
+                "-n",
+                &env.ns,
+                "kres/resolver",
+                &format!("--replicas={n}"),
+            ],
+            "",
+        )?;
+        let (rev, pods) = env.converged("resolver", n).await?;
+        assert_eq!(rev, r2);
+        assert_eq!(pods.keys().map(String::as_str).collect::<Vec<_>>(), names);
+    }
     Ok(())
 }
 
