@@ -6,6 +6,7 @@ pub mod durable;
 pub mod host;
 pub mod http;
 pub mod kresd;
+pub mod kube;
 pub mod metrics;
 pub mod privilege;
 pub mod reconcile;

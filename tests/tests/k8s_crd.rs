@@ -2,7 +2,7 @@
 //! the real kube-apiserver of the test control plane: it is structural and Established, every
 //! example and corpus config survives the apiserver unchanged (no pruning, no defaulting), the
 //! schema refuses what it can, and the status and scale subresources and printer columns work.
-//! The controller does not exist yet; these tests are about the resource alone.
+//! These tests are about the resource alone; the controller is tested in k8s_operator.rs.
 
 use std::path::PathBuf;
 

@@ -736,6 +736,7 @@ fn inherited_socket_mode_serves_on_the_passed_socket() {
         &config,
         &RenderOptions {
             sockets: SocketMode::Inherited,
+            ..RenderOptions::default()
         },
     )
     .unwrap();
@@ -760,6 +761,68 @@ fn inherited_socket_mode_serves_on_the_passed_socket() {
         .filter(|e| e["kind"] == json!("dns"))
         .collect();
     assert_eq!(dns.len(), 1, "{list}");
+}
+
+/// `SocketMode::PodIp` + `cache_dir_env` (how Kubernetes pods run kresd): every listen entry is
+/// bound on `$POD_IP` whatever address it names, and the cache opens in `$KRES_CACHE_DIR`, not
+/// in `cache.storage`.
+#[test]
+fn pod_ip_mode_listens_on_the_env_address_and_caches_in_the_env_dir() {
+    use kres_crd::lua::SocketMode;
+    let s = Setup::new();
+    let config = s.config(json!({
+        "network": { "listen": [{ "interface": format!("0.0.0.0@{}", s.port) }] },
+        "local-data": { "addresses": { "p.pod.test": "192.0.2.91" } },
+    }));
+    let lua = render(
+        &config,
+        &RenderOptions {
+            sockets: SocketMode::PodIp,
+            cache_dir_env: Some("KRES_CACHE_DIR"),
+        },
+    )
+    .unwrap();
+    assert!(!lua.contains("0.0.0.0"), "{lua}");
+    let cache = s.path("pod-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let opts = KresdOptions {
+        env: vec![
+            ("POD_IP".into(), s.ip.to_string().into()),
+            ("KRES_CACHE_DIR".into(), cache.clone().into()),
+        ],
+        ..KresdOptions::default()
+    };
+    let k = Kresd::start_in(s.dir.path(), &lua, &opts).unwrap();
+    assert_eq!(
+        answers(s.addr(), "p.pod.test.", RecordType::A),
+        vec!["192.0.2.91"]
+    );
+    let list = k.eval_json("net.list()").unwrap();
+    let ips: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == json!("dns"))
+        .map(|e| &e["transport"]["ip"])
+        .collect();
+    assert!(
+        !ips.is_empty() && ips.iter().all(|ip| *ip == &json!(s.ip.to_string())),
+        "{list}"
+    );
+    assert!(
+        cache.join("data.mdb").exists(),
+        "cache not opened in $KRES_CACHE_DIR"
+    );
+    assert!(
+        !s.path("cache").join("data.mdb").exists(),
+        "cache.storage used"
+    );
+    // Without POD_IP kresd refuses to start, naming the variable.
+    let s2 = Setup::new();
+    let err = Kresd::start_in(s2.dir.path(), &lua, &KresdOptions::default())
+        .err()
+        .expect("kresd without POD_IP must fail");
+    assert!(format!("{err:#}").contains("POD_IP is not set"), "{err:#}");
 }
 
 /// Every shipped example (manifests/examples/config*.yaml) starts on kresd 5.6, run on this test's

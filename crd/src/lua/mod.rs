@@ -28,13 +28,23 @@ pub enum SocketMode {
     Listen,
     /// The sockets are inherited (`kresd -S FD[:kind]`): no `net.listen` for `network.listen`.
     Inherited,
+    /// Each `network.listen` entry is bound on the address in the environment variable
+    /// [`POD_IP_ENV`] (a Pod's `status.podIP`), whatever address the entry names: each pod
+    /// listens on its own IP (Kubernetes mode).
+    PodIp,
 }
+
+/// The environment variable that holds a pod's IP ([`SocketMode::PodIp`]).
+pub const POD_IP_ENV: &str = "POD_IP";
 
 /// Options that change how a config is rendered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RenderOptions {
     /// Whether kresd binds its listening sockets itself.
     pub sockets: SocketMode,
+    /// Open the cache in the directory named by this environment variable instead of
+    /// `cache.storage` (Kubernetes mode: the pod's cache volume, wherever it is mounted).
+    pub cache_dir_env: Option<&'static str>,
 }
 
 /// Render `config` as a kresd 5.x Lua configuration: every rule is checked first by
@@ -58,7 +68,7 @@ fn render_valid(config: &ResolverConfig, options: &RenderOptions) -> String {
         general::monitoring(config, &mut out);
         resolver::options(config, &mut out);
         network::network(config, options, &mut out);
-        resolver::cache(config, &mut out);
+        resolver::cache(config, options.cache_dir_env, &mut out);
         resolver::dnssec(config, &mut out);
         policy::policy(config, &mut out);
         policy::views(config, &mut out);

@@ -3,7 +3,7 @@
 use crate::config::{InterfaceHost, ListenKind, ResolverConfig, TlsPadding};
 
 use super::writer::{LuaOut, lua_bool, str_list};
-use super::{RenderOptions, SocketMode, quote};
+use super::{POD_IP_ENV, RenderOptions, SocketMode, quote};
 
 /// kresd 5.x's `kind` for a listen kind (`None` for the Knot Resolver 6.x-only kinds, which
 /// validation refuses).
@@ -28,7 +28,7 @@ pub fn inherited_kind(kind: ListenKind) -> Option<&'static str> {
 }
 
 /// The `network` section.
-pub(super) fn network(c: &ResolverConfig, opts: &RenderOptions, out: &mut LuaOut) {
+pub(super) fn network(c: &ResolverConfig, options: &RenderOptions, out: &mut LuaOut) {
     let n = &c.network;
     out.section("network");
     out.line(format!("net.ipv4 = {}", lua_bool(n.do_ipv4)));
@@ -114,6 +114,13 @@ pub(super) fn network(c: &ResolverConfig, opts: &RenderOptions, out: &mut LuaOut
                 .map(|p| p.get())
                 .unwrap_or_else(|| l.kind.default_port());
             let target = match &iface.host {
+                _ if options.sockets == SocketMode::PodIp => {
+                    format!(
+                        "assert(os.getenv({0}), {1})",
+                        quote(POD_IP_ENV),
+                        quote(&format!("{POD_IP_ENV} is not set"))
+                    )
+                }
                 InterfaceHost::Ip(ip) => quote(&ip.to_string()),
                 // An interface name: all its addresses (`net.<name>` in kresd 5.x).
                 InterfaceHost::Name(name) => format!("net[{}]", quote(name.as_str())),
@@ -124,8 +131,8 @@ pub(super) fn network(c: &ResolverConfig, opts: &RenderOptions, out: &mut LuaOut
     if need_http {
         out.line("modules.load('http')");
     }
-    match opts.sockets {
-        SocketMode::Listen => {
+    match options.sockets {
+        SocketMode::Listen | SocketMode::PodIp => {
             for l in listens {
                 out.line(l);
             }

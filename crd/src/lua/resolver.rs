@@ -59,15 +59,18 @@ pub(super) fn options(c: &ResolverConfig, out: &mut LuaOut) {
 
 /// `cache`: storage and size, TTL bounds, NS timeout, prefill, prefetch (the `predict` module).
 /// The garbage collector is a separate process (kres-cache-gc), not Lua.
-pub(super) fn cache(c: &ResolverConfig, out: &mut LuaOut) {
+pub(super) fn cache(c: &ResolverConfig, cache_dir_env: Option<&str>, out: &mut LuaOut) {
     let k = &c.cache;
     out.section("cache");
-    let uri = format!("lmdb://{}", k.storage.as_str());
-    out.line(format!(
-        "cache.open({}, {})",
-        k.size_max.bytes(),
-        quote(&uri)
-    ));
+    let uri = match cache_dir_env {
+        Some(var) => format!(
+            "'lmdb://' .. assert(os.getenv({}), {})",
+            quote(var),
+            quote(&format!("{var} is not set"))
+        ),
+        None => quote(&format!("lmdb://{}", k.storage.as_str())),
+    };
+    out.line(format!("cache.open({}, {uri})", k.size_max.bytes()));
     out.line(format!("cache.min_ttl({})", k.ttl_min.seconds()));
     out.line(format!("cache.max_ttl({})", k.ttl_max.seconds()));
     out.line(format!("cache.ns_tout({})", k.ns_timeout.millis()));

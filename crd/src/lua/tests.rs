@@ -149,6 +149,7 @@ fn inherited_sockets_render_no_listen_and_nothing_else_changes() {
         &c,
         &RenderOptions {
             sockets: SocketMode::Listen,
+            ..RenderOptions::default()
         },
     )
     .unwrap();
@@ -156,6 +157,7 @@ fn inherited_sockets_render_no_listen_and_nothing_else_changes() {
         &c,
         &RenderOptions {
             sockets: SocketMode::Inherited,
+            ..RenderOptions::default()
         },
     )
     .unwrap();

@@ -8,6 +8,7 @@
 //!
 //! Methods return `Send` futures so a generic executor can run on any tokio runtime.
 
+pub mod pods;
 pub mod supervisord;
 
 use std::collections::BTreeSet;

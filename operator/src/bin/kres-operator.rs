@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use kres_operator::backend::supervisord::DEFAULT_DRAIN_TIMEOUT;
 use kres_operator::host::run::{HostOptions, run_host};
+use kres_operator::kresd::probe::{ProbeQuestion, probe};
 use kres_operator::sockets::{HolderArgs, LaunchArgs, run_launch, run_socket_holder};
 use tracing_subscriber::EnvFilter;
 
@@ -33,6 +34,50 @@ enum Command {
     /// Fetch the shared sockets and exec kresd with `-S FD[:kind]` (supervisord worker programs).
     #[command(hide = true)]
     Launch(LaunchArgs),
+    /// Run the Kubernetes controller: KnotResolver resources to pods, canary-first rollouts.
+    Kube(KubeArgs),
+    /// One DNS query (`localhost. A` over UDP) to the pod's kresd: exit 0 on any reply. The
+    /// readiness probe of the pods `kres-operator kube` creates.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args, Debug)]
+struct KubeArgs {
+    /// Watch KnotResolvers in this namespace (repeatable; none: every namespace).
+    #[arg(long = "namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// Reconcile only while holding the Lease; exit when it is lost.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "kres-operator", value_name = "NAME")]
+    lease_name: String,
+    /// Namespace of the Lease (default: $POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
+    lease_namespace: Option<String>,
+    /// Address of /healthz, /readyz, /metrics and /status.
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    listen: std::net::SocketAddr,
+    /// Pod image when a KnotResolver sets no spec.image.
+    #[arg(long, env = "KRES_OPERATOR_IMAGE", value_name = "IMAGE")]
+    image: String,
+    /// The operator binary inside the pod image, run as the pods' readiness probe
+    /// (`<PATH> probe`).
+    #[arg(long, default_value = "kres-operator", value_name = "PATH")]
+    probe_binary: String,
+}
+
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// The kresd address (default: $POD_IP, as the pods set it from status.podIP).
+    #[arg(long, env = "POD_IP", value_name = "IP")]
+    address: IpAddr,
+    /// The kresd port.
+    #[arg(long, default_value_t = 53, value_name = "PORT")]
+    port: u16,
+    /// How long to wait for the reply.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    timeout_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +146,8 @@ fn main() -> ExitCode {
         Command::Host(a) => a,
         Command::SocketHolder(args) => return report(run_socket_holder(&args).map(|n| match n {})),
         Command::Launch(args) => return report(run_launch(&args).map(|n| match n {})),
+        Command::Probe(args) => return report(run_probe(&args)),
+        Command::Kube(args) => return report(run_kube(args)),
     };
     // One runtime thread on purpose: the reconcile loop, DNS gates, signals and the API's I/O
     // share it and interleave only at awaits, which keeps the loop's ordering easy to reason
@@ -129,6 +176,41 @@ fn main() -> ExitCode {
         kresd: a.kresd,
         worker_user: a.worker_user,
     })))
+}
+
+/// `kres-operator kube`: the controller on a multi-threaded runtime.
+fn run_kube(a: KubeArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(kres_operator::kube::run(kres_operator::kube::KubeOptions {
+        namespaces: a.namespaces,
+        leader_elect: a.leader_elect,
+        lease_name: a.lease_name,
+        lease_namespace: a.lease_namespace,
+        listen: a.listen,
+        pods: kres_operator::backend::pods::render::PodSettings {
+            default_image: a.image,
+            probe_command: vec![a.probe_binary, "probe".into()],
+        },
+    }))
+}
+
+/// `kres-operator probe`: a current-thread runtime, one query.
+fn run_probe(a: &ProbeArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let question = ProbeQuestion {
+        timeout: Duration::from_millis(a.timeout_ms),
+        ..ProbeQuestion::default()
+    };
+    runtime
+        .block_on(probe((a.address, a.port).into(), &question))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// The exit code of `result`, with its error on stderr. A closed stderr is ignored (`eprintln!`

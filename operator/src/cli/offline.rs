@@ -41,6 +41,10 @@ pub struct ConvertArgs {
     /// How listening sockets reach kresd.
     #[arg(long, value_enum, default_value_t = Sockets::Listen)]
     pub sockets: Sockets,
+    /// FILE is a KnotResolver manifest: print its pods' kresd config (the `kresd.conf` of its
+    /// revision ConfigMap), validated and rendered as `kres-operator kube` does.
+    #[arg(long, conflicts_with = "sockets")]
+    pub knotresolver: bool,
 }
 
 /// Arguments of `kresctl schema`.
@@ -122,6 +126,9 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
 
 /// `kresctl convert FILE [-o OUT]`: print the rendered kresd Lua.
 pub fn convert(args: &ConvertArgs) -> ExitCode {
+    if args.knotresolver {
+        return convert_knotresolver(args);
+    }
     let config = match load(&args.file) {
         Ok(c) => c,
         Err(lines) => {
@@ -133,10 +140,51 @@ pub fn convert(args: &ConvertArgs) -> ExitCode {
         Sockets::Listen => SocketMode::Listen,
         Sockets::Inherited => SocketMode::Inherited,
     };
-    match render(&config, &RenderOptions { sockets }) {
+    match render(
+        &config,
+        &RenderOptions {
+            sockets,
+            ..RenderOptions::default()
+        },
+    ) {
         Ok(lua) => write_out(args.output.as_deref(), &lua),
         Err(e) => {
             report(&[format!("{}: {e}", args.file.display())]);
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+/// `kresctl convert --knotresolver FILE`: the pods' kresd config of a KnotResolver manifest.
+fn convert_knotresolver(args: &ConvertArgs) -> ExitCode {
+    let shown = args.file.display();
+    let text = match fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            report(&[format!("{shown}: cannot read: {e}")]);
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let resolver: kres_crd::k8s::KnotResolver = match serde_norway::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            report(&[format!("{shown}: not a KnotResolver: {e}")]);
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let settings = crate::backend::pods::render::PodSettings {
+        default_image: String::new(),
+        probe_command: vec![],
+    };
+    match crate::backend::pods::render::desired_for_pods(&resolver.spec, &settings) {
+        Ok(d) => write_out(args.output.as_deref(), &d.desired.config),
+        Err(errs) => {
+            let lines: Vec<String> = errs
+                .to_string()
+                .lines()
+                .map(|l| format!("{shown}: {l}"))
+                .collect();
+            report(&lines);
             ExitCode::from(EXIT_INVALID)
         }
     }

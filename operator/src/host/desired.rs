@@ -20,10 +20,27 @@ pub fn desired_from(
     sockets: SocketMode,
     start_timeout: Duration,
 ) -> Result<Desired, ConfigErrors> {
-    let rendered = render(cfg, &RenderOptions { sockets });
-    let listen = match sockets {
+    desired_with(
+        cfg,
+        &RenderOptions {
+            sockets,
+            ..RenderOptions::default()
+        },
+        start_timeout,
+    )
+}
+
+/// [`desired_from`] with every render option (the pod backend renders for `$POD_IP` and the
+/// pod's cache volume).
+pub fn desired_with(
+    cfg: &ResolverConfig,
+    options: &RenderOptions,
+    start_timeout: Duration,
+) -> Result<Desired, ConfigErrors> {
+    let rendered = render(cfg, options);
+    let listen = match options.sockets {
         SocketMode::Inherited => listen_specs(cfg),
-        SocketMode::Listen => Ok(vec![]),
+        SocketMode::Listen | SocketMode::PodIp => Ok(vec![]),
     };
     let workers = cfg.worker_count();
     let workers = u16::try_from(workers).map_err(|_| {

@@ -341,6 +341,17 @@ impl ControlPlane {
         namespace: &str,
         name: &str,
     ) -> Result<Client, Error> {
+        let text = self.service_account_kubeconfig(namespace, name).await?;
+        client_from(Kubeconfig::from_yaml(&text).map_err(|e| Error::Kubeconfig(e.to_string()))?)
+            .await
+    }
+
+    /// A kubeconfig (JSON) for ServiceAccount `namespace/name` with a fresh token (1 h).
+    async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<String, Error> {
         let admin = self.admin_client().await?;
         let sas: Api<ServiceAccount> = Api::namespaced(admin, namespace);
         let req = TokenRequest {
@@ -360,9 +371,26 @@ impl ControlPlane {
             })?;
         let token = tr.status.and_then(|s| s.token).unwrap_or_default();
         let user = format!("system:serviceaccount:{namespace}:{name}");
-        let text = kubeconfig_json(&self.url, &self.ca_cert, &user, &UserAuth::Token(&token));
-        client_from(Kubeconfig::from_yaml(&text).map_err(|e| Error::Kubeconfig(e.to_string()))?)
-            .await
+        Ok(kubeconfig_json(
+            &self.url,
+            &self.ca_cert,
+            &user,
+            &UserAuth::Token(&token),
+        ))
+    }
+
+    /// A kubeconfig file (in the control plane's directory) authenticating as ServiceAccount
+    /// `namespace/name` with a fresh token (valid 1 h), for a process under test.
+    pub async fn kubeconfig_for_service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf, Error> {
+        let text = self.service_account_kubeconfig(namespace, name).await?;
+        let path = self.dir.join(format!("kubeconfig-{namespace}-{name}.json"));
+        std::fs::write(&path, text)
+            .map_err(|e| Error::Io(format!("write {}", path.display()), e))?;
+        Ok(path)
     }
 
     /// Create a fresh namespace `<prefix>-<n>` and wait until its `default` ServiceAccount

@@ -845,7 +845,6 @@ impl Runner {
                 ip: self.pod_ip.to_string(),
             }]),
             start_time: Some(self.start_time.clone()),
-            qos_class: Some("BestEffort".into()),
             conditions: Some(vec![
                 cond("PodScheduled", true, &self.start_time),
                 cond("PodReadyToStartContainers", true, &self.start_time),

@@ -1,0 +1,459 @@
+//! `kres-operator kube`: a kube-rs `Controller` on KnotResolver. Each resolver is validated
+//! (`validate_spec` through the pods pipeline); a refused spec gets Degraded `InvalidConfig` and
+//! a Warning event and nothing is touched; a valid one is stepped by the same `reconcile_once`
+//! as host mode over a [`PodsBackend`], with its durable rollout state kept in `.status`.
+
+pub mod serve;
+pub mod status;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::jiff::Timestamp;
+use kres_crd::k8s::{KnotResolver, KnotResolverStatus};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use crate::backend::pods::backend::{Inputs, PodsBackend, Stores};
+use crate::backend::pods::build::{self, LABEL_MANAGED_BY, MANAGER, Owner};
+use crate::backend::pods::render::{PodSettings, desired_for_pods};
+use crate::metrics::OperatorMetrics;
+use crate::reconcile::executor::{Context, Next, Target, reconcile_once};
+use crate::reconcile::status::{Status, StatusSink};
+use crate::reconcile::{Durable, RevisionStore, StoreError};
+
+/// Settings of `kres-operator kube`.
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    /// Namespaces to watch (empty: every namespace).
+    pub namespaces: Vec<String>,
+    /// Take part in leader election; reconcile only while holding the Lease.
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// Namespace of the Lease.
+    pub lease_namespace: Option<String>,
+    /// Address of /healthz, /readyz, /metrics, /status.
+    pub listen: SocketAddr,
+    /// Pod settings (default image, probe command).
+    pub pods: PodSettings,
+}
+
+/// The status last published by a resolver's reconciler.
+#[derive(Clone, Default)]
+struct LastStatus(Arc<Mutex<Option<Status>>>);
+
+impl StatusSink for LastStatus {
+    fn publish(&self, status: &Status) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(status.clone());
+        }
+    }
+}
+
+/// The durable rollout state as read from `.status` when the resolver was first seen; saved
+/// by writing `.status` (current and target revision, failed revisions).
+struct StatusStore(Durable);
+
+impl RevisionStore for StatusStore {
+    fn load(&self) -> Result<Durable, StoreError> {
+        Ok(self.0.clone())
+    }
+
+    fn save(&mut self, state: &Durable) -> Result<(), StoreError> {
+        self.0 = state.clone();
+        Ok(())
+    }
+}
+
+/// One resolver's reconciler state, kept across reconciles.
+struct Resolver {
+    ctx: Context<PodsBackend>,
+    status: LastStatus,
+    /// The `.status` last written.
+    written: Mutex<Option<KnotResolverStatus>>,
+    /// How many of the reconciler's events were published as Kubernetes events (by time).
+    events_until: Mutex<u64>,
+}
+
+struct Shared {
+    client: Client,
+    settings: PodSettings,
+    stores: Stores,
+    recorder: Recorder,
+    metrics: Arc<OperatorMetrics>,
+    served: Arc<serve::Served>,
+    resolvers: Mutex<HashMap<(String, String), Arc<Resolver>>>,
+}
+
+/// Errors of a reconcile (retried with back-off by the controller).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("{0}: {1}")]
+    Api(String, #[source] kube::Error),
+    /// The object is missing something the API always sets.
+    #[error("{0}")]
+    Object(String),
+}
+
+fn managed() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"))
+}
+
+fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A reflector store for `K` with every event signalled on `changed`.
+fn reflect<K>(api: Api<K>, cfg: watcher::Config, changed: Arc<Notify>) -> Store<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff());
+    tokio::spawn(stream.for_each(move |_| {
+        changed.notify_waiters();
+        std::future::ready(())
+    }));
+    reader
+}
+
+/// Run the controller until it fails (or, with leader election, the lease is lost).
+pub async fn run(opts: KubeOptions) -> Result<(), String> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("kubernetes client: {e}"))?;
+    let metrics = Arc::new(OperatorMetrics::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let served = Arc::new(serve::Served {
+        registry,
+        statuses: Mutex::new(Default::default()),
+    });
+    serve::serve(opts.listen, served.clone()).await?;
+    let scopes: Vec<Option<String>> = if opts.namespaces.is_empty() {
+        vec![None]
+    } else {
+        opts.namespaces.iter().cloned().map(Some).collect()
+    };
+    // Reflectors first: a standby is warm when it takes over.
+    let mut controllers = Vec::new();
+    for scope in scopes {
+        let changed = Arc::new(Notify::new());
+        let ns = scope.as_deref();
+        let stores = Stores {
+            pods: reflect(api::<Pod>(&client, ns), managed(), changed.clone()),
+            config_maps: reflect(api::<ConfigMap>(&client, ns), managed(), changed.clone()),
+            slices: reflect(
+                api::<EndpointSlice>(&client, ns),
+                managed(),
+                changed.clone(),
+            ),
+            changed,
+        };
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            settings: opts.pods.clone(),
+            stores,
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: MANAGER.into(),
+                    instance: std::env::var("POD_NAME").ok(),
+                },
+            ),
+            metrics: metrics.clone(),
+            served: served.clone(),
+            resolvers: Mutex::new(HashMap::new()),
+        });
+        controllers.push((
+            api::<KnotResolver>(&client, ns),
+            api::<Pod>(&client, ns),
+            shared,
+        ));
+    }
+    if opts.leader_elect {
+        wait_for_lease(&client, &opts).await?;
+    }
+    let runs = controllers.into_iter().map(|(resolvers, pods, shared)| {
+        Controller::new(resolvers, watcher::Config::default())
+            .owns(pods, managed())
+            .run(reconcile, error_policy, shared)
+            .for_each(|r| {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "reconcile");
+                }
+                std::future::ready(())
+            })
+    });
+    futures::future::join_all(runs).await;
+    Ok(())
+}
+
+/// Block until this process holds the Lease; exit the process when it is lost later.
+async fn wait_for_lease(client: &Client, opts: &KubeOptions) -> Result<(), String> {
+    use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
+    let ns = opts
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .ok_or("--lease-namespace (or $POD_NAMESPACE) is required with --leader-elect")?;
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("kres-operator-{}", std::process::id()));
+    let manager = LeaseManagerBuilder::new(client.clone(), &opts.lease_name)
+        .with_namespace(ns)
+        .with_parameters(LeaseParams::new(identity, 15, 5).with_field_manager(MANAGER))
+        .build()
+        .await
+        .map_err(|e| format!("lease: {e}"))?;
+    let (mut rx, _task) = manager.watch().await;
+    while !*rx.borrow_and_update() {
+        rx.changed()
+            .await
+            .map_err(|_| "lease manager stopped".to_string())?;
+    }
+    tracing::info!(lease = %opts.lease_name, "leader");
+    tokio::spawn(async move {
+        loop {
+            if rx.changed().await.is_err() || !*rx.borrow() {
+                tracing::error!("leader lease lost: exiting");
+                std::process::exit(1);
+            }
+        }
+    });
+    Ok(())
+}
+
+fn error_policy(_: Arc<KnotResolver>, e: &Error, _: Arc<Shared>) -> Action {
+    tracing::warn!(error = %e, "reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}
+
+async fn reconcile(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<Action, Error> {
+    let span = tracing::info_span!(
+        "resolver",
+        ns = kres.namespace().unwrap_or_default(),
+        name = kres.name_any()
+    );
+    reconcile_resolver(kres, sh).instrument(span).await
+}
+
+async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<Action, Error> {
+    let name = kres.name_any();
+    let ns = kres
+        .namespace()
+        .ok_or_else(|| Error::Object(format!("{name}: no namespace")))?;
+    let key = (ns.clone(), name.clone());
+    if kres.metadata.deletion_timestamp.is_some() {
+        // Owner references garbage-collect pods, ConfigMaps, the Service and the PDB.
+        if let Ok(mut r) = sh.resolvers.lock() {
+            r.remove(&key);
+        }
+        if let Ok(mut all) = sh.served.statuses.lock() {
+            all.remove(&format!("{ns}/{name}"));
+        }
+        return Ok(Action::await_change());
+    }
+    let generation = kres.metadata.generation.unwrap_or(0);
+    let api: Api<KnotResolver> = Api::namespaced(sh.client.clone(), &ns);
+    let pd = match desired_for_pods(&kres.spec, &sh.settings) {
+        Ok(pd) => pd,
+        Err(errors) => {
+            let message = errors.to_string();
+            tracing::warn!(%message, "invalid spec");
+            let new = status::invalid(
+                kres.status.as_ref(),
+                &name,
+                generation,
+                &message,
+                Timestamp::now(),
+            );
+            if kres.status.as_ref() != Some(&new) {
+                write_status(&api, &name, &new).await?;
+                event(&sh, &kres, EventType::Warning, "InvalidConfig", &message).await;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+    let owner = Owner {
+        name: name.clone(),
+        namespace: ns.clone(),
+        reference: kres
+            .controller_owner_ref(&())
+            .ok_or_else(|| Error::Object(format!("{name}: no uid")))?,
+    };
+    let inputs = Inputs {
+        config: kres.spec.config.clone(),
+        service: build::service(&owner, &kres.spec, &pd.template.ports),
+        pdb: build::pod_disruption_budget(&owner, &kres.spec),
+        drain: pd.drain,
+    };
+    let resolver = {
+        let mut all = sh
+            .resolvers
+            .lock()
+            .map_err(|_| Error::Object("resolver table poisoned".into()))?;
+        match all.get(&key) {
+            Some(r) => r.clone(),
+            None => {
+                let last = LastStatus::default();
+                let backend =
+                    PodsBackend::new(sh.client.clone(), owner, sh.stores.clone(), inputs.clone());
+                let ctx = Context::new(
+                    backend,
+                    Box::new(StatusStore(status::durable_from(kres.status.as_ref()))),
+                    Box::new(last.clone()),
+                    sh.metrics.clone(),
+                )
+                .map_err(|e| Error::Object(e.to_string()))?;
+                let r = Arc::new(Resolver {
+                    ctx,
+                    status: last,
+                    written: Mutex::new(kres.status.clone()),
+                    events_until: Mutex::new(crate::time::unix_ms()),
+                });
+                all.insert(key, r.clone());
+                r
+            }
+        }
+    };
+    resolver.ctx.backend.set_inputs(inputs);
+    let target = Target {
+        seq: u64::try_from(generation).unwrap_or(0),
+        desired: pd.desired,
+        text: kres.spec.config.to_string(),
+        revert_on_reject: false,
+    };
+    let next = match reconcile_once(&target, &resolver.ctx).await {
+        Ok(n) => n,
+        Err(e) => e.retry(),
+    };
+    publish(&sh, &kres, &resolver, &api, generation).await?;
+    Ok(match next {
+        Next::Now => Action::requeue(Duration::from_millis(200)),
+        Next::After(d) => Action::requeue(d.max(Duration::from_millis(200))),
+        Next::Idle => Action::requeue(Duration::from_secs(300)),
+    })
+}
+
+/// Write `.status` when it changed, and the reconciler's new events as Kubernetes events.
+async fn publish(
+    sh: &Shared,
+    kres: &KnotResolver,
+    r: &Resolver,
+    api: &Api<KnotResolver>,
+    generation: i64,
+) -> Result<(), Error> {
+    let Some(s) = r.status.0.lock().ok().and_then(|s| s.clone()) else {
+        return Ok(());
+    };
+    let name = kres.name_any();
+    if let Ok(mut all) = sh.served.statuses.lock() {
+        all.insert(
+            format!("{}/{name}", kres.namespace().unwrap_or_default()),
+            serde_json::to_value(&s).unwrap_or_default(),
+        );
+    }
+    let previous = r.written.lock().ok().and_then(|w| w.clone());
+    let new = status::from_status(&s, &name, generation);
+    if previous.as_ref() != Some(&new) || kres.status.as_ref() != Some(&new) {
+        write_status(api, &name, &new).await?;
+        if let Ok(mut w) = r.written.lock() {
+            *w = Some(new);
+        }
+    }
+    let since = r.events_until.lock().map(|u| *u).unwrap_or(0);
+    let fresh: Vec<_> = s
+        .events
+        .iter()
+        .filter(|e| e.at_unix_ms > since)
+        .cloned()
+        .collect();
+    for e in &fresh {
+        let (type_, reason) = match e.kind.as_str() {
+            "failed" => (EventType::Warning, "RevisionFailed".to_string()),
+            "error" => (EventType::Warning, "BackendError".to_string()),
+            "good" => (EventType::Normal, "RolloutComplete".to_string()),
+            k => (EventType::Normal, pascal(k)),
+        };
+        event(sh, kres, type_, &reason, &e.message).await;
+    }
+    if let Some(last) = fresh.last()
+        && let Ok(mut u) = r.events_until.lock()
+    {
+        *u = last.at_unix_ms;
+    }
+    Ok(())
+}
+
+fn pascal(kind: &str) -> String {
+    kind.split(['-', '_', ' '])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+async fn write_status(
+    api: &Api<KnotResolver>,
+    name: &str,
+    s: &KnotResolverStatus,
+) -> Result<(), Error> {
+    let body = serde_json::json!({
+        "apiVersion": KnotResolver::api_version(&()),
+        "kind": KnotResolver::kind(&()),
+        "status": s,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| Error::Api(format!("patch status of {name}"), e))
+}
+
+async fn event(sh: &Shared, kres: &KnotResolver, type_: EventType, reason: &str, note: &str) {
+    let mut note = note.to_string();
+    if note.len() > 1000 {
+        let cut = (0..=1000)
+            .rev()
+            .find(|i| note.is_char_boundary(*i))
+            .unwrap_or(0);
+        note.truncate(cut);
+    }
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = sh.recorder.publish(&ev, &kres.object_ref(&())).await {
+        tracing::warn!(error = %e, "event");
+    }
+}

@@ -1,0 +1,288 @@
+//! The KnotResolver's `.status`: mapped field by field from the reconciler's [`Status`], and the
+//! durable rollout state read back from it (pure).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kres_crd::k8s::{KnotResolverStatus, MAX_FAILED_REVISIONS, ResolverPhase, RevisionFailure};
+
+use crate::backend::pods::build::selector_string;
+use crate::reconcile::{
+    Condition as ReconcileCondition, Durable, Failure, Phase, SlotState, Status,
+};
+
+/// `Available`, `Progressing`, `Degraded`.
+pub const AVAILABLE: &str = "Available";
+/// See [`AVAILABLE`].
+pub const PROGRESSING: &str = "Progressing";
+/// See [`AVAILABLE`].
+pub const DEGRADED: &str = "Degraded";
+
+fn time(unix_ms: u64) -> Option<String> {
+    Some(crate::time::rfc3339_secs(unix_ms))
+}
+
+fn parse_ms(t: Option<&str>) -> u64 {
+    t.and_then(|t| t.parse::<Timestamp>().ok())
+        .map_or(0, |t| u64::try_from(t.as_millisecond()).unwrap_or(0))
+}
+
+fn failure(f: &Failure) -> RevisionFailure {
+    RevisionFailure {
+        revision: f.revision.clone(),
+        reason: "RevisionFailed".into(),
+        message: f.reason.clone(),
+        time: time(f.at_unix_ms),
+    }
+}
+
+/// The durable rollout state kept in a status: last good (`currentRevision`), target
+/// (`updateRevision`) and the failed revisions (not retried after an operator restart).
+pub fn durable_from(status: Option<&KnotResolverStatus>) -> Durable {
+    let Some(s) = status else {
+        return Durable::default();
+    };
+    Durable {
+        target: s.update_revision.clone(),
+        last_good: s.current_revision.clone(),
+        failed: s
+            .failed_revisions
+            .iter()
+            .map(|f| {
+                (
+                    f.revision.clone(),
+                    Failure {
+                        revision: f.revision.clone(),
+                        slot: None,
+                        reason: f.message.clone(),
+                        at_unix_ms: parse_ms(f.time.as_deref()),
+                    },
+                )
+            })
+            .collect(),
+        history: Default::default(),
+    }
+}
+
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: i64,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: Some(generation),
+        last_transition_time: Time(Timestamp::UNIX_EPOCH),
+    }
+}
+
+/// Keep each condition's `lastTransitionTime` from `previous` while its status is unchanged,
+/// else `now`.
+fn stamp(
+    mut conditions: Vec<Condition>,
+    previous: Option<&KnotResolverStatus>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    for c in &mut conditions {
+        let before = previous
+            .into_iter()
+            .flat_map(|p| p.conditions.iter())
+            .find(|p| p.type_ == c.type_);
+        c.last_transition_time = match before {
+            Some(b) if b.status == c.status => b.last_transition_time.clone(),
+            _ => Time(now),
+        };
+    }
+    conditions
+}
+
+fn phase(p: &Phase) -> ResolverPhase {
+    match p {
+        Phase::Idle | Phase::Failed => ResolverPhase::Idle,
+        Phase::Starting => ResolverPhase::Starting,
+        Phase::Canary => ResolverPhase::Canary,
+        Phase::Rolling { .. } => ResolverPhase::Rolling,
+        Phase::Finishing => ResolverPhase::Finishing,
+        Phase::RollingBack => ResolverPhase::RollingBack,
+    }
+}
+
+/// A reconciler condition as a Kubernetes condition (same type, status, reason, message).
+fn k8s_condition(c: &ReconcileCondition) -> Condition {
+    Condition {
+        type_: format!("{:?}", c.kind),
+        status: if c.status { "True" } else { "False" }.into(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        observed_generation: i64::try_from(c.observed_change_seq).ok(),
+        last_transition_time: Time(
+            Timestamp::from_millisecond(i64::try_from(c.last_transition_unix_ms).unwrap_or(0))
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+        ),
+    }
+}
+
+/// The status of a resolver the reconciler works on, mapped field by field from its [`Status`]
+/// (conditions included: the reconciler derives them, with OpenShift semantics).
+pub fn from_status(s: &Status, name: &str, generation: i64) -> KnotResolverStatus {
+    let target = s.desired_revision.clone();
+    let count = |f: &dyn Fn(&crate::reconcile::ObservedSlot) -> bool| {
+        s.workers.iter().filter(|w| f(w)).count() as i32
+    };
+    let mut failed: Vec<RevisionFailure> = s.failures.iter().map(failure).collect();
+    if failed.len() > MAX_FAILED_REVISIONS {
+        failed.drain(..failed.len() - MAX_FAILED_REVISIONS);
+    }
+    KnotResolverStatus {
+        observed_generation: Some(generation),
+        current_revision: s.current_revision.clone(),
+        update_revision: target.clone(),
+        replicas: count(&|w| !matches!(w.state, SlotState::Stopped)),
+        ready_replicas: count(&|w| w.state == SlotState::Ready),
+        updated_replicas: count(&|w| Some(&w.revision) == target.as_ref()),
+        phase: Some(phase(&s.phase)),
+        selector: Some(selector_string(name)),
+        last_failure: s.last_failure.as_ref().map(failure),
+        failed_revisions: failed,
+        conditions: s.conditions.iter().map(k8s_condition).collect(),
+    }
+}
+
+/// The status of a resolver whose spec the validator refused: Degraded `InvalidConfig` with
+/// every error (pointer and rule); the rest as before (nothing was touched).
+pub fn invalid(
+    previous: Option<&KnotResolverStatus>,
+    name: &str,
+    generation: i64,
+    errors: &str,
+    now: Timestamp,
+) -> KnotResolverStatus {
+    let mut s = previous.cloned().unwrap_or_default();
+    s.observed_generation = Some(generation);
+    s.selector = Some(selector_string(name));
+    let mut conditions: Vec<Condition> = s
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != DEGRADED && c.type_ != PROGRESSING)
+        .cloned()
+        .collect();
+    if !conditions.iter().any(|c| c.type_ == AVAILABLE) {
+        conditions.push(condition(
+            AVAILABLE,
+            false,
+            "NoReadyPods",
+            String::new(),
+            generation,
+        ));
+    }
+    conditions.push(condition(
+        PROGRESSING,
+        false,
+        "InvalidConfig",
+        "the spec was refused".into(),
+        generation,
+    ));
+    conditions.push(condition(
+        DEGRADED,
+        true,
+        "InvalidConfig",
+        errors.to_string(),
+        generation,
+    ));
+    s.conditions = stamp(conditions, previous, now);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::{ObservedSlot, Slot};
+    use std::time::Duration;
+
+    fn slot(i: u16, rev: &str, state: SlotState) -> ObservedSlot {
+        ObservedSlot {
+            slot: Slot::Worker(i),
+            revision: rev.into(),
+            state,
+            worker: None,
+            since: Duration::ZERO,
+            ready_since_unix_ms: None,
+            detail: None,
+        }
+    }
+
+    fn cond<'a>(s: &'a KnotResolverStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).expect(t)
+    }
+
+    #[test]
+    fn maps_counts_and_the_reconcilers_conditions() {
+        let f = Failure {
+            revision: "b".into(),
+            slot: Some(Slot::Surge),
+            reason: "error: x".into(),
+            at_unix_ms: 1_700_000_000_000,
+        };
+        let mut s = Status {
+            desired_revision: Some("b".into()),
+            current_revision: Some("a".into()),
+            change_seq: 2,
+            workers_desired: 2,
+            failed_revisions: vec!["b".into()],
+            failures: vec![f.clone()],
+            last_failure: Some(f),
+            workers: vec![
+                slot(0, "a", SlotState::Ready),
+                slot(1, "b", SlotState::Starting),
+            ],
+            ..Status::default()
+        };
+        s.set_conditions(1_700_000_001_000);
+        let k = from_status(&s, "r", 2);
+        assert_eq!(
+            (k.replicas, k.ready_replicas, k.updated_replicas),
+            (2, 1, 1)
+        );
+        assert_eq!(k.observed_generation, Some(2));
+        let d = cond(&k, DEGRADED);
+        assert_eq!(d.status, "True");
+        assert_eq!(d.reason, s.conditions[2].reason);
+        assert!(d.message.contains("error: x"), "{}", d.message);
+        assert_eq!(d.observed_generation, Some(2));
+        assert_eq!(
+            d.last_transition_time,
+            Time(Timestamp::from_millisecond(1_700_000_001_000).expect("ts"))
+        );
+        assert_eq!(cond(&k, PROGRESSING).status, "False");
+        let durable = durable_from(Some(&k));
+        assert_eq!(durable.last_good.as_deref(), Some("a"));
+        assert_eq!(durable.target.as_deref(), Some("b"));
+        assert_eq!(durable.failed["b"].reason, "error: x");
+        assert_eq!(durable.failed["b"].at_unix_ms, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn invalid_config_keeps_the_rest() {
+        let prev = KnotResolverStatus {
+            current_revision: Some("a".into()),
+            ..KnotResolverStatus::default()
+        };
+        let k = invalid(
+            Some(&prev),
+            "r",
+            5,
+            "/spec/config/x: bad",
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(k.current_revision.as_deref(), Some("a"));
+        let d = cond(&k, DEGRADED);
+        assert_eq!(
+            (d.reason.as_str(), d.message.as_str()),
+            ("InvalidConfig", "/spec/config/x: bad")
+        );
+    }
+}
