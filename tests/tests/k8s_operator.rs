@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -19,7 +18,6 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kres_crd::k8s::KnotResolver;
-use kres_tests::k8s::netns::NODE_IP;
 use kres_tests::k8s::wait::{eventually, pod_ready};
 use kres_tests::k8s::{ControlPlane, TestNode};
 use kres_tests::process::ChildGuard;
@@ -299,38 +297,9 @@ impl Env {
     }
 }
 
-/// Source ports never used before (see k8s_pod_network.rs: a reused UDP source port would
-/// follow an old conntrack entry to a backend that left the Service).
-static NEXT_SOURCE_PORT: AtomicU16 = AtomicU16::new(24000);
-
-/// `name A` asked with the real `kdig` from the node address and a fresh source port: the
-/// answer's addresses.
+/// `name A` from the node with a fresh source port (see [`netns::ask_from_node`]).
 async fn ask(server: SocketAddr, name: &str) -> anyhow::Result<String> {
-    let port = NEXT_SOURCE_PORT.fetch_add(1, Ordering::Relaxed);
-    anyhow::ensure!(port < 32768, "out of fresh source ports");
-    let out = tokio::process::Command::new("kdig")
-        .args([
-            "+notcp",
-            "+short",
-            "+timeout=2",
-            "+retry=0",
-            "-b",
-            &format!("{NODE_IP}#{port}"),
-            "-p",
-            &server.port().to_string(),
-            &format!("@{}", server.ip()),
-            name,
-            "A",
-        ])
-        .output()
-        .await?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    anyhow::ensure!(
-        out.status.success() && !text.starts_with(';'),
-        "kdig @{server} {name}: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(text)
+    kres_tests::k8s::netns::ask_from_node(server, name, false).await
 }
 
 fn pod_ip(p: &Pod) -> anyhow::Result<String> {

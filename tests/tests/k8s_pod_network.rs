@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -16,7 +15,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kres_tests::dns;
-use kres_tests::k8s::netns::{self, NODE_IP};
+use kres_tests::k8s::netns;
 use kres_tests::k8s::wait::{eventually, pod_ready};
 use kres_tests::k8s::{ControlPlane, TestNode};
 use kres_tests::node_agent::Step;
@@ -177,42 +176,9 @@ async fn ready_endpoints(
         .collect())
 }
 
-/// Source ports for queries to the Service: each query gets one never used before (below the
-/// kernel's ephemeral range 32768-60999, so nothing else takes them). A reused source port
-/// would match an old UDP conntrack entry and reach the backend that entry points to, even one
-/// that has left the Service: fresh ports make every query a new connection that kube-proxy's
-/// current rules route.
-static NEXT_SOURCE_PORT: AtomicU16 = AtomicU16::new(20000);
-
-/// Ask `who.kres-test. A` with the real `kdig` from the node address and a fresh source port,
-/// over UDP or TCP: the answering pod's IP.
+/// `who.kres-test. A` from the node with a fresh source port: the answering pod's IP.
 async fn who(server: SocketAddr, tcp: bool) -> anyhow::Result<String> {
-    let port = NEXT_SOURCE_PORT.fetch_add(1, Ordering::Relaxed);
-    anyhow::ensure!(port < 32768, "out of fresh source ports");
-    let out = tokio::process::Command::new("kdig")
-        .args([
-            if tcp { "+tcp" } else { "+notcp" },
-            "+short",
-            "+timeout=2",
-            "+retry=0",
-            "-b",
-            &format!("{NODE_IP}#{port}"),
-            "-p",
-            &server.port().to_string(),
-            &format!("@{}", server.ip()),
-            "who.kres-test.",
-            "A",
-        ])
-        .output()
-        .await?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    anyhow::ensure!(
-        out.status.success() && !text.is_empty() && !text.starts_with(';'),
-        "kdig {} @{server} from port {port}: {text} {}",
-        if tcp { "TCP" } else { "UDP" },
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(text)
+    netns::ask_from_node(server, "who.kres-test.", tcp).await
 }
 
 async fn who_udp(server: SocketAddr) -> anyhow::Result<String> {

@@ -16,9 +16,10 @@
 //! - the service CIDR `10.0.0.0/24` routed to `lo` with source 198.18.0.1, so a ClusterIP
 //!   packet leaves through kube-proxy's nftables DNAT to a pod IP.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use super::Error;
 
@@ -181,4 +182,43 @@ pub fn detach(name: &str) -> Result<(), Error> {
         what: format!("removing network namespace name {name}"),
         detail,
     })
+}
+
+/// Source ports for queries from the node: each query gets one never used before (below the
+/// kernel's ephemeral range 32768-60999, so nothing else takes them). A reused source port
+/// would match an old UDP conntrack entry and reach the backend that entry points to, even one
+/// that has left a Service: fresh ports make every query a new connection that kube-proxy's
+/// current rules route.
+static NEXT_SOURCE_PORT: AtomicU16 = AtomicU16::new(20000);
+
+/// Ask `name A` with the real `kdig` from [`NODE_IP`] and a fresh source port, over UDP or TCP,
+/// one try with a 2 s timeout: the answer's records (`+short`). An error when kdig fails or
+/// there is no answer.
+pub async fn ask_from_node(server: SocketAddr, name: &str, tcp: bool) -> anyhow::Result<String> {
+    let port = NEXT_SOURCE_PORT.fetch_add(1, Ordering::Relaxed);
+    anyhow::ensure!(port < 32768, "out of fresh source ports");
+    let out = tokio::process::Command::new("kdig")
+        .args([
+            if tcp { "+tcp" } else { "+notcp" },
+            "+short",
+            "+timeout=2",
+            "+retry=0",
+            "-b",
+            &format!("{NODE_IP}#{port}"),
+            "-p",
+            &server.port().to_string(),
+            &format!("@{}", server.ip()),
+            name,
+            "A",
+        ])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    anyhow::ensure!(
+        out.status.success() && !text.is_empty() && !text.starts_with(';'),
+        "kdig {} @{server} {name} from port {port}: {text} {}",
+        if tcp { "TCP" } else { "UDP" },
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(text)
 }
