@@ -14,6 +14,13 @@ use kres_operator::kresd::probe::{ProbeError, ProbeQuestion, probe};
 use kres_tests::net::{free_port, unique_loopback};
 use tokio::time::Instant;
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 fn listen_config(extra: &str) -> (String, SocketAddr) {
     let ip = unique_loopback();
     let port = free_port(ip);

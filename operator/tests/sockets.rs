@@ -19,6 +19,13 @@ use kres_operator::sockets::{self, BindSpec};
 use kres_tests::dns;
 use kres_tests::net::{free_port, unique_loopback};
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 const BIN: &str = env!("CARGO_BIN_EXE_kres-operator");
 
 /// A running holder process; killed on drop.

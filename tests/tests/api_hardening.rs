@@ -15,6 +15,13 @@ use kres_tests::dns;
 use kres_tests::host::Host;
 use serde_json::{Value, json};
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 const JSON: (&str, &str) = ("content-type", "application/json");
 const JSON_PATCH: (&str, &str) = ("content-type", "application/json-patch+json");
 

@@ -17,6 +17,13 @@ use kres_tests::host::Host;
 use kres_tests::knotd::{Knotd, Zone};
 use serde_json::{Value, json};
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 /// The API client for `host`'s unix socket.
 fn api_of(host: &Host) -> Result<Api> {
     Api::new(Target::Unix(host.api_socket())).with_context(|| host.log())

@@ -8,6 +8,30 @@ use kres_tests::knotd::{Knotd, Zone};
 use kres_tests::kresd::{self, Kresd};
 use kres_tests::net::{free_port, unique_loopback};
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
+/// The isolation above holds: a datagram to a root server's address (a.root-servers.net, what
+/// kresd's priming would ask) cannot leave; loopback still works.
+#[test]
+fn test_processes_reach_loopback_only() -> anyhow::Result<()> {
+    if !kres_tests::root::require_root("the loopback-only network namespace of the tests") {
+        return Ok(());
+    }
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let err = sock
+        .send_to(b"x", "198.41.0.4:53")
+        .expect_err("a datagram to 198.41.0.4 was sent: the test is not isolated");
+    assert_eq!(err.raw_os_error(), Some(libc::ENETUNREACH), "{err}");
+    let local = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    sock.send_to(b"x", local.local_addr()?)?;
+    Ok(())
+}
+
 #[test]
 fn kresd_becomes_ready_and_answers_control() {
     let ip = unique_loopback();

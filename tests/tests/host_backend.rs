@@ -4,6 +4,13 @@ use kres_operator::backend::supervisord::{SupervisordBackend, SupervisordSetting
 use kres_tests::backend::conformance;
 use kres_tests::net::unique_loopback;
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn supervisord_backend_conformance() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("kres-backend-").tempdir()?;

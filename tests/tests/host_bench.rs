@@ -10,6 +10,13 @@ use kres_tests::host::Host;
 use kres_tests::kresd::Kresd;
 use serde_json::Value;
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 fn local(n: u32) -> String {
     format!("local-data:\n  addresses:\n    svc.test: 192.0.2.{n}\n")
 }

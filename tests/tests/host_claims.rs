@@ -9,6 +9,13 @@ use hickory_proto::rr::RecordType;
 use kres_tests::dns::resolve;
 use kres_tests::host::Host;
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 fn local(addr: &str) -> String {
     format!("local-data:\n  addresses:\n    svc.test: {addr}\n")
 }

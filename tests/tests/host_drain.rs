@@ -13,6 +13,13 @@ use kres_operator::kresd::drain::{TCP_LISTEN, client_connections, process_tcp_so
 use kres_tests::dns::{TcpDns, answers};
 use kres_tests::host::Host;
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 fn local(addr: &str) -> String {
     format!("local-data:\n  addresses:\n    svc.test: {addr}\n")
 }

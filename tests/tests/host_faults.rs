@@ -10,6 +10,13 @@ use kres_tests::dns::resolve;
 use kres_tests::host::Host;
 use serde_json::Value;
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 const LOCAL: &str = "local-data:\n  addresses:\n    svc.test: 192.0.2.10\n";
 
 fn wait_workers(host: &Host, n: usize) -> anyhow::Result<Value> {

@@ -21,6 +21,13 @@ use kres_tests::knotd::{Knotd, Zone};
 use kres_tests::net::unique_loopback;
 use kres_tests::process::proc_ids;
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 fn require_root() {
     assert_eq!(
         kres_operator::privilege::effective_uid(),

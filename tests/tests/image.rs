@@ -19,6 +19,13 @@ use kres_tests::podman::{ImageBuild, Podman, RUN_LIMITS};
 use kres_tests::process::proc_ids;
 use kres_tests::root::require_root;
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 /// Where the test's kresd config is mounted in the container.
 const LUA_IN_CONTAINER: &str = "/etc/kres-test/kresd.lua";
 

@@ -14,6 +14,13 @@ use kres_tests::kresd::{Kresd, KresdOptions};
 use kres_tests::net::{free_port, unique_loopback};
 use serde_json::{Value, json};
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 /// Payloads trying every way out of a Lua string literal. `{M}` is replaced by a marker path.
 const PAYLOADS: &[&str] = &[
     "x'); os.execute('touch {M}'); injected = 1; --",

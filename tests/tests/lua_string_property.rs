@@ -20,6 +20,13 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 /// Fields whose value the renderer writes as one Lua string literal, unchanged: (JSON pointer,
 /// config fragment with the value at that pointer).
 type Field = (&'static str, fn(&str) -> Value);

@@ -18,6 +18,13 @@ use kres_tests::net::{free_port, unique_loopback};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+/// Loopback only: nothing these tests start can reach another host (see
+/// `kres_tests::net::isolate_loopback_only`).
+#[ctor::ctor(unsafe)]
+fn private_network() {
+    kres_tests::net::isolate_loopback_only()
+}
+
 /// A temp dir and a loopback endpoint for one kresd.
 struct Setup {
     dir: TempDir,
