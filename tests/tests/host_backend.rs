@@ -149,3 +149,70 @@ async fn supervisord_stages_a_rollout_with_one_reload() -> anyhow::Result<()> {
     let _ = b.rpc().shutdown().await;
     result
 }
+
+/// supervisord dies after a revision was staged: the operator's new supervisord starts every
+/// worker again on the revision it ran (its record), not on the staged one.
+#[tokio::test(flavor = "current_thread")]
+async fn supervisord_restart_after_staging_runs_the_recorded_revisions() -> anyhow::Result<()> {
+    use anyhow::ensure;
+    use kres_operator::backend::Backend;
+    use kres_operator::reconcile::{Slot, SlotState};
+    use kres_tests::backend::{GOOD, desired, start_ready, wait_for};
+    let dir = tempfile::Builder::new().prefix("kres-restage-").tempdir()?;
+    let mut settings = SupervisordSettings::new(dir.path().join("run"));
+    settings.probe_ip = unique_loopback().into();
+    let template = serde_json::Value::Null;
+    let old = desired(GOOD, &template);
+    let new = desired(&format!("{GOOD}-- new\n"), &template);
+    let b = SupervisordBackend::new(settings)?;
+    let result = async {
+        b.ensure().await?;
+        b.stage(&old).await?;
+        start_ready(&b, Slot::Worker(0), &old.revision).await?;
+        b.stage(&new).await?;
+        let pid = b.rpc().pid().await?;
+        // SAFETY: kill(2) on the supervisord this test started.
+        ensure!(
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0,
+            "kill {pid}"
+        );
+        let t = std::time::Instant::now();
+        while b.rpc().pid().await.is_ok() {
+            ensure!(
+                t.elapsed().as_secs() < 10,
+                "supervisord {pid} still answers"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        ensure!(b.ensure().await?, "a new supervisord is started");
+        let s = wait_for(
+            &b,
+            Slot::Worker(0),
+            "ready again",
+            &[SlotState::Pending, SlotState::Starting],
+            |s| s.is_some_and(|s| s.state == SlotState::Ready),
+        )
+        .await?;
+        ensure!(
+            s.as_ref().is_some_and(|s| s.revision == old.revision),
+            "after the restart (staged {}): {s:?}",
+            new.revision
+        );
+        let cmdline = std::fs::read(format!(
+            "/proc/{}/cmdline",
+            s.and_then(|s| s.worker).and_then(|w| w.pid).unwrap_or(0)
+        ))?;
+        let config = b.layout().revision_config(&old.revision);
+        ensure!(
+            cmdline
+                .split(|c| *c == 0)
+                .any(|a| a == config.as_os_str().as_encoded_bytes()),
+            "the restarted worker runs {:?}",
+            String::from_utf8_lossy(&cmdline)
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = b.rpc().shutdown().await;
+    result
+}
