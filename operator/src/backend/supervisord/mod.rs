@@ -533,9 +533,12 @@ impl SupervisordBackend {
         let (infos, configs) = self.rpc.processes_and_configs().await.map_err(op)?;
         let mut slots = vec![Slot::Surge];
         for p in &infos {
+            let Some(slot) = conf::slot_of_program(&p.name) else {
+                continue;
+            };
             // Record what runs before its staged command changes.
             let _ = self.worker_of(&p.name, &configs);
-            if let Some(slot @ Slot::Worker(i)) = conf::slot_of_program(&p.name)
+            if let Slot::Worker(i) = slot
                 && i < desired.workers
                 && !slots.contains(&slot)
             {
@@ -967,6 +970,7 @@ impl Backend for SupervisordBackend {
         let used: HashSet<Revision> = configs
             .iter()
             .filter(|c| infos.iter().any(|p| p.name == c.name))
+            .filter(|c| conf::slot_of_program(&c.name).is_some())
             .flat_map(|c| {
                 let staged = conf::parse_worker_command(&c.command).map(|w| w.revision);
                 let ran = self.worker_of(&c.name, &configs).map(|w| w.revision);
