@@ -19,7 +19,8 @@ pub const BAD: &str = "error('conformance-boom')\n";
 /// backend; the measured time is printed).
 const STEP: Duration = Duration::from_secs(60);
 
-fn desired(config: &str, template: &serde_json::Value) -> Desired {
+/// A one-worker desired state of `config` with the backend's worker `template`.
+pub fn desired(config: &str, template: &serde_json::Value) -> Desired {
     Desired {
         revision: revision_of(config, template),
         config: config.into(),
@@ -35,7 +36,7 @@ fn desired(config: &str, template: &serde_json::Value) -> Desired {
 
 /// Observe until `slot` satisfies `done` (`None`: absent); every state seen on the way must be
 /// in `via`. Returns the slot as last observed.
-async fn wait_for<B: Backend>(
+pub async fn wait_for<B: Backend>(
     b: &B,
     slot: Slot,
     what: &str,
@@ -66,7 +67,7 @@ async fn wait_for<B: Backend>(
 }
 
 /// Retire a ready worker as the planner does: drain, observed drained; stop, observed gone.
-async fn retire<B: Backend>(b: &B, slot: Slot) -> Result<()> {
+pub async fn retire<B: Backend>(b: &B, slot: Slot) -> Result<()> {
     use SlotState::*;
     b.drain(slot).await?;
     wait_for(b, slot, "drained", &[Ready, Draining], |s| {
@@ -79,7 +80,7 @@ async fn retire<B: Backend>(b: &B, slot: Slot) -> Result<()> {
 }
 
 /// Start a worker on `revision` and observe it through `Pending`/`Starting` to `Ready`.
-async fn start_ready<B: Backend>(
+pub async fn start_ready<B: Backend>(
     b: &B,
     slot: Slot,
     revision: &str,
@@ -138,6 +139,20 @@ pub async fn conformance<B: Backend>(b: &B, template: serde_json::Value) -> Resu
     ensure!(
         tail.contains("conformance-boom"),
         "log tail without the error: {tail}"
+    );
+
+    // Staging another revision changes nothing that runs or ran: the ready worker and the
+    // exited canary keep their revisions.
+    let next = desired(&format!("{GOOD}-- next\n"), &template);
+    b.stage(&next).await?;
+    let o = b.observe().await?;
+    let revision = |slot| o.slot(slot).map(|s| s.revision.clone());
+    ensure!(
+        revision(Slot::Worker(0)) == Some(good.revision.clone())
+            && revision(Slot::Surge) == Some(bad.revision.clone()),
+        "after staging {}: {:?}",
+        next.revision,
+        o.slots
     );
 
     // Replace as the planner does: drain, stop, start; each observed to completion.

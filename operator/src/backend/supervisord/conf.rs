@@ -75,6 +75,14 @@ impl Layout {
     pub fn program_conf(&self, program: &str) -> PathBuf {
         self.programs_dir().join(format!("{program}.conf"))
     }
+    /// Records of what each worker program was started on (see [`WorkerCommand`]).
+    pub fn workers_dir(&self) -> PathBuf {
+        self.rundir.join("workers")
+    }
+    /// The record of one worker program: `workers/<program>.json`.
+    pub fn worker_record(&self, program: &str) -> PathBuf {
+        self.workers_dir().join(format!("{program}.json"))
+    }
 }
 
 /// The supervisord program name of a slot.
@@ -413,8 +421,11 @@ pub fn split_command(line: &str) -> Vec<String> {
     words
 }
 
-/// What a worker's command line says about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a worker's command line says about it. Also the record the backend writes (atomically,
+/// before adding the program) of what a worker was started on: supervisord's
+/// `getAllConfigInfo` describes the *staged* program once a revision is staged for the slot,
+/// not the process running or exited in it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WorkerCommand {
     /// Revision (the directory name of the `-c` config path).
     pub revision: Revision,

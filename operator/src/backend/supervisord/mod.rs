@@ -8,8 +8,14 @@
 //!   shared sockets, the holder `sockets`. Programs are added/removed with `reloadConfig` +
 //!   `addProcessGroup` / `removeProcessGroup`.
 //! - A worker's revision and private probe endpoint are in its command line
-//!   (`-c RUNDIR/revisions/<rev>/kresd.conf`, `-a IP@PORT`), so a restarted operator recovers
-//!   them from `getAllConfigInfo`.
+//!   (`-c RUNDIR/revisions/<rev>/kresd.conf`, `-a IP@PORT`). `stage` writes the program files of
+//!   the surge slot and of every existing worker slot for the new revision and re-reads them
+//!   with one `reloadConfig` per rollout; `start` then only adds the staged program. Since
+//!   `getAllConfigInfo` then describes the staged command, not the process in the slot, `start`
+//!   records what a worker was started on in `RUNDIR/workers/<program>.json` (atomic write,
+//!   before the program is added): `observe` reads revisions from there, so a restarted
+//!   operator and exited workers keep theirs. A freshly started supervisord starts every
+//!   program from its file, so the files are first put back to what the records say ran.
 //! - Ready = `READY=1` from the worker's PID on the operator's `NOTIFY_SOCKET`, then a DNS probe
 //!   answered on the worker's private endpoint. Workers that already ran when the operator
 //!   adopted supervisord only need the probe. `NOTIFY_SOCKET` counts only messages from direct
@@ -32,9 +38,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Mutex, broadcast};
 use tracing::Instrument;
 
-use self::conf::{GC_PROGRAM, HOLDER_PROGRAM, Layout, Program};
-use self::rpc::{ProcessInfo, RpcError, Supervisor};
+use self::conf::{GC_PROGRAM, HOLDER_PROGRAM, Layout, Program, WorkerCommand};
+use self::rpc::{ProcessInfo, ProgramConfig, RpcError, Supervisor};
 use super::{Backend, BackendError, BackendResult};
+use crate::durable::atomic_write;
 use crate::kresd::control::remove_stale_sockets;
 use crate::kresd::drain::{DrainOutcome, drain};
 use crate::kresd::notify::{Notification, NotifyAccess, NotifyListener};
@@ -171,6 +178,7 @@ impl SupervisordBackend {
             ("programs dir", layout.programs_dir(), 0o700),
             ("logs dir", layout.logs_dir(), 0o700),
             ("revisions dir", layout.rundir.join("revisions"), shared),
+            ("workers dir", layout.workers_dir(), 0o700),
         ] {
             let group = group.filter(|_| mode & 0o070 != 0);
             operator_dir(what, &dir, mode, group)
@@ -261,6 +269,7 @@ impl SupervisordBackend {
         ] {
             let _ = std::fs::remove_file(stale);
         }
+        self.restore_worker_programs()?;
         let conf = self.layout.supervisord_conf();
         write_file(&conf, &conf::supervisord_conf(&self.layout)?)?;
         tracing::info!(conf = %conf.display(), "starting supervisord");
@@ -336,11 +345,16 @@ impl SupervisordBackend {
             )?;
             tolerate(self.rpc.remove_process_group(name).await, &["BAD_NAME"])?;
         }
-        match std::fs::remove_file(self.layout.program_conf(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(BackendError::io(format!("remove {name}.conf"), e));
+        for file in [
+            self.layout.program_conf(name),
+            self.layout.worker_record(name),
+        ] {
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(BackendError::io(format!("remove {}", file.display()), e));
+                }
+                _ => {}
             }
-            _ => {}
         }
         if let Some(pid) = pid.filter(|p| *p > 0) {
             self.notify.forget(pid);
@@ -403,6 +417,82 @@ impl SupervisordBackend {
         Ok(Some(p.pid))
     }
 
+    /// What the worker program `name` was started on: its record, else (a worker started
+    /// before records existed, or by a freshly started supervisord from its file) the
+    /// program's staged command, which is then recorded.
+    fn worker_of(&self, name: &str, configs: &[ProgramConfig]) -> Option<WorkerCommand> {
+        if let Some(w) = self.worker_record(name) {
+            return Some(w);
+        }
+        let staged = configs.iter().find(|c| c.name == name)?;
+        let w = conf::parse_worker_command(&staged.command)?;
+        if let Err(e) = self.write_worker_record(name, &w) {
+            tracing::warn!(program = %name, error = %e, "cannot record the worker's revision");
+        }
+        Some(w)
+    }
+
+    /// The record `start` wrote for the worker program `name`.
+    fn worker_record(&self, name: &str) -> Option<WorkerCommand> {
+        let path = self.layout.worker_record(name);
+        let text = std::fs::read(&path).ok()?;
+        match serde_json::from_slice(&text) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable worker record; ignored");
+                None
+            }
+        }
+    }
+
+    fn write_worker_record(&self, name: &str, w: &WorkerCommand) -> BackendResult<()> {
+        let path = self.layout.worker_record(name);
+        let json = serde_json::to_vec(w).map_err(|e| {
+            BackendError::io(
+                format!("encode {}", path.display()),
+                std::io::Error::other(e),
+            )
+        })?;
+        atomic_write(&path, &json)
+            .map_err(|e| BackendError::io(format!("write {}", path.display()), e.source))
+    }
+
+    /// Before a fresh supervisord starts every program from its file: put each recorded
+    /// worker's file back to what it ran (a file may hold a staged revision), and drop records
+    /// of programs without a file.
+    fn restore_worker_programs(&self) -> BackendResult<()> {
+        let Ok(entries) = std::fs::read_dir(self.layout.workers_dir()) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let file = e.file_name();
+            let Some(name) = file.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            let record = self.worker_record(name);
+            let slot = conf::slot_of_program(name);
+            match (slot, record) {
+                (
+                    Some(slot),
+                    Some(WorkerCommand {
+                        revision,
+                        probe: Some(probe),
+                    }),
+                ) if self.layout.program_conf(name).exists() => {
+                    let program = self.worker_program(slot, &revision, probe);
+                    write_file(
+                        &self.layout.program_conf(name),
+                        &conf::program_conf(&self.layout, &program)?,
+                    )?;
+                }
+                _ => {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The revisions staged in `RUNDIR/revisions/`.
     fn staged_revisions(&self) -> BTreeSet<Revision> {
         let Ok(entries) = std::fs::read_dir(self.layout.rundir.join("revisions")) else {
@@ -426,6 +516,54 @@ impl SupervisordBackend {
             self.rpc.add_process_group(&program.name).await,
             &["ALREADY_ADDED"],
         )
+    }
+
+    /// The probe endpoint kept for program `name`: recorded, else in its staged command.
+    fn probe_of(&self, name: &str, configs: &[ProgramConfig]) -> Option<SocketAddr> {
+        self.worker_record(name).and_then(|w| w.probe).or_else(|| {
+            let staged = configs.iter().find(|c| c.name == name)?;
+            conf::parse_worker_command(&staged.command)?.probe
+        })
+    }
+
+    /// Stage `desired.revision` for the surge slot and every existing worker slot below
+    /// `desired.workers`: write their program files and re-read them with one `reloadConfig`,
+    /// so that `start` only adds them. Processes keep running on what their records say.
+    async fn stage_programs(&self, desired: &Desired) -> BackendResult<()> {
+        let (infos, configs) = self.rpc.processes_and_configs().await.map_err(op)?;
+        let mut slots = vec![Slot::Surge];
+        for p in &infos {
+            let Some(slot) = conf::slot_of_program(&p.name) else {
+                continue;
+            };
+            // Record what runs before its staged command changes.
+            let _ = self.worker_of(&p.name, &configs);
+            if let Slot::Worker(i) = slot
+                && i < desired.workers
+                && !slots.contains(&slot)
+            {
+                slots.push(slot);
+            }
+        }
+        let mut taken = HashSet::new();
+        let mut programs = vec![];
+        for slot in slots {
+            let probe = match self.probe_of(&conf::program_name(slot), &configs) {
+                Some(p) => p,
+                None => self.allocate_probe(&taken).await?,
+            };
+            taken.insert(probe.port());
+            programs.push(self.worker_program(slot, &desired.revision, probe));
+        }
+        for program in &programs {
+            write_file(
+                &self.layout.program_conf(&program.name),
+                &conf::program_conf(&self.layout, program)?,
+            )?;
+        }
+        self.rpc.reload_config().await.map_err(op)?;
+        tracing::debug!(revision = %desired.revision, programs = programs.len(), "programs staged");
+        Ok(())
     }
 
     fn worker_program(&self, slot: Slot, revision: &str, probe: SocketAddr) -> Program {
@@ -460,20 +598,20 @@ impl SupervisordBackend {
         }
     }
 
-    /// A free port on the probe address, not used by another slot's endpoint.
-    async fn allocate_probe(&self) -> BackendResult<SocketAddr> {
-        let used: HashSet<u16> = self
-            .rpc
-            .all_config_info()
-            .await
-            .map_err(op)?
+    /// A free port on the probe address, not used by another slot's endpoint (staged, recorded
+    /// or in `taken`).
+    async fn allocate_probe(&self, taken: &HashSet<u16>) -> BackendResult<SocketAddr> {
+        let configs = self.rpc.all_config_info().await.map_err(op)?;
+        let mut used: HashSet<u16> = configs
             .iter()
             .filter_map(|c| {
-                conf::parse_worker_command(&c.command)?
-                    .probe
-                    .map(|p| p.port())
+                let staged = conf::parse_worker_command(&c.command)?.probe;
+                let recorded = self.worker_record(&c.name).and_then(|w| w.probe);
+                Some([staged, recorded].into_iter().flatten().map(|p| p.port()))
             })
+            .flatten()
             .collect();
+        used.extend(taken);
         for _ in 0..50 {
             let udp = UdpSocket::bind((self.settings.probe_ip, 0))
                 .map_err(|e| BackendError::io(format!("bind {}", self.settings.probe_ip), e))?;
@@ -740,7 +878,7 @@ impl Backend for SupervisordBackend {
             let Some(slot) = conf::slot_of_program(&p.name) else {
                 continue;
             };
-            let Some(cmd) = command.and_then(conf::parse_worker_command) else {
+            let Some(cmd) = self.worker_of(&p.name, &configs) else {
                 tracing::warn!(program = %p.name, "worker program without a revision in its command; ignored");
                 continue;
             };
@@ -775,25 +913,42 @@ impl Backend for SupervisordBackend {
         let dir = self.layout.revision_dir(&desired.revision);
         std::fs::create_dir_all(&dir)
             .map_err(|e| BackendError::io(format!("create {}", dir.display()), e))?;
-        write_file(&path, &desired.config)
+        write_file(&path, &desired.config)?;
+        self.stage_programs(desired).await
     }
 
     async fn start(&self, slot: Slot, revision: &Revision) -> BackendResult<()> {
         let name = conf::program_name(slot);
-        let previous = self.program_command(&name).await?;
-        let probe = previous
-            .as_deref()
-            .and_then(conf::parse_worker_command)
-            .and_then(|c| c.probe);
+        let configs = self.rpc.all_config_info().await.map_err(op)?;
+        let staged = configs
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| conf::split_command(&c.command));
+        let probe = self.probe_of(&name, &configs);
         // An exited or stopped worker's program goes; its probe endpoint is kept.
         self.remove_program(&name).await?;
         let probe = match probe {
             Some(p) => p,
-            None => self.allocate_probe().await?,
+            None => self.allocate_probe(&HashSet::new()).await?,
         };
         self.lock().exited_seen.remove(&name);
-        self.add_program(&self.worker_program(slot, revision, probe))
-            .await
+        let program = self.worker_program(slot, revision, probe);
+        self.write_worker_record(
+            &name,
+            &WorkerCommand {
+                revision: revision.clone(),
+                probe: Some(probe),
+            },
+        )?;
+        if staged.as_ref() == Some(&program.command) {
+            // Staged by `stage`: supervisord already has this program; keep its file.
+            write_file(
+                &self.layout.program_conf(&name),
+                &conf::program_conf(&self.layout, &program)?,
+            )?;
+            return tolerate(self.rpc.add_process_group(&name).await, &["ALREADY_ADDED"]);
+        }
+        self.add_program(&program).await
     }
 
     async fn drain(&self, slot: Slot) -> BackendResult<()> {
@@ -815,7 +970,12 @@ impl Backend for SupervisordBackend {
         let used: HashSet<Revision> = configs
             .iter()
             .filter(|c| infos.iter().any(|p| p.name == c.name))
-            .filter_map(|c| conf::parse_worker_command(&c.command).map(|w| w.revision))
+            .filter(|c| conf::slot_of_program(&c.name).is_some())
+            .flat_map(|c| {
+                let staged = conf::parse_worker_command(&c.command).map(|w| w.revision);
+                let ran = self.worker_of(&c.name, &configs).map(|w| w.revision);
+                [staged, ran].into_iter().flatten()
+            })
             .collect();
         for revision in self.staged_revisions() {
             if keep.contains(&revision) || used.contains(&revision) {

@@ -2,6 +2,8 @@
 //! call; faults arrive as HTTP 200 with a `<fault>` body).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -107,6 +109,8 @@ pub struct ProgramConfig {
 pub struct Supervisor {
     socket: PathBuf,
     timeout: Duration,
+    /// `reloadConfig` calls made (supervisord re-reads every program file: the costly call).
+    reloads: Arc<AtomicU64>,
 }
 
 impl Supervisor {
@@ -115,7 +119,13 @@ impl Supervisor {
         Supervisor {
             socket: socket.to_path_buf(),
             timeout: Duration::from_secs(10),
+            reloads: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How many `reloadConfig` calls this client made.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
     }
 
     /// Call `method` with `params`.
@@ -314,6 +324,7 @@ impl Supervisor {
     /// Re-read the configuration files; returns (added, changed, removed) group names.
     pub async fn reload_config(&self) -> Result<[Vec<String>; 3], RpcError> {
         let m = "supervisor.reloadConfig";
+        self.reloads.fetch_add(1, Ordering::Relaxed);
         parse_reload(m, self.call(m, &[]).await?)
     }
 
