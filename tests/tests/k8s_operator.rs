@@ -146,6 +146,18 @@ impl Env {
     }
 
     async fn start_operator(&mut self) -> R {
+        self.operator = Some(self.spawn_operator(self.http, &[], "kres-operator").await?);
+        Ok(())
+    }
+
+    /// One more operator process as the ServiceAccount: `--listen http`, `extra` arguments,
+    /// `$POD_NAME` (its leader-election identity) `pod_name`, logging to the same file.
+    async fn spawn_operator(
+        &self,
+        http: SocketAddr,
+        extra: &[&str],
+        pod_name: &str,
+    ) -> anyhow::Result<ChildGuard> {
         let kubeconfig = self
             .cp
             .kubeconfig_for_service_account(&self.ns, "kres-operator")
@@ -161,20 +173,21 @@ impl Env {
             "--namespace",
             &self.ns,
             "--listen",
-            &self.http.to_string(),
+            &http.to_string(),
         ])
+        .args(extra)
         .arg("--image")
         .arg("kres-operator:test")
         .arg("--probe-binary")
         .arg(&bin)
         .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAME", pod_name)
         .env("RUST_LOG", "info,kres_operator=debug,kube=warn")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-        self.operator = Some(kres_tests::process::spawn(cmd)?);
-        Ok(())
+        Ok(kres_tests::process::spawn(cmd)?)
     }
 
     /// The operator's last log lines and the pods' state, for failure messages.
@@ -205,20 +218,7 @@ impl Env {
 
     /// GET `path` from the operator's HTTP endpoint: (status line, body).
     fn get(&self, path: &str) -> anyhow::Result<(String, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.http)?;
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-        Ok((
-            head.lines().next().unwrap_or_default().to_string(),
-            body.to_string(),
-        ))
+        http_get(self.http, path)
     }
 
     fn resolvers(&self) -> Api<KnotResolver> {
@@ -295,6 +295,24 @@ impl Env {
             .await?
             .items)
     }
+}
+
+/// GET `path` from an operator's HTTP endpoint at `addr`: (status line, body).
+fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    Ok((
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    ))
 }
 
 /// `name A` from the node with a fresh source port (see [`netns::ask_from_node`]).
@@ -701,4 +719,122 @@ impl Env {
         .await?;
         Ok(((), all))
     }
+}
+
+/// Two operators with `--leader-elect` on the Role shipped in manifests/rbac.yaml: one holds the
+/// Lease and reconciles, the standby does not; killing the holder hands the Lease to the standby,
+/// which takes over the resolver without restarting a pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_hands_over_without_restarting_pods() -> R {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::rbac::v1::Role;
+    let mut env = Env::new("kres-lease").await?;
+    env.operator = None; // the default operator does not take part in the election
+    // The leader-election Role and its binding, moved into this namespace.
+    for kind in ["Role", "RoleBinding"] {
+        for mut doc in documents("manifests/rbac.yaml", kind)? {
+            doc["metadata"]["namespace"] = json!(env.ns);
+            if let Some(subjects) = doc.get_mut("subjects").and_then(|s| s.as_array_mut()) {
+                for s in subjects {
+                    s["namespace"] = json!(env.ns);
+                }
+            }
+            kubectl(
+                env.cp,
+                &["apply", "--server-side", "-f", "-"],
+                &doc.to_string(),
+            )?;
+        }
+    }
+    assert!(
+        Api::<Role>::namespaced(env.client.clone(), &env.ns)
+            .get("kres-operator-leader-election")
+            .await
+            .is_ok()
+    );
+    let ip = std::net::Ipv4Addr::LOCALHOST;
+    let elect = ["--leader-elect", "--lease-namespace", env.ns.as_str()];
+    let http_a = SocketAddr::new(ip.into(), kres_tests::net::free_port(ip));
+    let mut a = Some(env.spawn_operator(http_a, &elect, "operator-a").await?);
+    let http_b = SocketAddr::new(ip.into(), kres_tests::net::free_port(ip));
+    let mut b = Some(env.spawn_operator(http_b, &elect, "operator-b").await?);
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    let leases = &leases;
+    let holder = || async move {
+        let lease = leases.get_opt("kres-operator").await?;
+        Ok::<_, anyhow::Error>(
+            lease
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+                .filter(|h| !h.is_empty()),
+        )
+    };
+    let first = eventually(60, "a Lease holder", || async move { holder().await })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", env.log_tail()))?;
+    assert!(
+        ["operator-a", "operator-b"].contains(&first.as_str()),
+        "{first}"
+    );
+
+    env.apply(&example_with(
+        "www.corp.example.test. 300 A 192.0.2.80\n",
+        None,
+    )?)?;
+    env.wait_condition("resolver", "Available", 120)?;
+    let (revision, pods) = env.converged("resolver", 3).await?;
+    let uids: BTreeMap<String, Option<String>> = pods
+        .iter()
+        .map(|(n, p)| (n.clone(), p.metadata.uid.clone()))
+        .collect();
+    // Only the holder reconciled: the standby's /status lists no resolver.
+    let (leader_http, standby_http) = if first == "operator-a" {
+        (http_a, http_b)
+    } else {
+        (http_b, http_a)
+    };
+    let status = |addr: SocketAddr| -> anyhow::Result<String> { Ok(http_get(addr, "/status")?.1) };
+    let key = format!("\"{}/resolver\"", env.ns);
+    let key = key.as_str();
+    assert!(status(leader_http)?.contains(key), "leader /status");
+    let standby = status(standby_http)?;
+    assert!(!standby.contains(key), "the standby reconciled: {standby}");
+
+    // Kill the holder: the standby takes the Lease and then reconciles the resolver.
+    let started = std::time::Instant::now();
+    if first == "operator-a" {
+        a = None;
+    } else {
+        b = None;
+    }
+    let first = first.as_str();
+    let second = eventually(60, "the standby holds the Lease", || async move {
+        Ok(holder().await?.filter(|h| h != first))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", env.log_tail()))?;
+    eprintln!(
+        "lease handed over to {second} after {:?}",
+        started.elapsed()
+    );
+    eventually(
+        60,
+        "the new leader reconciled the resolver",
+        || async move {
+            Ok(status(standby_http)
+                .ok()
+                .filter(|s| s.contains(key))
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    let (after, pods) = env.converged("resolver", 3).await?;
+    assert_eq!(after, revision);
+    let uids_after: BTreeMap<String, Option<String>> = pods
+        .iter()
+        .map(|(n, p)| (n.clone(), p.metadata.uid.clone()))
+        .collect();
+    assert_eq!(uids_after, uids, "a pod was restarted by the takeover");
+    drop((a, b));
+    Ok(())
 }
