@@ -61,7 +61,7 @@ fmt:
 # As an ordinary user: rundir and cache in $XDG_RUNTIME_DIR (private to the user), nothing in /tmp.
 # Built like `make test` builds it (the whole workspace's bins, one feature set), so `make run`
 # after `make test` (and the docs check inside it) compiles nothing again.
-OPERATOR = $(CARGO) build -q --workspace --bins && "$$($(CARGO) metadata -q --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/kres-operator"
+OPERATOR = $(CARGO) build -q --workspace --bins && "$${CARGO_TARGET_DIR:-target}/debug/kres-operator"
 run: deps
 	@if [ "$$(id -u)" = 0 ]; then \
 	  $(OPERATOR) host --config $(EXAMPLE); \
