@@ -10,7 +10,6 @@ use kres_tests::chart::{
     read_repo_file, repo_path,
 };
 use kres_tests::k8s::ControlPlane;
-use kres_tests::k8s::wait::eventually;
 use serde_json::Value;
 
 type R = anyhow::Result<()>;
@@ -394,15 +393,7 @@ async fn install_chart_crd(cp: &ControlPlane) -> R {
 async fn apply_chart_crd(cp: &ControlPlane) -> R {
     let docs = documents(&chart::template("kres", "kres-system", &[])?)?;
     let crd = serde_json::to_string(one(&docs, "CustomResourceDefinition"))?;
-    cp.kubectl_stdout(
-        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-        &crd,
-    )?;
-    eventually(30, "KnotResolver served", || async {
-        let out = cp.kubectl_output(&["get", "knotresolvers", "-A"], "")?;
-        Ok(out.status.success().then_some(()))
-    })
-    .await
+    cp.install_crd(&crd).await.map(|_| ())
 }
 
 /// Creates namespace `ns` unless it exists.

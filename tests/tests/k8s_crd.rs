@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kres_crd::k8s::{KnotResolver, KnotResolverSpec, KnotResolverStatus};
 use kres_tests::k8s::ControlPlane;
-use kres_tests::k8s::wait::eventually;
+
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -20,8 +20,6 @@ type R = anyhow::Result<()>;
 fn private_network() {
     kres_tests::k8s::netns::isolate_process()
 }
-
-const CRD_NAME: &str = "knotresolvers.resolver.kres-operator.io";
 
 fn repo_file(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -43,23 +41,8 @@ fn kubectl(cp: &ControlPlane, args: &[&str], stdin: &str) -> anyhow::Result<(Str
 
 /// Applies the committed manifests/crd.yaml and waits until it is Established.
 async fn install_crd(cp: &ControlPlane) -> anyhow::Result<CustomResourceDefinition> {
-    let yaml = std::fs::read_to_string(repo_file("manifests/crd.yaml"))?;
-    kubectl(cp, &["apply", "--server-side", "-f", "-"], &yaml)?;
-    let crds: Api<CustomResourceDefinition> = Api::all(cp.admin_client().await?);
-    let crds = &crds;
-    eventually(30, "the KnotResolver CRD Established", || async move {
-        let crd = crds.get(CRD_NAME).await?;
-        let established = crd
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-        Ok(established.then_some(crd))
-    })
-    .await
+    cp.install_crd(&std::fs::read_to_string(repo_file("manifests/crd.yaml"))?)
+        .await
 }
 
 /// The configs that must pass the apiserver unchanged: the union corpus of kres-crd and every

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -500,6 +501,35 @@ impl ControlPlane {
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Applies the CustomResourceDefinition `yaml` server-side (taking over fields another
+    /// manager set, so a chart's and the repository's copy can both be applied) and waits until
+    /// the apiserver reports it Established.
+    pub async fn install_crd(&self, yaml: &str) -> anyhow::Result<CustomResourceDefinition> {
+        let name = serde_norway::from_str::<CustomResourceDefinition>(yaml)?
+            .metadata
+            .name
+            .ok_or_else(|| anyhow::anyhow!("the CRD has no metadata.name"))?;
+        self.kubectl_stdout(
+            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            yaml,
+        )?;
+        let crds: Api<CustomResourceDefinition> = Api::all(self.admin_client().await?);
+        let (crds, name) = (&crds, name.as_str());
+        super::wait::eventually(30, &format!("CRD {name} Established"), || async move {
+            let crd = crds.get(name).await?;
+            let established = crd
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            Ok(established.then_some(crd))
+        })
+        .await
     }
 }
 

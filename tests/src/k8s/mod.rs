@@ -17,6 +17,7 @@
 pub mod audit;
 mod control_plane;
 pub mod netns;
+pub mod operator;
 pub mod pki;
 pub mod tools;
 pub mod wait;

@@ -1,0 +1,425 @@
+//! The environment of the `kres-operator kube` end-to-end tests: a namespace of the shared test
+//! control plane with a node agent, the operator running as ServiceAccount `kres-operator`
+//! bound to the ClusterRole of manifests/rbac.yaml (not as admin), and the helpers those tests
+//! share (kubectl, DNS questions from the node, EndpointSlice and pod watches).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kres_crd::k8s::KnotResolver;
+use kube::api::{ListParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::k8s::wait::{eventually, pod_ready};
+use crate::k8s::{ControlPlane, TestNode};
+use crate::process::ChildGuard;
+
+type R = anyhow::Result<()>;
+
+pub const CRD_NAME: &str = "knotresolvers.resolver.kres-operator.io";
+pub const REVISION: &str = "resolver.kres-operator.io/revision";
+pub const SLOT: &str = "resolver.kres-operator.io/slot";
+
+pub fn repo_file(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+}
+
+/// `kubectl args` (admin) with `stdin`: stdout, or an error with stderr.
+pub fn kubectl(cp: &ControlPlane, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+    let out = cp.kubectl_output(args, stdin)?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The YAML documents of a manifest file of kind `kind`.
+pub fn documents(rel: &str, kind: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(repo_file(rel))?;
+    let mut out = Vec::new();
+    for doc in text.split("\n---\n") {
+        let v: serde_json::Value = serde_norway::from_str(doc)?;
+        if v["kind"] == json!(kind) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// A namespace with a node agent and the operator running as ServiceAccount `kres-operator`,
+/// bound (RoleBinding) to the ClusterRole shipped in manifests/rbac.yaml.
+pub struct Env {
+    pub cp: &'static ControlPlane,
+    pub ns: String,
+    pub client: kube::Client,
+    pub _node: TestNode,
+    pub operator: Option<ChildGuard>,
+    pub log: PathBuf,
+    /// The operator's /healthz /readyz /metrics /status address.
+    pub http: SocketAddr,
+}
+
+impl Env {
+    pub async fn new(prefix: &str) -> anyhow::Result<Env> {
+        // The node agent reports what it cannot run as warnings.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn,kube_client=off")
+            .with_ansi(false)
+            .with_test_writer()
+            .try_init();
+        let cp = ControlPlane::shared().await?;
+        cp.install_crd(&std::fs::read_to_string(repo_file("manifests/crd.yaml"))?)
+            .await?;
+        for role in documents("manifests/rbac.yaml", "ClusterRole")? {
+            kubectl(
+                cp,
+                &["apply", "--server-side", "-f", "-"],
+                &role.to_string(),
+            )?;
+        }
+        let ns = cp.namespace(prefix).await?;
+        let client = cp.admin_client().await?;
+        let node = cp.node_agent(&ns).await?;
+        Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({ "metadata": { "name": "kres-operator" } }))?,
+            )
+            .await?;
+        Api::<RoleBinding>::namespaced(client.clone(), &ns)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": { "name": "kres-operator" },
+                    "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kres-operator" },
+                    "subjects": [{ "kind": "ServiceAccount", "name": "kres-operator", "namespace": ns }],
+                }))?,
+            )
+            .await?;
+        let log = cp.dir().join(format!("kres-operator-{ns}.log"));
+        let ip = std::net::Ipv4Addr::LOCALHOST;
+        let http = SocketAddr::new(ip.into(), crate::net::free_port(ip));
+        let mut env = Env {
+            cp,
+            ns,
+            client,
+            _node: node,
+            operator: None,
+            log,
+            http,
+        };
+        env.start_operator().await?;
+        Ok(env)
+    }
+
+    pub async fn start_operator(&mut self) -> R {
+        self.operator = Some(self.spawn_operator(self.http, &[], "kres-operator").await?);
+        Ok(())
+    }
+
+    /// One more operator process as the ServiceAccount: `--listen http`, `extra` arguments,
+    /// `$POD_NAME` (its leader-election identity) `pod_name`, logging to the same file.
+    pub async fn spawn_operator(
+        &self,
+        http: SocketAddr,
+        extra: &[&str],
+        pod_name: &str,
+    ) -> anyhow::Result<ChildGuard> {
+        let kubeconfig = self
+            .cp
+            .kubeconfig_for_service_account(&self.ns, "kres-operator")
+            .await?;
+        let bin = crate::host::operator_binary()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "kube",
+            "--namespace",
+            &self.ns,
+            "--listen",
+            &http.to_string(),
+        ])
+        .args(extra)
+        .arg("--image")
+        .arg("kres-operator:test")
+        .arg("--probe-binary")
+        .arg(&bin)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAME", pod_name)
+        .env("RUST_LOG", "info,kres_operator=debug,kube=warn")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+        Ok(crate::process::spawn(cmd)?)
+    }
+
+    /// The operator's last log lines and the pods' state, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let pods = kubectl(
+            self.cp,
+            &[
+                "get",
+                "pods,configmaps,kres",
+                "-n",
+                &self.ns,
+                "-o",
+                "wide",
+                "--show-labels",
+            ],
+            "",
+        )
+        .unwrap_or_else(|e| e.to_string());
+        let status = kubectl(self.cp, &["get", "kres", "-n", &self.ns, "-o", "yaml"], "")
+            .unwrap_or_else(|e| e.to_string());
+        format!(
+            "{}\n--- objects ---\n{pods}\n--- resolvers ---\n{status}",
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
+    }
+
+    /// GET `path` from the operator's HTTP endpoint: (status line, body).
+    pub fn get(&self, path: &str) -> anyhow::Result<(String, String)> {
+        http_get(self.http, path)
+    }
+
+    pub fn resolvers(&self) -> Api<KnotResolver> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn apply(&self, yaml: &str) -> R {
+        kubectl(self.cp, &["apply", "-n", &self.ns, "-f", "-"], yaml).map(|_| ())
+    }
+
+    /// `kubectl wait --for=condition=<cond>` on resolver `name`.
+    pub fn wait_condition(&self, name: &str, cond: &str, secs: u64) -> R {
+        kubectl(
+            self.cp,
+            &[
+                "wait",
+                "-n",
+                &self.ns,
+                &format!("--for=condition={cond}"),
+                &format!("--timeout={secs}s"),
+                &format!("knotresolver/{name}"),
+            ],
+            "",
+        )
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e}\n--- operator log ---\n{}", self.log_tail()))
+    }
+
+    /// Wait until resolver `name` is Available with current == update revision and every
+    /// regular pod Ready on it; returns that revision and the pods by name.
+    pub async fn converged(
+        &self,
+        name: &str,
+        replicas: usize,
+    ) -> anyhow::Result<(String, BTreeMap<String, Pod>)> {
+        let (resolvers, pods) = (&self.resolvers(), &self.pods());
+        eventually(120, &format!("{name} converged"), || async move {
+            let r = resolvers.get(name).await?;
+            let Some(s) = r.status.clone() else {
+                return Ok(None);
+            };
+            let available = s
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Available" && c.status == "True");
+            let (Some(cur), Some(upd)) = (s.current_revision.clone(), s.update_revision.clone())
+            else {
+                return Ok(None);
+            };
+            let list = pods
+                .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")))
+                .await?;
+            let all: BTreeMap<String, Pod> =
+                list.items.into_iter().map(|p| (p.name_any(), p)).collect();
+            let ok = available
+                && cur == upd
+                && all.len() == replicas
+                && all
+                    .values()
+                    .all(|p| pod_ready(p) && p.labels().get(REVISION) == Some(&cur));
+            Ok(ok.then_some((cur, all)))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n--- operator log ---\n{}", self.log_tail()))
+    }
+
+    /// The `replicas` regular pods, once exactly they exist and all are Ready on `revision`.
+    pub async fn converged_on(
+        &self,
+        replicas: usize,
+        revision: &str,
+    ) -> anyhow::Result<((), BTreeMap<String, Pod>)> {
+        let pods = &self.pods();
+        let all = eventually(60, &format!("pods on {revision} only"), || async move {
+            let list = pods.list(&ListParams::default()).await?;
+            let regular: BTreeMap<String, Pod> = list
+                .items
+                .into_iter()
+                .filter(|p| p.labels().get(SLOT).is_some_and(|s| s != "canary"))
+                .map(|p| (p.name_any(), p))
+                .collect();
+            let ok = regular.len() == replicas
+                && regular.values().all(|p| {
+                    pod_ready(p) && p.labels().get(REVISION).map(String::as_str) == Some(revision)
+                });
+            Ok(ok.then_some(regular))
+        })
+        .await?;
+        Ok(((), all))
+    }
+
+    pub async fn events(&self) -> anyhow::Result<Vec<Event>> {
+        Ok(Api::<Event>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default())
+            .await?
+            .items)
+    }
+}
+
+/// GET `path` from an operator's HTTP endpoint at `addr`: (status line, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    Ok((
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    ))
+}
+
+/// `name A` from the node with a fresh source port (see [`netns::ask_from_node`]).
+pub async fn ask(server: SocketAddr, name: &str) -> anyhow::Result<String> {
+    crate::k8s::netns::ask_from_node(server, name, false).await
+}
+
+pub fn pod_ip(p: &Pod) -> anyhow::Result<String> {
+    p.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .ok_or_else(|| anyhow::anyhow!("{}: no pod IP", p.name_any()))
+}
+
+pub async fn ready_endpoints(
+    client: &kube::Client,
+    ns: &str,
+    svc: &str,
+) -> anyhow::Result<BTreeSet<String>> {
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc}")))
+        .await?;
+    Ok(slices
+        .items
+        .into_iter()
+        .flat_map(|s| s.endpoints.into_iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+        .flat_map(|e| e.addresses)
+        .collect())
+}
+
+pub fn cluster_ip(svc: &Service) -> anyhow::Result<SocketAddr> {
+    let ip = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .ok_or_else(|| anyhow::anyhow!("no ClusterIP"))?;
+    Ok(format!("{ip}:53").parse()?)
+}
+
+pub fn kresctl() -> anyhow::Result<PathBuf> {
+    let op = crate::host::operator_binary()?;
+    Ok(op.with_file_name("kresctl"))
+}
+
+/// The example resolver with `record` as its local record, fast rollout timings.
+pub fn example_with(record: &str, script: Option<&str>) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(repo_file("manifests/examples/knotresolver.yaml"))?;
+    let mut v: serde_json::Value = serde_norway::from_str(&text)?;
+    v["spec"]["config"]["local-data"]["records"] = json!(record);
+    if let Some(s) = script {
+        v["spec"]["config"]["lua"] = json!({ "script": s });
+    }
+    v["spec"]["rollout"] = json!({ "minReadySeconds": 2, "drainSeconds": 1 });
+    Ok(serde_json::to_string(&v)?)
+}
+
+/// What the watches saw during a rollout.
+#[derive(Default)]
+pub struct Seen {
+    /// Pod names in order of creation (first time each uid was seen), with their revision.
+    pub created: Vec<(String, String, String)>,
+    /// Fewest ready endpoints seen at any EndpointSlice event.
+    pub min_ready: Option<usize>,
+}
+
+pub fn watch_rollout(client: &kube::Client, ns: &str, svc: &str) -> Arc<Mutex<Seen>> {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let s = seen.clone();
+    tokio::spawn(
+        watcher(pods, watcher::Config::default()).for_each(move |ev| {
+            if let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev
+                && let Ok(mut s) = s.lock()
+            {
+                let uid = p.uid().unwrap_or_default();
+                if !s.created.iter().any(|(u, _, _)| *u == uid) {
+                    let rev = p.labels().get(REVISION).cloned().unwrap_or_default();
+                    s.created.push((uid, p.name_any(), rev));
+                }
+            }
+            std::future::ready(())
+        }),
+    );
+    let slices = Api::<EndpointSlice>::namespaced(client.clone(), ns);
+    let s = seen.clone();
+    let cfg = watcher::Config::default().labels(&format!("kubernetes.io/service-name={svc}"));
+    tokio::spawn(watcher(slices, cfg).for_each(move |ev| {
+        if let Ok(watcher::Event::Apply(sl)) = ev
+            && let Ok(mut s) = s.lock()
+        {
+            let ready = sl
+                .endpoints
+                .iter()
+                .flatten()
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+                .count();
+            s.min_ready = Some(s.min_ready.map_or(ready, |m| m.min(ready)));
+        }
+        std::future::ready(())
+    }));
+    seen
+}
