@@ -335,11 +335,10 @@ async fn leader_election_hands_over_without_restarting_pods() -> R {
             .await
             .is_ok()
     );
-    let ip = std::net::Ipv4Addr::LOCALHOST;
     let elect = ["--leader-elect", "--lease-namespace", env.ns.as_str()];
-    let http_a = SocketAddr::new(ip.into(), kres_tests::net::free_port(ip));
+    let http_a = http_address();
     let mut a = Some(env.spawn_operator(http_a, &elect, "operator-a").await?);
-    let http_b = SocketAddr::new(ip.into(), kres_tests::net::free_port(ip));
+    let http_b = http_address();
     let mut b = Some(env.spawn_operator(http_b, &elect, "operator-b").await?);
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
     let leases = &leases;

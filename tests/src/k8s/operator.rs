@@ -112,8 +112,7 @@ impl Env {
             )
             .await?;
         let log = cp.dir().join(format!("kres-operator-{ns}.log"));
-        let ip = std::net::Ipv4Addr::LOCALHOST;
-        let http = SocketAddr::new(ip.into(), crate::net::free_port(ip));
+        let http = http_address();
         let mut env = Env {
             cp,
             ns,
@@ -302,6 +301,13 @@ impl Env {
             .await?
             .items)
     }
+}
+
+/// A listen address for one more operator's HTTP endpoint: port 8080 on a loopback address of
+/// its own. A port picked on 127.0.0.1 and bound later can meanwhile become the source port of
+/// one of the many client connections to the apiserver, and the operator then fails to bind.
+pub fn http_address() -> SocketAddr {
+    SocketAddr::new(crate::net::unique_loopback().into(), 8080)
 }
 
 /// GET `path` from an operator's HTTP endpoint at `addr`: (status line, body).
