@@ -250,7 +250,41 @@ fn host_invalid_config_on_reload_leaves_the_fleet_untouched() -> anyhow::Result<
         resolve(host.listen, "svc.test.", RecordType::A)?,
         vec!["192.0.2.10"]
     );
+    // The status says so, by field, until the file is valid again.
+    let refused = host.wait_status("the refusal in the status", Duration::from_secs(30), |s| {
+        !s["config-error"].is_null()
+    })?;
+    let pointers: Vec<&str> = refused["config-error"]["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["pointer"].as_str())
+        .collect();
+    assert!(pointers.contains(&"/workers"), "{refused:#}");
+    assert!(pointers.contains(&"/no-such-key"), "{refused:#}");
+    let degraded = condition(&refused, "Degraded");
+    assert_eq!(degraded["status"], true, "{refused:#}");
+    assert_eq!(degraded["reason"], "InvalidConfig", "{refused:#}");
+    assert_eq!(
+        condition(&refused, "Available")["status"],
+        true,
+        "{refused:#}"
+    );
+    host.write_config(2, LOCAL)?;
+    host.signal("HUP")?;
+    let fixed = host.wait_status("the refusal cleared", Duration::from_secs(30), |s| {
+        s["config-error"].is_null()
+    })?;
+    assert_eq!(condition(&fixed, "Degraded")["status"], false, "{fixed:#}");
     Ok(())
+}
+
+/// The condition of type `kind` in a status.
+fn condition<'a>(status: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+        .unwrap_or(&serde_json::Value::Null)
 }
 
 #[test]
@@ -326,13 +360,7 @@ fn host_failed_revision_is_not_retried_after_an_operator_restart() -> anyhow::Re
     assert_eq!(s["failed-revisions"], serde_json::json!([bad_rev]), "{s:#}");
     let reason = s["last-failure"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("canary says no"), "status says why: {s:#}");
-    let degraded = s["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Degraded")
-        .cloned()
-        .unwrap_or_default();
+    let degraded = condition(&s, "Degraded");
     assert_eq!(degraded["status"], true, "{s:#}");
     assert_eq!(degraded["reason"], "RevisionRejected", "{s:#}");
     assert!(

@@ -203,7 +203,19 @@ pub async fn run_host(opts: HostOptions) -> Result<(), HostError> {
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
     });
-    drive(&ctx, desired_rx, shutdown_rx).await;
+    let mut rejections = source.subscribe_rejections();
+    let show_rejections = async {
+        while rejections.changed().await.is_ok() {
+            let rejection = rejections.borrow_and_update().clone();
+            ctx.config_rejected(rejection).await;
+        }
+        // The source outlives the loop; should its channel close, keep driving.
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        () = drive(&ctx, desired_rx, shutdown_rx) => {}
+        () = show_rejections => {}
+    }
     api.shutdown().await;
     if opts.keep_workers_on_exit {
         tracing::info!("leaving supervisord and the workers running");

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::plan::{Action, plan_with_phase};
 use super::rollout::{Failure, Rollout};
-use super::status::{Status, StatusSink};
+use super::status::{ConfigRejection, Status, StatusSink};
 use super::store::{RevisionStore, StoreError};
 use super::{ChangeSeq, Desired};
 use crate::backend::{Backend, BackendError};
@@ -169,6 +169,13 @@ impl<B: Backend> Context<B> {
         let mut st = self.state.lock().await;
         let msg = e.to_string();
         self.publish(&mut st, |s| s.backend_error = Some(msg));
+    }
+
+    /// The desired-config source refused its latest input (None: it accepts again): shown in
+    /// the status as Degraded `InvalidConfig` until then.
+    pub async fn config_rejected(&self, rejection: Option<ConfigRejection>) {
+        let mut st = self.state.lock().await;
+        self.publish(&mut st, |s| s.config_error = rejection);
     }
 
     fn publish(&self, st: &mut State, edit: impl FnOnce(&mut Status)) {

@@ -16,7 +16,7 @@ pub use model::{
 };
 pub use plan::{Action, plan, plan_with_phase, preview};
 pub use rollout::{Event, Failure, Phase, Rollout};
-pub use status::{Condition, ConditionType, Status, StatusSink};
+pub use status::{Condition, ConditionType, ConfigRejection, RejectedField, Status, StatusSink};
 pub use store::{
     Durable, FileRevisionStore, RevisionRecord, RevisionState, RevisionStore, StoreError,
 };

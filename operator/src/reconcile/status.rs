@@ -84,8 +84,45 @@ pub struct Status {
     pub waiting_for: Option<String>,
     /// The last backend error, if the last step failed.
     pub backend_error: Option<String>,
+    /// Why the desired-config source refused its latest input (host: the config file after a
+    /// SIGHUP or `--watch` re-read), while the fleet keeps the last valid config.
+    pub config_error: Option<ConfigRejection>,
     /// `Available`, `Progressing`, `Degraded`, in that order.
     pub conditions: Vec<Condition>,
+}
+
+/// A desired config the source refused: nothing of it was applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ConfigRejection {
+    /// What was refused (the config file's path).
+    pub source: String,
+    /// Every problem found, by field.
+    pub errors: Vec<RejectedField>,
+}
+
+/// One refused field of a [`ConfigRejection`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RejectedField {
+    /// JSON pointer of the field (empty: the whole input, e.g. an unreadable file).
+    pub pointer: String,
+    /// The rule it breaks.
+    pub message: String,
+}
+
+impl ConfigRejection {
+    /// One line: `source: /pointer: rule; ...`.
+    pub fn summary(&self) -> String {
+        let fields: Vec<String> = self
+            .errors
+            .iter()
+            .map(|e| match e.pointer.as_str() {
+                "" => e.message.clone(),
+                p => format!("{p}: {}", e.message),
+            })
+            .collect();
+        format!("{}: {}", self.source, fields.join("; "))
+    }
 }
 
 impl Status {
@@ -149,7 +186,16 @@ impl Status {
                 format!("revision {target} serving on every slot"),
             )
         };
-        let degraded = if let Some(f) = rejected {
+        let degraded = if let Some(c) = &self.config_error {
+            (
+                true,
+                "InvalidConfig",
+                format!(
+                    "{}; serving the last valid configuration (revision {target})",
+                    c.summary()
+                ),
+            )
+        } else if let Some(f) = rejected {
             (
                 true,
                 "RevisionRejected",

@@ -1287,6 +1287,34 @@ fn conditions_through_a_rollout_and_a_rejection() {
 }
 
 #[test]
+fn a_refused_config_file_is_degraded_invalid_config_and_nothing_else_changes() {
+    use ConditionType::*;
+    let mut sim = Sim::converged("r1", 3);
+    let d = desired("r1", 3);
+    let a = sim.step(&d);
+    let serving = status_of(&sim, &d, &a, &Status::default());
+    let mut refused = serving.clone();
+    refused.config_error = Some(crate::reconcile::ConfigRejection {
+        source: "/etc/knot-resolver/config.yaml".into(),
+        errors: vec![crate::reconcile::RejectedField {
+            pointer: "/workers".into(),
+            message: "must be at least 1".into(),
+        }],
+    });
+    refused.set_conditions(1);
+    assert_eq!(cond(&refused, Degraded), (true, "InvalidConfig".into()));
+    let message = &refused.condition(Degraded).expect("degraded").message;
+    assert!(
+        message.contains("/etc/knot-resolver/config.yaml: /workers: must be at least 1"),
+        "{message}"
+    );
+    assert!(message.contains("revision r1"), "{message}");
+    // The fleet keeps serving the last valid config: availability and progress are unchanged.
+    assert_eq!(cond(&refused, Available), cond(&serving, Available));
+    assert_eq!(cond(&refused, Progressing), cond(&serving, Progressing));
+}
+
+#[test]
 fn preview_is_the_planners_own_rollout_and_changes_nothing() {
     let sim = Sim::converged("r1", 3);
     let before = (sim.observed.clone(), sim.rollout.clone());

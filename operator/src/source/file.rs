@@ -24,7 +24,7 @@ use tokio::sync::{Notify, watch};
 
 use super::persist::{PersistError, write_back};
 use super::{Accepted, Build, Origin, Prepare};
-use crate::reconcile::ChangeSeq;
+use crate::reconcile::{ChangeSeq, ConfigRejection, RejectedField};
 
 /// Reading, checking or writing the config file failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,32 @@ pub enum SourceError {
     /// The config could not be serialised to YAML.
     #[error("cannot serialise the configuration: {0}")]
     Serialise(String),
+}
+
+impl SourceError {
+    /// What the status shows of an error about the file's content or readability (None for
+    /// errors of a change submitted through the API, which its caller is told about).
+    fn rejection(&self) -> Option<ConfigRejection> {
+        let field = |pointer: &str, message: String| RejectedField {
+            pointer: pointer.to_string(),
+            message,
+        };
+        match self {
+            SourceError::Read { path, source } => Some(ConfigRejection {
+                source: path.display().to_string(),
+                errors: vec![field("", source.to_string())],
+            }),
+            SourceError::Invalid { path, errors } => Some(ConfigRejection {
+                source: path.display().to_string(),
+                errors: errors
+                    .errors()
+                    .iter()
+                    .map(|e| field(&e.pointer, e.message.clone()))
+                    .collect(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Read the config file (bounded by the datamodel's size limit) and parse it.
@@ -141,6 +167,7 @@ pub struct FileSource {
     build: Build,
     prepare: Option<Prepare>,
     tx: watch::Sender<Option<Arc<Accepted>>>,
+    rejected: watch::Sender<Option<ConfigRejection>>,
     reload: Arc<Notify>,
     state: Mutex<State>,
 }
@@ -169,6 +196,7 @@ impl FileSource {
             build,
             prepare,
             tx,
+            rejected: watch::channel(None).0,
             reload: Arc::new(Notify::new()),
             state: Mutex::new(State { read, seq: 1 }),
         }))
@@ -199,6 +227,11 @@ impl FileSource {
         self.tx.subscribe()
     }
 
+    /// Receiver of why the file's latest content was refused (None once it is accepted again).
+    pub fn subscribe_rejections(&self) -> watch::Receiver<Option<ConfigRejection>> {
+        self.rejected.subscribe()
+    }
+
     /// The current accepted config.
     pub fn current(&self) -> Option<Arc<Accepted>> {
         self.tx.borrow().clone()
@@ -222,6 +255,9 @@ impl FileSource {
         desired: crate::reconcile::Desired,
         origin: Origin,
     ) -> Arc<Accepted> {
+        // What is written and published now is valid: an earlier refusal no longer describes
+        // the file.
+        self.rejected.send_if_modified(|r| r.take().is_some());
         if let Some(cur) = self.current()
             && cur.config == config
         {
@@ -262,6 +298,12 @@ impl FileSource {
                 tracing::error!(error = %e, "configuration rejected; the running fleet is kept")
             }
         }
+        let rejection = result.as_ref().err().and_then(|e| e.rejection());
+        self.rejected.send_if_modified(|r| {
+            let changed = *r != rejection;
+            *r = rejection;
+            changed
+        });
         result
     }
 
@@ -398,13 +440,29 @@ mod tests {
         write(&path, 2);
         let src = FileSource::open(&path, host_build(), None).expect("valid");
         let rx = src.subscribe();
+        let rejections = src.subscribe_rejections();
         assert_eq!(workers(&rx), 2);
         std::fs::write(&path, "workers: 2\nno-such-key: 1\n").expect("write");
         assert!(src.reload().is_err());
         assert_eq!(workers(&rx), 2);
+        let refused = rejections
+            .borrow()
+            .clone()
+            .expect("the refusal is published");
+        assert_eq!(refused.source, path.display().to_string());
+        assert_eq!(
+            refused
+                .errors
+                .iter()
+                .map(|e| e.pointer.as_str())
+                .collect::<Vec<_>>(),
+            ["/no-such-key"],
+            "{refused:?}"
+        );
         write(&path, 3);
         assert_eq!(src.reload().expect("valid").seq, 2);
         assert_eq!(workers(&rx), 3);
+        assert_eq!(*rejections.borrow(), None, "a valid re-read clears it");
         assert_eq!(
             src.reload().expect("valid").seq,
             2,
