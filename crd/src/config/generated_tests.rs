@@ -42,3 +42,11 @@ fn generated_config_reference_is_current() {
 fn generated_crd_yaml_is_current() {
     check("manifests/crd.yaml", &crate::k8s::crd_yaml());
 }
+
+#[test]
+fn generated_knotresolver_reference_is_current() {
+    check(
+        "docs/knotresolver-reference.md",
+        &crate::k8s::reference_markdown(),
+    );
+}

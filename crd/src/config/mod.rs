@@ -75,6 +75,7 @@ pub use network::{
 pub use options::{GlueChecking, OptionsConfig};
 pub use parse::{MAX_DEPTH, MAX_INPUT_BYTES};
 pub use reference::reference_markdown;
+pub(crate) use reference::sections_markdown;
 pub use schema::json_schema;
 pub use types::{
     AutoBool, DomainName, FilePath, Float0To65535, IdPattern, Int0To32, Int0To512, Int0To65535,

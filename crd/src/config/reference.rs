@@ -21,8 +21,22 @@ pub fn reference_markdown() -> String {
          most 4095 bytes (socket paths: 107); `rundir` and `cache.storage` are absolute. \
          Settings marked *Knot Resolver 6.x only* parse but fail validation: kresd 5.x cannot do them.\n",
     );
+    out.push_str(&sections_markdown(&root, &root, "", &|_| false));
+    out
+}
+
+/// One Markdown table per object of `obj` (at `path`, `""` for the top level) and, recursively,
+/// of its nested objects and lists of objects, except below the paths `stop` accepts; `root`
+/// resolves `$ref`s. Shared by the config and the KnotResolver references.
+pub(crate) fn sections_markdown(
+    root: &Value,
+    obj: &Value,
+    path: &str,
+    stop: &dyn Fn(&str) -> bool,
+) -> String {
     let mut sections = Vec::new();
-    section(&root, &root, "", &mut sections, 0);
+    section(root, obj, path, &mut sections, 0, stop);
+    let mut out = String::new();
     for (title, table) in sections {
         let _ = write!(out, "\n## {title}\n\n{table}");
     }
@@ -95,6 +109,13 @@ fn type_name(root: &Value, s: &Value) -> String {
             .filter(|t| *t != "null")
             .collect::<Vec<_>>()
             .join(" or "),
+        // The apiserver's structural-schema spellings (the KnotResolver CRD).
+        _ if r.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) => {
+            "integer or string".into()
+        }
+        _ if r.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) => {
+            "any".into()
+        }
         _ => String::new(),
     };
     match ty.as_str() {
@@ -107,8 +128,8 @@ fn type_name(root: &Value, s: &Value) -> String {
             None => "mapping".into(),
         },
         "integer" | "number" => match (r.get("minimum"), r.get("maximum")) {
-            (Some(min), Some(max)) => format!("{ty} {min}..={max}"),
-            (Some(min), None) => format!("{ty} >= {min}"),
+            (Some(min), Some(max)) => format!("{ty} {}..={}", bound(min), bound(max)),
+            (Some(min), None) => format!("{ty} >= {}", bound(min)),
             _ => ty,
         },
         "string" => match name {
@@ -127,6 +148,14 @@ fn type_name(root: &Value, s: &Value) -> String {
     }
 }
 
+/// A schema bound as written by a person: `1`, not the `1.0` of the CRD's float fields.
+fn bound(v: &Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => v.to_string(),
+    }
+}
+
 fn plain(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -134,7 +163,14 @@ fn plain(v: &Value) -> String {
     }
 }
 
-fn section(root: &Value, obj: &Value, path: &str, out: &mut Vec<(String, String)>, depth: usize) {
+fn section(
+    root: &Value,
+    obj: &Value,
+    path: &str,
+    out: &mut Vec<(String, String)>,
+    depth: usize,
+    stop: &dyn Fn(&str) -> bool,
+) {
     let Some(props) = obj.get("properties").and_then(Value::as_object) else {
         return;
     };
@@ -186,7 +222,9 @@ fn section(root: &Value, obj: &Value, path: &str, out: &mut Vec<(String, String)
     out.push((title, table));
     if depth < 8 {
         for (child, child_path) in nested {
-            section(root, &child, &child_path, out, depth + 1);
+            if !stop(&child_path) {
+                section(root, &child, &child_path, out, depth + 1, stop);
+            }
         }
     }
 }

@@ -4,10 +4,12 @@
 //! Derived with kube-derive against kube-core (no client, no tokio). This crate picks no
 //! k8s-openapi `v1_XX` feature; binaries and test crates do.
 
+mod reference;
 mod resource;
 mod schema;
 mod validate;
 
+pub use reference::reference_markdown;
 pub use resource::{
     CacheSpec, GROUP, KnotResolver, KnotResolverSpec, KnotResolverStatus, MAX_FAILED_REVISIONS,
     PodDisruptionBudgetSpec, PodTemplateSpec, ResolverPhase, RevisionFailure, RolloutSpec,
