@@ -206,7 +206,8 @@ impl Prober {
     }
 }
 
-/// One probe: exec (exit 0 within the timeout) or tcpSocket (connect within the timeout).
+/// One probe: exec (exit 0 within the timeout), tcpSocket (connect within the timeout) or
+/// httpGet (a 2xx/3xx status within the timeout).
 async fn run_probe(
     probe: Probe,
     timeout: Duration,
@@ -238,11 +239,51 @@ async fn run_probe(
             Ok(Ok(_))
         );
     }
+    if let Some(h) = &probe.http_get {
+        let Some(port) = port_of(&h.port, &c) else {
+            tracing::warn!(
+                "node agent: httpGet probe of {}: unknown port {:?}",
+                c.name,
+                h.port
+            );
+            return false;
+        };
+        let host = h.host.clone().unwrap_or_else(|| pod_ip.to_string());
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        return matches!(
+            tokio::time::timeout(timeout, http_status(&host, port, &path)).await,
+            Ok(Ok(code)) if (200..400).contains(&code)
+        );
+    }
     tracing::warn!(
-        "node agent: probe of {}: only exec and tcpSocket are supported",
+        "node agent: probe of {}: only exec, tcpSocket and httpGet are supported",
         c.name
     );
     false
+}
+
+/// The status code of `GET http://host:port/path` (the kubelet's httpGet probe: 200-399 pass).
+async fn http_status(host: &str, port: u16, path: &str) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect((host, port)).await?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/test-node-agent\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {line:?}")))
 }
 
 /// A probe's port: a number or the name of one of the container's ports.
@@ -489,6 +530,7 @@ impl Runner {
                     self.pod_ip,
                     &cfg.host_ip,
                     &cfg.kresd,
+                    &cfg.executables,
                 )
                 .await?,
             );
@@ -530,6 +572,10 @@ impl Runner {
                 .stderr(log2);
             if launch.is_kresd {
                 cmd.env("NOTIFY_SOCKET", &c.notify_path);
+            }
+            if let Some(dir) = &launch.service_account {
+                spec::mount_service_account(&mut cmd, dir)
+                    .map_err(|e| format!("service account mount: {e}"))?;
             }
             let child = process::spawn(cmd)
                 .map_err(|e| format!("exec {}: {e}", launch.program.display()))?;
