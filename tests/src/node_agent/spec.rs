@@ -11,15 +11,15 @@
 //!   (files under the pod directory), `emptyDir` (a directory; `medium: Memory` under /dev/shm,
 //!   a tmpfs), `projected` (ServiceAccount token from the TokenRequest API, configMap,
 //!   downwardAPI metadata; mounted at the ServiceAccount path in a private mount namespace,
-//!   see [`mount_service_account`]), `hostPath` and `persistentVolumeClaim` (the claim must be Bound to a
-//!   PersistentVolume with `hostPath`; that host directory is used, so its data outlives the
+//!   see [`mount_service_account`]), `hostPath` and `persistentVolumeClaim` (the claim must
+//!   be Bound to a PersistentVolume with `hostPath`; that host directory is used, so its data outlives the
 //!   pod); every argument and env value that starts with a container's `mountPath` (or is
 //!   `--opt=<mountPath>...`) is rewritten to the host path; other volume kinds are ignored;
 //! - env: `value` (with `$(VAR)` expansion) and `valueFrom.fieldRef` for `metadata.name`,
 //!   `metadata.namespace`, `metadata.uid`, `spec.nodeName`, `spec.serviceAccountName`,
 //!   `status.podIP`, `status.podIPs`, `status.hostIP`, `status.hostIPs`, plus
-//!   `valueFrom.configMapKeyRef`, after `KUBERNETES_SERVICE_HOST`/`_PORT`; kresd learns its pod IP from such a variable
-//!   (e.g. `POD_IP` → `net.listen(os.getenv('POD_IP'), 53)` in the config); exec probes and
+//!   `valueFrom.configMapKeyRef`, after `KUBERNETES_SERVICE_HOST`/`_PORT`; kresd learns its
+//!   pod IP from such a variable (e.g. `POD_IP` → `net.listen(os.getenv('POD_IP'), 53)` in the config); exec probes and
 //!   hooks run with the same environment;
 //! - the working directory is `<pod dir>/work/<container>` (kresd's rundir when no rundir
 //!   argument is given);
@@ -632,6 +632,44 @@ mod tests {
         let env = BTreeMap::from([("POD_IP".to_string(), "127.0.3.4".to_string())]);
         assert_eq!(expand("$(POD_IP)@53", &env), "127.0.3.4@53");
         assert_eq!(expand("$$(POD_IP) $(NOPE)", &env), "$(POD_IP) $(NOPE)");
+    }
+
+    #[test]
+    fn image_executables_map_to_host_programs_by_file_name() {
+        let kresd = Path::new("/usr/sbin/kresd");
+        let exe = vec![(
+            "kres-operator".to_string(),
+            PathBuf::from("/t/kres-operator"),
+        )];
+        let got = |first: &str| program_for(first, kresd, &exe, &[]);
+        assert_eq!(
+            got("kres-operator"),
+            (PathBuf::from("/t/kres-operator"), false)
+        );
+        assert_eq!(
+            got("/usr/bin/kres-operator"),
+            (PathBuf::from("/t/kres-operator"), false)
+        );
+        assert_eq!(got("/usr/sbin/kresd"), (kresd.to_path_buf(), true));
+        assert_eq!(got("sh"), (PathBuf::from("sh"), false));
+        assert_eq!(
+            got("kres-operator-x"),
+            (PathBuf::from("kres-operator-x"), false)
+        );
+    }
+
+    #[test]
+    fn the_unspecified_address_means_the_pod_ip() {
+        let ip = Ipv4Addr::new(198, 18, 0, 7);
+        assert_eq!(
+            pod_local("--listen=0.0.0.0:8080", ip),
+            "--listen=198.18.0.7:8080"
+        );
+        assert_eq!(pod_local("0.0.0.0", ip), "198.18.0.7");
+        assert_eq!(
+            pod_local("--listen=127.0.0.1:8080", ip),
+            "--listen=127.0.0.1:8080"
+        );
     }
 
     #[test]
