@@ -226,12 +226,7 @@ async fn run_probe(
         };
     }
     if let Some(t) = &probe.tcp_socket {
-        let Some(port) = port_of(&t.port, &c) else {
-            tracing::warn!(
-                "node agent: tcpSocket probe of {}: unknown port {:?}",
-                c.name,
-                t.port
-            );
+        let Some(port) = port_of(&t.port, &c, "tcpSocket") else {
             return false;
         };
         return matches!(
@@ -240,12 +235,7 @@ async fn run_probe(
         );
     }
     if let Some(h) = &probe.http_get {
-        let Some(port) = port_of(&h.port, &c) else {
-            tracing::warn!(
-                "node agent: httpGet probe of {}: unknown port {:?}",
-                c.name,
-                h.port
-            );
+        let Some(port) = port_of(&h.port, &c, "httpGet") else {
             return false;
         };
         let host = h.host.clone().unwrap_or_else(|| pod_ip.to_string());
@@ -286,9 +276,10 @@ async fn http_status(host: &str, port: u16, path: &str) -> std::io::Result<u16> 
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {line:?}")))
 }
 
-/// A probe's port: a number or the name of one of the container's ports.
-fn port_of(p: &IntOrString, c: &Container) -> Option<u16> {
-    match p {
+/// A `kind` probe's port: a number or the name of one of the container's ports (a warning
+/// when it is neither).
+fn port_of(p: &IntOrString, c: &Container, kind: &str) -> Option<u16> {
+    let port = match p {
         IntOrString::Int(n) => u16::try_from(*n).ok(),
         IntOrString::String(name) => c
             .ports
@@ -296,7 +287,11 @@ fn port_of(p: &IntOrString, c: &Container) -> Option<u16> {
             .flatten()
             .find(|cp| cp.name.as_deref() == Some(name.as_str()))
             .and_then(|cp| u16::try_from(cp.container_port).ok()),
+    };
+    if port.is_none() {
+        tracing::warn!("node agent: {kind} probe of {}: unknown port {p:?}", c.name);
     }
+    port
 }
 
 /// Run `cmd` (stdout/stderr discarded) for at most `timeout`; its exit code, None on timeout.
@@ -947,4 +942,41 @@ async fn stop(child: &mut ChildGuard, grace: Duration) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     child.signal(libc::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server answering every connection with `status_line` once.
+    async fn server(status_line: &'static str) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(format!("{status_line}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn http_probes_read_the_status_code() {
+        let ok = server("HTTP/1.1 200 OK").await;
+        let unavailable = server("HTTP/1.1 503 Service Unavailable").await;
+        assert_eq!(http_status("127.0.0.1", ok, "/readyz").await.unwrap(), 200);
+        assert_eq!(
+            http_status("127.0.0.1", unavailable, "/readyz")
+                .await
+                .unwrap(),
+            503
+        );
+        let garbage = server("SSH-2.0-OpenSSH").await;
+        assert!(http_status("127.0.0.1", garbage, "/").await.is_err());
+    }
 }
