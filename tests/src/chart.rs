@@ -117,12 +117,17 @@ fn escape_template_delimiters(text: &str) -> String {
 pub fn helm() -> Result<Command, Error> {
     let mut cmd = Command::new(tools::tool("helm")?);
     cmd.current_dir(repo_path("."));
-    // No user configuration or repositories: the chart has no dependencies.
+    helm_env(&mut cmd);
+    Ok(cmd)
+}
+
+/// The environment of every helm the tests run: no user configuration or repositories (the
+/// chart has no dependencies).
+pub fn helm_env(cmd: &mut Command) {
     let home = std::env::temp_dir().join("kres-tests-helm-home");
     cmd.env("HELM_CONFIG_HOME", home.join("config"))
         .env("HELM_CACHE_HOME", home.join("cache"))
         .env("HELM_DATA_HOME", home.join("data"));
-    Ok(cmd)
 }
 
 /// Runs helm with `args`; its standard output, or [`Error::Failed`] with its standard error.

@@ -43,7 +43,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None
     } else {
         let root = cp.dir().join("node-agent");
-        let cfg = NodeAgentConfig::new(&args.node_name, root);
+        let mut cfg = NodeAgentConfig::new(&args.node_name, root);
+        // The image's `kres-operator` is the one built beside this binary, when there is one
+        // (`helm install` of charts/kres-operator then runs it).
+        let operator = std::env::current_exe()?.with_file_name("kres-operator");
+        if operator.exists() {
+            cfg.executables = vec![("kres-operator".into(), operator)];
+        }
         Some(NodeAgent::start(cp.admin_client().await?, cfg).await?)
     };
     let bin = tools::bin_dir();

@@ -30,8 +30,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Controllers run by kube-controller-manager: owner-reference GC, namespace deletion, PDB
 /// status, ServiceAccounts and their tokens, the kube-root-ca.crt ConfigMap, EndpointSlices,
-/// binding PersistentVolumeClaims to PersistentVolumes.
-const CONTROLLERS: &str = "garbagecollector,namespace,disruption,serviceaccount,serviceaccount-token,root-ca-cert-publisher,endpointslice,persistentvolume-binder";
+/// binding PersistentVolumeClaims to PersistentVolumes, Deployments and their ReplicaSets (the
+/// chart's operator pods).
+const CONTROLLERS: &str = "garbagecollector,namespace,disruption,serviceaccount,serviceaccount-token,root-ca-cert-publisher,endpointslice,persistentvolume-binder,deployment,replicaset";
 
 /// The Node kube-proxy runs as (`--hostname-override`); node agents register nodes of their own.
 pub const PROXY_NODE: &str = "kres-test-host";
@@ -144,6 +145,7 @@ impl ControlPlane {
             &[
                 IpAddr::V4(ip),
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V4(NODE_IP),
                 "10.0.0.1".parse().map_err(|_| Error::Pki("ip".into()))?,
             ],
             &[
@@ -204,8 +206,10 @@ impl ControlPlane {
         let mut api_cmd = Command::new(&apiserver);
         api_cmd.args([
             format!("--etcd-servers={etcd_url}"),
-            format!("--bind-address={ip}"),
-            format!("--advertise-address={ip}"),
+            // Every address of the private network namespace: tests use {ip}, in-cluster clients
+            // the `kubernetes` Service, whose endpoint is the advertised node address.
+            "--bind-address=0.0.0.0".into(),
+            format!("--advertise-address={NODE_IP}"),
             format!("--secure-port={api_port}"),
             format!("--cert-dir={}", dir.join("apiserver-certs").display()),
             format!("--tls-cert-file={}", serving.cert.display()),
@@ -220,9 +224,9 @@ impl ControlPlane {
             "--audit-log-maxsize=0".into(),
             "--allow-privileged=true".into(),
             "--authorization-mode=RBAC".into(),
-            // The apiserver's loopback address is not a valid Endpoint; nothing in-cluster needs
-            // the `kubernetes` Service.
-            "--endpoint-reconciler-type=none".into(),
+            // The `kubernetes` Service's endpoint: NODE_IP:{api_port} (kube-proxy forwards its
+            // ClusterIP there, as for pods' in-cluster clients in a real cluster).
+            "--endpoint-reconciler-type=lease".into(),
             "--profiling=false".into(),
         ]);
         start_logged(api_cmd, &dir, "kube-apiserver")?;
@@ -448,6 +452,16 @@ impl ControlPlane {
     /// Start a node agent handling the pods of `namespace` (node `node-<namespace>`), with short
     /// restart back-off (0.5 s doubling up to 5 s) and its per-pod files in a temp dir.
     pub async fn node_agent(&self, namespace: &str) -> Result<TestNode, Error> {
+        self.node_agent_with(namespace, Vec::new()).await
+    }
+
+    /// [`ControlPlane::node_agent`] that runs the image executables `executables` (file name →
+    /// host path, see [`NodeAgentConfig::executables`]) as those host programs.
+    pub async fn node_agent_with(
+        &self,
+        namespace: &str,
+        executables: Vec<(String, PathBuf)>,
+    ) -> Result<TestNode, Error> {
         let dir = tempfile::Builder::new()
             .prefix("kres-node-")
             .tempdir()
@@ -457,6 +471,7 @@ impl ControlPlane {
         cfg.backoff_initial = Duration::from_millis(500);
         cfg.backoff_max = Duration::from_secs(5);
         cfg.host_ip = NODE_IP.to_string();
+        cfg.executables = executables;
         let agent = NodeAgent::start(self.admin_client().await?, cfg)
             .await
             .map_err(Error::NodeAgent)?;
@@ -538,6 +553,13 @@ pub struct TestNode {
     /// The agent.
     pub agent: NodeAgent,
     _dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// The agent's per-pod directories (`<ns>_<pod>_<uid>/logs/<container>.log`...).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
 }
 
 enum UserAuth<'a> {

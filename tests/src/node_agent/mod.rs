@@ -134,6 +134,10 @@ pub struct NodeAgentConfig {
     pub root_dir: PathBuf,
     /// The kresd executable.
     pub kresd: PathBuf,
+    /// Executables of the image run as host programs: a container `command[0]` (or exec probe
+    /// command) whose file name is a key here runs the host path instead, e.g. `kres-operator`
+    /// → the built binary (as `kresd` maps to [`NodeAgentConfig::kresd`]).
+    pub executables: Vec<(String, PathBuf)>,
     /// Node address reported as status.hostIP (and the Node's InternalIP).
     pub host_ip: String,
     /// First restart back-off (the kubelet uses 10 s; tests want it short).
@@ -151,6 +155,7 @@ impl NodeAgentConfig {
             namespace: None,
             root_dir: root_dir.into(),
             kresd: PathBuf::from("kresd"),
+            executables: Vec::new(),
             host_ip: crate::k8s::netns::NODE_IP.to_string(),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(10),

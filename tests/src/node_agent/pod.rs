@@ -206,7 +206,8 @@ impl Prober {
     }
 }
 
-/// One probe: exec (exit 0 within the timeout) or tcpSocket (connect within the timeout).
+/// One probe: exec (exit 0 within the timeout), tcpSocket (connect within the timeout) or
+/// httpGet (a 2xx/3xx status within the timeout).
 async fn run_probe(
     probe: Probe,
     timeout: Duration,
@@ -225,12 +226,7 @@ async fn run_probe(
         };
     }
     if let Some(t) = &probe.tcp_socket {
-        let Some(port) = port_of(&t.port, &c) else {
-            tracing::warn!(
-                "node agent: tcpSocket probe of {}: unknown port {:?}",
-                c.name,
-                t.port
-            );
+        let Some(port) = port_of(&t.port, &c, "tcpSocket") else {
             return false;
         };
         return matches!(
@@ -238,16 +234,52 @@ async fn run_probe(
             Ok(Ok(_))
         );
     }
+    if let Some(h) = &probe.http_get {
+        let Some(port) = port_of(&h.port, &c, "httpGet") else {
+            return false;
+        };
+        let host = h.host.clone().unwrap_or_else(|| pod_ip.to_string());
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        return matches!(
+            tokio::time::timeout(timeout, http_status(&host, port, &path)).await,
+            Ok(Ok(code)) if (200..400).contains(&code)
+        );
+    }
     tracing::warn!(
-        "node agent: probe of {}: only exec and tcpSocket are supported",
+        "node agent: probe of {}: only exec, tcpSocket and httpGet are supported",
         c.name
     );
     false
 }
 
-/// A probe's port: a number or the name of one of the container's ports.
-fn port_of(p: &IntOrString, c: &Container) -> Option<u16> {
-    match p {
+/// The status code of `GET http://host:port/path` (the kubelet's httpGet probe: 200-399 pass).
+async fn http_status(host: &str, port: u16, path: &str) -> std::io::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect((host, port)).await?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/test-node-agent\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {line:?}")))
+}
+
+/// A `kind` probe's port: a number or the name of one of the container's ports (a warning
+/// when it is neither).
+fn port_of(p: &IntOrString, c: &Container, kind: &str) -> Option<u16> {
+    let port = match p {
         IntOrString::Int(n) => u16::try_from(*n).ok(),
         IntOrString::String(name) => c
             .ports
@@ -255,7 +287,11 @@ fn port_of(p: &IntOrString, c: &Container) -> Option<u16> {
             .flatten()
             .find(|cp| cp.name.as_deref() == Some(name.as_str()))
             .and_then(|cp| u16::try_from(cp.container_port).ok()),
+    };
+    if port.is_none() {
+        tracing::warn!("node agent: {kind} probe of {}: unknown port {p:?}", c.name);
     }
+    port
 }
 
 /// Run `cmd` (stdout/stderr discarded) for at most `timeout`; its exit code, None on timeout.
@@ -489,6 +525,7 @@ impl Runner {
                     self.pod_ip,
                     &cfg.host_ip,
                     &cfg.kresd,
+                    &cfg.executables,
                 )
                 .await?,
             );
@@ -530,6 +567,10 @@ impl Runner {
                 .stderr(log2);
             if launch.is_kresd {
                 cmd.env("NOTIFY_SOCKET", &c.notify_path);
+            }
+            if let Some(dir) = &launch.service_account {
+                spec::mount_service_account(&mut cmd, dir)
+                    .map_err(|e| format!("service account mount: {e}"))?;
             }
             let child = process::spawn(cmd)
                 .map_err(|e| format!("exec {}: {e}", launch.program.display()))?;
@@ -901,4 +942,41 @@ async fn stop(child: &mut ChildGuard, grace: Duration) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     child.signal(libc::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server answering every connection with `status_line` once.
+    async fn server(status_line: &'static str) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(format!("{status_line}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn http_probes_read_the_status_code() {
+        let ok = server("HTTP/1.1 200 OK").await;
+        let unavailable = server("HTTP/1.1 503 Service Unavailable").await;
+        assert_eq!(http_status("127.0.0.1", ok, "/readyz").await.unwrap(), 200);
+        assert_eq!(
+            http_status("127.0.0.1", unavailable, "/readyz")
+                .await
+                .unwrap(),
+            503
+        );
+        let garbage = server("SSH-2.0-OpenSSH").await;
+        assert!(http_status("127.0.0.1", garbage, "/").await.is_err());
+    }
 }

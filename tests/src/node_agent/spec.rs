@@ -3,20 +3,23 @@
 //! Convention (documented in docs/development.md):
 //! - the image is ignored; a container without `command` runs the host's `kresd` (the agent's
 //!   configured executable); `command[0]` = `kresd` (any directory) also means that kresd;
-//!   any other `command[0]` is a host executable (`kres-cache-gc`, `/bin/sh`...) looked up in
-//!   PATH; `command[1..]` + `args` are passed on (`$(VAR)` expanded), kresd gets `-n` when
-//!   missing;
+//!   a `command[0]` named like one of the agent's `executables` runs that host path; any other
+//!   `command[0]` is a host executable (`kres-cache-gc`, `/bin/sh`...) looked up in PATH;
+//!   `command[1..]` + `args` are passed on (`$(VAR)` expanded, `0.0.0.0` → the pod IP), kresd
+//!   gets `-n` when missing;
 //! - volumes are materialised once per pod and shared by its containers: `configMap`, `secret`
 //!   (files under the pod directory), `emptyDir` (a directory; `medium: Memory` under /dev/shm,
-//!   a tmpfs), `hostPath` and `persistentVolumeClaim` (the claim must be Bound to a
-//!   PersistentVolume with `hostPath`; that host directory is used, so its data outlives the
+//!   a tmpfs), `projected` (ServiceAccount token from the TokenRequest API, configMap,
+//!   downwardAPI metadata; mounted at the ServiceAccount path in a private mount namespace,
+//!   see [`mount_service_account`]), `hostPath` and `persistentVolumeClaim` (the claim must
+//!   be Bound to a PersistentVolume with `hostPath`; that host directory is used, so its data outlives the
 //!   pod); every argument and env value that starts with a container's `mountPath` (or is
 //!   `--opt=<mountPath>...`) is rewritten to the host path; other volume kinds are ignored;
 //! - env: `value` (with `$(VAR)` expansion) and `valueFrom.fieldRef` for `metadata.name`,
 //!   `metadata.namespace`, `metadata.uid`, `spec.nodeName`, `spec.serviceAccountName`,
 //!   `status.podIP`, `status.podIPs`, `status.hostIP`, `status.hostIPs`, plus
-//!   `valueFrom.configMapKeyRef`; kresd learns its pod IP from such a variable
-//!   (e.g. `POD_IP` → `net.listen(os.getenv('POD_IP'), 53)` in the config); exec probes and
+//!   `valueFrom.configMapKeyRef`, after `KUBERNETES_SERVICE_HOST`/`_PORT`; kresd learns its
+//!   pod IP from such a variable (e.g. `POD_IP` → `net.listen(os.getenv('POD_IP'), 53)` in the config); exec probes and
 //!   hooks run with the same environment;
 //! - the working directory is `<pod dir>/work/<container>` (kresd's rundir when no rundir
 //!   argument is given);
@@ -48,6 +51,13 @@ pub struct Launch {
     pub cwd: PathBuf,
     /// Container mount path → host path, longest first.
     pub mounts: Vec<(String, PathBuf)>,
+    /// Image executables run as host programs (see [`NodeAgentConfig::executables`]).
+    ///
+    /// [`NodeAgentConfig::executables`]: super::NodeAgentConfig::executables
+    pub executables: Vec<(String, PathBuf)>,
+    /// Host directory of the pod's ServiceAccount volume, mounted at
+    /// [`SERVICE_ACCOUNT_DIR`] in the process's private mount namespace.
+    pub service_account: Option<PathBuf>,
 }
 
 impl Launch {
@@ -57,7 +67,7 @@ impl Launch {
         let (first, rest) = cmd
             .split_first()
             .ok_or_else(|| Error::Spec("exec: empty command".into()))?;
-        let (program, _) = program_for(first, kresd, &self.mounts);
+        let (program, _) = program_for(first, kresd, &self.executables, &self.mounts);
         let mut c = std::process::Command::new(program);
         c.args(rest.iter().map(|a| rewrite(a, &self.mounts)))
             .current_dir(&self.cwd)
@@ -71,13 +81,35 @@ impl Launch {
 /// PATH of every process the agent starts.
 pub const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// The host executable for a container's `command[0]` and whether it is kresd.
-fn program_for(first: &str, kresd: &Path, mounts: &[(String, PathBuf)]) -> (PathBuf, bool) {
-    if Path::new(first).file_name().is_some_and(|n| n == "kresd") {
-        (kresd.to_path_buf(), true)
-    } else {
-        (PathBuf::from(rewrite(first, mounts)), false)
+/// Where the kubelet mounts a pod's ServiceAccount token, CA and namespace (and where
+/// in-cluster clients such as kube-rs read them).
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The host executable for a container's `command[0]` and whether it is kresd: kresd, one of
+/// the configured image `executables` (by file name), else the path itself (mounts rewritten).
+fn program_for(
+    first: &str,
+    kresd: &Path,
+    executables: &[(String, PathBuf)],
+    mounts: &[(String, PathBuf)],
+) -> (PathBuf, bool) {
+    let file = Path::new(first).file_name();
+    if file.is_some_and(|n| n == "kresd") {
+        return (kresd.to_path_buf(), true);
     }
+    if let Some((_, host)) = executables
+        .iter()
+        .find(|(name, _)| file.is_some_and(|n| n == name.as_str()))
+    {
+        return (host.clone(), false);
+    }
+    (PathBuf::from(rewrite(first, mounts)), false)
+}
+
+/// Arguments binding the unspecified address mean the pod's own address: every pod shares
+/// the host's network namespace here, so two pods binding `0.0.0.0:8080` would collide.
+fn pod_local(arg: &str, pod_ip: Ipv4Addr) -> String {
+    arg.replace("0.0.0.0", &pod_ip.to_string())
 }
 
 /// Host paths of a pod's volumes (by volume name), shared by its containers.
@@ -176,30 +208,7 @@ pub async fn volumes(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<Volum
     for (i, vol) in spec.volumes.iter().flatten().enumerate() {
         let mut host = pod_dir.join("volumes").join(&vol.name);
         let files: BTreeMap<String, Vec<u8>> = if let Some(cm) = &vol.config_map {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-            match api
-                .get_opt(&cm.name)
-                .await
-                .map_err(|e| Error::Api(format!("get configmap {ns}/{}", cm.name), e))?
-            {
-                Some(obj) => {
-                    let mut all: BTreeMap<String, Vec<u8>> = obj
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes()))
-                        .collect();
-                    all.extend(
-                        obj.binary_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0)),
-                    );
-                    select_items(all, cm.items.as_deref())
-                }
-                None if cm.optional == Some(true) => BTreeMap::new(),
-                None => return Err(Error::Spec(format!("configmap \"{}\" not found", cm.name))),
-            }
+            config_map_files(client, &ns, &cm.name, cm.items.as_deref(), cm.optional).await?
         } else if let Some(s) = &vol.secret {
             let name = s.secret_name.clone().unwrap_or_default();
             let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -236,8 +245,10 @@ pub async fn volumes(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<Volum
                     other => other,
                 })?;
             BTreeMap::new()
+        } else if let Some(p) = &vol.projected {
+            projected_files(client, pod, p).await?
         } else {
-            continue; // projected ServiceAccount token and other kinds: not materialised
+            continue; // other kinds: not materialised
         };
         std::fs::create_dir_all(&host)
             .map_err(|e| Error::Io(format!("create {}", host.display()), e))?;
@@ -250,6 +261,111 @@ pub async fn volumes(client: &Client, pod: &Pod, pod_dir: &Path) -> Result<Volum
             std::fs::write(&p, data).map_err(|e| Error::Io(format!("write {}", p.display()), e))?;
         }
         out.paths.insert(vol.name.clone(), host);
+    }
+    Ok(out)
+}
+
+/// The files of ConfigMap `ns/name` (all keys, or the selected `items`).
+async fn config_map_files(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
+    optional: Option<bool>,
+) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    match api
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::Api(format!("get configmap {ns}/{name}"), e))?
+    {
+        Some(obj) => {
+            let mut all: BTreeMap<String, Vec<u8>> = obj
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            all.extend(
+                obj.binary_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0)),
+            );
+            Ok(select_items(all, items))
+        }
+        None if optional == Some(true) => Ok(BTreeMap::new()),
+        None => Err(Error::Spec(format!("configmap \"{name}\" not found"))),
+    }
+}
+
+/// A projected volume as the kubelet writes it: `serviceAccountToken` (a token of the pod's
+/// ServiceAccount from the TokenRequest API, bound to the pod; not refreshed, the tests are
+/// shorter than its lifetime), `configMap` and `downwardAPI` (metadata fields) sources. This is
+/// the `kube-api-access-*` volume the ServiceAccount admission plugin adds to every pod that
+/// does not opt out with `automountServiceAccountToken: false`.
+async fn projected_files(
+    client: &Client,
+    pod: &Pod,
+    p: &k8s_openapi::api::core::v1::ProjectedVolumeSource,
+) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for src in p.sources.iter().flatten() {
+        if let Some(t) = &src.service_account_token {
+            let sa = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into());
+            let req = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    audiences: t.audience.clone().map(|a| vec![a]),
+                    expiration_seconds: Some(t.expiration_seconds.unwrap_or(3600)),
+                    bound_object_ref: Some(BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: pod.metadata.name.clone(),
+                        uid: pod.metadata.uid.clone(),
+                    }),
+                }),
+                ..Default::default()
+            };
+            let api: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                Api::namespaced(client.clone(), &ns);
+            let tr = api
+                .create_token_request(&sa, &Default::default(), &req)
+                .await
+                .map_err(|e| Error::Api(format!("TokenRequest for {ns}/{sa}"), e))?;
+            let token = tr.status.and_then(|s| s.token).unwrap_or_default();
+            out.insert(t.path.clone(), token.into_bytes());
+        }
+        if let Some(cm) = &src.config_map {
+            out.extend(
+                config_map_files(client, &ns, &cm.name, cm.items.as_deref(), cm.optional).await?,
+            );
+        }
+        if let Some(d) = &src.downward_api {
+            for item in d.items.iter().flatten() {
+                let Some(f) = &item.field_ref else {
+                    return Err(Error::Spec(format!(
+                        "projected downwardAPI {:?}: only fieldRef is supported",
+                        item.path
+                    )));
+                };
+                if !f.field_path.starts_with("metadata.") {
+                    return Err(Error::Spec(format!(
+                        "projected downwardAPI {:?}: only metadata fields are supported",
+                        item.path
+                    )));
+                }
+                let v = field_ref(pod, &f.field_path, Ipv4Addr::UNSPECIFIED, "")?;
+                out.insert(item.path.clone(), v.into_bytes());
+            }
+        }
     }
     Ok(out)
 }
@@ -294,9 +410,11 @@ pub async fn prepare(
     pod_ip: Ipv4Addr,
     host_ip: &str,
     kresd: &Path,
+    executables: &[(String, PathBuf)],
 ) -> Result<Launch, Error> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    let mut service_account = None;
     for vm in c.volume_mounts.iter().flatten() {
         let Some(host) = volumes.paths.get(&vm.name) else {
             if pod
@@ -316,12 +434,20 @@ pub async fn prepare(
             Some(sp) if !sp.is_empty() => host.join(sp),
             _ => host.clone(),
         };
+        if vm.mount_path.trim_end_matches('/') == SERVICE_ACCOUNT_DIR {
+            service_account = Some(target.clone());
+        }
         mounts.push((vm.mount_path.clone(), target));
     }
     mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
 
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     let mut env_list = Vec::new();
+    // What the kubelet sets in every container: the address of the `kubernetes` Service.
+    for (k, v) in api_service_env(client).await? {
+        env.insert(k.clone(), v.clone());
+        env_list.push((k, v));
+    }
     for e in c.env.iter().flatten() {
         let value = if let Some(v) = &e.value {
             expand(v, &env)
@@ -364,14 +490,15 @@ pub async fn prepare(
     let (program, is_kresd, mut raw) = match c.command.as_deref() {
         None | Some([]) => (kresd.to_path_buf(), true, Vec::new()),
         Some([first, rest @ ..]) => {
-            let (program, is_kresd) = program_for(&expand(first, &env), kresd, &mounts);
+            let (program, is_kresd) =
+                program_for(&expand(first, &env), kresd, executables, &mounts);
             (program, is_kresd, rest.to_vec())
         }
     };
     raw.extend(c.args.iter().flatten().cloned());
     let mut args: Vec<String> = raw
         .iter()
-        .map(|a| rewrite(&expand(a, &env), &mounts))
+        .map(|a| pod_local(&rewrite(&expand(a, &env), &mounts), pod_ip))
         .collect();
     if is_kresd && !args.iter().any(|a| a == "-n" || a == "--noninteractive") {
         args.insert(0, "-n".into());
@@ -385,7 +512,102 @@ pub async fn prepare(
         env: env_list,
         cwd,
         mounts,
+        executables: executables.to_vec(),
+        service_account,
     })
+}
+
+/// `KUBERNETES_SERVICE_HOST` / `KUBERNETES_SERVICE_PORT`: the ClusterIP and `https` port of
+/// Service `default/kubernetes` (none while it does not exist).
+async fn api_service_env(client: &Client) -> Result<Vec<(String, String)>, Error> {
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "default");
+    let svc = api
+        .get_opt("kubernetes")
+        .await
+        .map_err(|e| Error::Api("get service default/kubernetes".into(), e))?;
+    let Some(spec) = svc.and_then(|s| s.spec) else {
+        return Ok(Vec::new());
+    };
+    let (Some(ip), Some(port)) = (
+        spec.cluster_ip,
+        spec.ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("https"))
+            .map(|p| p.port),
+    ) else {
+        return Ok(Vec::new());
+    };
+    Ok(vec![
+        ("KUBERNETES_SERVICE_HOST".into(), ip),
+        ("KUBERNETES_SERVICE_PORT".into(), port.to_string()),
+    ])
+}
+
+/// Run `cmd` in a private mount namespace where `host_dir` is mounted read-only at
+/// [`SERVICE_ACCOUNT_DIR`], as the kubelet mounts the ServiceAccount volume: in-cluster clients
+/// read that fixed path. `/run` (`/var/run`) is a fresh tmpfs in that namespace, so the host's
+/// file system is not changed and the process does not see the host's `/run`.
+pub fn mount_service_account(
+    cmd: &mut std::process::Command,
+    host_dir: &Path,
+) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let src = CString::new(host_dir.as_os_str().as_bytes())?;
+    let dirs = [
+        c"/run/secrets",
+        c"/run/secrets/kubernetes.io",
+        c"/run/secrets/kubernetes.io/serviceaccount",
+    ];
+    let target = dirs[2];
+    // SAFETY: only async-signal-safe system calls (unshare, mount, mkdir) between fork and exec,
+    // on C strings prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |rc: libc::c_int| {
+                if rc == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                c"tmpfs".as_ptr(),
+                c"/run".as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                c"mode=0755".as_ptr().cast(),
+            ))?;
+            for d in dirs {
+                check(libc::mkdir(d.as_ptr(), 0o755))?;
+            }
+            check(libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                std::ptr::null(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            ))
+        });
+    }
+    Ok(())
 }
 
 fn select_items(
@@ -410,6 +632,44 @@ mod tests {
         let env = BTreeMap::from([("POD_IP".to_string(), "127.0.3.4".to_string())]);
         assert_eq!(expand("$(POD_IP)@53", &env), "127.0.3.4@53");
         assert_eq!(expand("$$(POD_IP) $(NOPE)", &env), "$(POD_IP) $(NOPE)");
+    }
+
+    #[test]
+    fn image_executables_map_to_host_programs_by_file_name() {
+        let kresd = Path::new("/usr/sbin/kresd");
+        let exe = vec![(
+            "kres-operator".to_string(),
+            PathBuf::from("/t/kres-operator"),
+        )];
+        let got = |first: &str| program_for(first, kresd, &exe, &[]);
+        assert_eq!(
+            got("kres-operator"),
+            (PathBuf::from("/t/kres-operator"), false)
+        );
+        assert_eq!(
+            got("/usr/bin/kres-operator"),
+            (PathBuf::from("/t/kres-operator"), false)
+        );
+        assert_eq!(got("/usr/sbin/kresd"), (kresd.to_path_buf(), true));
+        assert_eq!(got("sh"), (PathBuf::from("sh"), false));
+        assert_eq!(
+            got("kres-operator-x"),
+            (PathBuf::from("kres-operator-x"), false)
+        );
+    }
+
+    #[test]
+    fn the_unspecified_address_means_the_pod_ip() {
+        let ip = Ipv4Addr::new(198, 18, 0, 7);
+        assert_eq!(
+            pod_local("--listen=0.0.0.0:8080", ip),
+            "--listen=198.18.0.7:8080"
+        );
+        assert_eq!(pod_local("0.0.0.0", ip), "198.18.0.7");
+        assert_eq!(
+            pod_local("--listen=127.0.0.1:8080", ip),
+            "--listen=127.0.0.1:8080"
+        );
     }
 
     #[test]
