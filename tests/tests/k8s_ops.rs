@@ -276,8 +276,10 @@ async fn kresctl_kube_status_history_and_rollback() -> R {
 /// `spec.cache.volumeClaimTemplate`: each regular slot mounts its own claim
 /// `<name>-cache-<slot>` (the canary a memory emptyDir); after a rollout replaced every pod,
 /// each slot's new pod mounts the same claim (same PVC uid) and kresd reopened the cache file
-/// its predecessor created there (same inode); deleting the resolver garbage-collects the
-/// claims. The harness has no provisioner: static hostPath PersistentVolumes are pre-bound to
+/// its predecessor created there (same inode). A record slot 0 resolved from a real knotd
+/// before the rollout is answered by slot 0's new pod after knotd was stopped (from the warm
+/// cache), while slot 1, which never asked, cannot answer it. Deleting the resolver
+/// garbage-collects the claims. The harness has no provisioner: static hostPath PersistentVolumes are pre-bound to
 /// the claim names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_claims_per_slot_survive_pod_replacement() -> R {
@@ -307,10 +309,24 @@ async fn cache_claims_per_slot_survive_pod_replacement() -> R {
             .await?;
         dirs.push(dir);
     }
+    // The upstream of example.test., in this process's network namespace (as the pods).
+    let mut knotd = Some(kres_tests::knotd::Knotd::start(
+        kres_tests::net::unique_loopback(),
+        &[kres_tests::knotd::Zone::example_test()],
+    )?);
+    let upstream = knotd
+        .as_ref()
+        .map(|k| k.addr.to_string().replace(':', "@"))
+        .unwrap_or_default();
     let with_claims = |record: &str| -> anyhow::Result<String> {
         let mut v: serde_json::Value =
             serde_json::from_str(&resolver("resolver", 2, record, None)?)?;
         v["spec"]["config"]["cache"]["size-max"] = json!("20M");
+        v["spec"]["config"]["forward"] = json!([{
+            "subtree": "example.test.",
+            "servers": [upstream],
+            "options": { "dnssec": false },
+        }]);
         v["spec"]["cache"] = json!({ "volumeClaimTemplate": {
             "accessModes": ["ReadWriteOnce"],
             "storageClassName": "",
@@ -345,12 +361,16 @@ async fn cache_claims_per_slot_survive_pod_replacement() -> R {
         uid(claims.get("resolver-cache-0").await?),
         uid(claims.get("resolver-cache-1").await?),
     ];
+    // Slot 0 resolves (and caches) www.example.test.; slot 1 never asks.
+    let slot0: SocketAddr = format!("{}:53", pod_ip(&pods1["resolver-0"])?).parse()?;
+    assert_eq!(ask(slot0, "www.example.test.").await?, "192.0.2.10");
     let inodes = dirs
         .iter()
         .map(|d| Ok(std::fs::metadata(d.join("data.mdb"))?.ino()))
         .collect::<anyhow::Result<Vec<u64>>>()?;
 
-    // A rollout replaces both pods (canary first, on a memory emptyDir).
+    // knotd goes away; a rollout replaces both pods (canary first, on a memory emptyDir).
+    knotd = None;
     let seen = watch_rollout(&env.client, &ns, "resolver");
     env.apply(&with_claims("www.corp.example.test. 300 A 192.0.2.81\n")?)?;
     env.observed("resolver").await?;
@@ -390,6 +410,19 @@ async fn cache_claims_per_slot_survive_pod_replacement() -> R {
     assert_eq!(
         after, inodes,
         "a successor did not reopen its slot's cache file"
+    );
+    assert!(knotd.is_none());
+    let slot0: SocketAddr = format!("{}:53", pod_ip(&pods2["resolver-0"])?).parse()?;
+    assert_eq!(
+        ask(slot0, "www.example.test.").await?,
+        "192.0.2.10",
+        "slot 0's new pod answers from its predecessor's cache"
+    );
+    let slot1: SocketAddr = format!("{}:53", pod_ip(&pods2["resolver-1"])?).parse()?;
+    let cold = ask(slot1, "www.example.test.").await;
+    assert!(
+        cold.as_deref().map_or(true, |a| a != "192.0.2.10"),
+        "slot 1 never resolved the name and knotd is gone, yet it answered: {cold:?}"
     );
 
     // Deleting the resolver garbage-collects the claims (owner references).

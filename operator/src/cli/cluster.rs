@@ -17,7 +17,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 
-use super::online::{EXIT_API, print_history_json, print_status_json};
+use super::online::{EXIT_API, block_on, print_history_json, print_status_json};
 use crate::backend::pods::build::{KEY_CONFIG, LABEL_REVISION, selector_string};
 use crate::backend::pods::observe;
 use crate::host::plane::changed_keys;
@@ -475,23 +475,15 @@ async fn run_async(args: KubeArgs, json_out: bool, timeout: Duration) -> Result<
 
 /// Run `kresctl kube ...`; `json_out`: print JSON; `timeout`: how long a rollback waits.
 pub fn run(args: KubeArgs, json_out: bool, timeout: Duration) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_API);
+    block_on(async move {
+        match run_async(args, json_out, timeout).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                ExitCode::from(EXIT_API)
+            }
         }
-    };
-    match rt.block_on(run_async(args, json_out, timeout)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("error: {msg}");
-            ExitCode::from(EXIT_API)
-        }
-    }
+    })
 }
 
 #[cfg(test)]

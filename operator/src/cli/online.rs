@@ -402,17 +402,21 @@ pub enum Online {
 
 /// Run one online command against the API.
 pub fn run(cmd: Online, conn: &ConnArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    block_on(run_async(cmd, conn))
+}
+
+/// Run `fut` on a current-thread runtime (kresctl's online commands).
+pub(super) fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_API);
+            ExitCode::from(EXIT_API)
         }
-    };
-    rt.block_on(run_async(cmd, conn))
+    }
 }
 
 async fn run_async(cmd: Online, conn: &ConnArgs) -> ExitCode {
