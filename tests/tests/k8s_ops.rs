@@ -162,7 +162,7 @@ async fn kresctl_kube_status_history_and_rollback() -> R {
     let kc = kc.as_path();
 
     env.apply(&resolver("resolver", 2, RECORD, None)?)?;
-    env.observed("resolver").await?;
+    env.processed("resolver").await?;
     let (r1, _) = env.converged("resolver", 2).await?;
     env.apply(&resolver(
         "resolver",
@@ -170,7 +170,7 @@ async fn kresctl_kube_status_history_and_rollback() -> R {
         "www.corp.example.test. 300 A 192.0.2.81\n",
         None,
     )?)?;
-    env.observed("resolver").await?;
+    env.processed("resolver").await?;
     let (r2, _) = env.converged("resolver", 2).await?;
     assert_ne!(r1, r2);
     env.apply(&resolver(
@@ -373,7 +373,7 @@ async fn cache_claims_per_slot_survive_pod_replacement() -> R {
     knotd = None;
     let seen = watch_rollout(&env.client, &ns, "resolver");
     env.apply(&with_claims("www.corp.example.test. 300 A 192.0.2.81\n")?)?;
-    env.observed("resolver").await?;
+    env.processed("resolver").await?;
     let (r2, pods2) = env.converged("resolver", 2).await?;
     assert_ne!(r1, r2);
     let created: Vec<String> = seen

@@ -562,6 +562,56 @@ mod tests {
     }
 
     #[test]
+    fn status_view_has_the_host_shape_with_pods_as_workers() {
+        let kres: KnotResolver = serde_json::from_value(json!({
+            "apiVersion": "resolver.kres-operator.io/v1alpha1",
+            "kind": "KnotResolver",
+            "metadata": { "name": "r" },
+            "spec": { "replicas": 2, "config": {} },
+            "status": {
+                "currentRevision": "a", "updateRevision": "b", "phase": "Canary",
+                "readyReplicas": 2, "updatedReplicas": 0,
+                "conditions": [{ "type": "Available", "status": "True", "reason": "AsExpected",
+                    "message": "2 ready", "lastTransitionTime": "2026-11-30T00:00:00Z" }],
+            },
+        }))
+        .expect("resolver");
+        let pod = |name: &str, slot: &str| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": { "name": name, "labels": {
+                    crate::backend::pods::build::LABEL_SLOT: slot, LABEL_REVISION: "a" } },
+                "status": { "phase": "Pending" },
+            }))
+            .expect("pod")
+        };
+        let v = status_view(
+            &kres,
+            &[pod("r-1", "1"), pod("r-canary", "canary"), pod("r-0", "0")],
+            0,
+        );
+        assert_eq!(v["phase"], "Canary");
+        assert_eq!(v["current-revision"], "a");
+        assert_eq!(v["target-revision"], "b");
+        assert_eq!(v["conditions"][0]["reason"], "AsExpected");
+        let workers: Vec<(&str, &str)> = v["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .map(|w| {
+                (
+                    w["slot"].as_str().unwrap_or(""),
+                    w["pod"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            workers,
+            [("0", "r-0"), ("1", "r-1"), ("canary", "r-canary")]
+        );
+        assert_eq!(v["workers"][0]["state"], "pending");
+    }
+
+    #[test]
     fn merge_patch_turns_old_into_new() {
         let old = json!({"a": 1, "b": {"c": 1, "d": 2}, "e": [1], "f": "same"});
         let new = json!({"b": {"c": 1, "x": 3}, "e": [2], "f": "same", "g": {"h": 1}});

@@ -459,20 +459,15 @@ impl Env {
         .unwrap_or(0.0))
     }
 
-    /// Wait until the operator observed resolver `name`'s current generation
-    /// (`status.observedGeneration`), so a following [`Env::converged`] sees the outcome of the
-    /// last change, not the state before it.
-    pub async fn observed(&self, name: &str) -> R {
+    /// Wait until the operator processed resolver `name`'s current spec
+    /// (`status.observedGeneration == metadata.generation`).
+    pub async fn processed(&self, name: &str) -> R {
         let resolvers = &self.resolvers();
-        eventually(
-            60,
-            &format!("{name}'s generation observed"),
-            || async move {
-                let r = resolvers.get(name).await?;
-                let observed = r.status.as_ref().and_then(|s| s.observed_generation);
-                Ok((observed.is_some() && observed == r.metadata.generation).then_some(()))
-            },
-        )
+        eventually(60, &format!("{name}: generation observed"), || async move {
+            let r = resolvers.get(name).await?;
+            let observed = r.status.as_ref().and_then(|s| s.observed_generation);
+            Ok((observed.is_some() && observed == r.metadata.generation).then_some(()))
+        })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n--- operator log ---\n{}", self.log_tail()))
     }
