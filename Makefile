@@ -75,12 +75,16 @@ run: deps
 # change -> converged for N = 1, 2, 4, 8, queries lost during a rollout, idle RSS, start-up time;
 # HTTP API latency and /metrics scrape time with 8 workers; zero loss (all NOERROR) at 20k qps while
 # workers restart on shared sockets (asserted), against per-worker SO_REUSEPORT binds.
-bench: deps
+# Kubernetes mode: 50 KnotResolvers applied at once (time to Available, API requests by verb,
+# steady-state writes over a minute, from the apiserver audit log; needs `make k8s-tools`).
+bench: deps k8s-tools
 	$(CARGO) bench -p kres-crd --bench render
 	$(CARGO) build --release -p kres-operator --bin kres-operator
 	$(CARGO) test --release -p kres-tests --test host_bench -- --ignored --nocapture --test-threads=1
 	$(CARGO) test --release -p kres-tests --test api_bench -- --ignored --nocapture --test-threads=1
 	$(CARGO) test --release -p kres-operator --test sockets -- --ignored --nocapture --test-threads=1
+	$(CARGO) build --release -p kres-operator --bins
+	$(CARGO) test --release -p kres-tests --test k8s_ops bench_ -- --ignored --nocapture --test-threads=1
 
 # The property tests with many more cases than `make test` runs (same fixed seeds).
 fuzz: deps

@@ -59,7 +59,7 @@ const SKIPPED: [(&str, &str); 2] = [
 
 /// The request tuples the chart grants that the scenario does not use, with the reason
 /// (docs/operations.md, "RBAC", says the same).
-const GRANTED_UNUSED: [(&str, &str, &str); 7] = [
+const GRANTED_UNUSED: [(&str, &str, &str); 8] = [
     // Server-side apply that creates the object: one `patch` request, which the apiserver also
     // authorizes as `create`.
     ("", "services", "create"),
@@ -70,6 +70,8 @@ const GRANTED_UNUSED: [(&str, &str, &str); 7] = [
     ("", "configmaps", "delete"),
     // Only when a revision's ConfigMap is not yet in the watch cache.
     ("", "configmaps", "get"),
+    // Only for a resolver with spec.cache.volumeClaimTemplate (one claim per slot).
+    ("", "persistentvolumeclaims", "create"),
     // Not issued by the current code (reads come from the watch caches).
     ("", "pods", "get"),
     ("resolver.kres-operator.io", "knotresolvers", "get"),

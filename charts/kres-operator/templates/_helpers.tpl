@@ -71,6 +71,11 @@ manifests/rbac.yaml; tests/tests/k8s_chart.rs asserts that.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["create", "patch", "delete"]
+# spec.cache.volumeClaimTemplate: one claim per slot, created by its first pod (owned by
+# the resolver, garbage-collected with it).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["create"]
 # Drains wait until the Service's EndpointSlices dropped the pod.
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]

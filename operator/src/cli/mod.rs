@@ -1,7 +1,8 @@
 //! `kresctl`: command-line parsing and dispatch.
 //!
 //! Offline commands (no running resolver needed) live in [`offline`]; online commands (talking to
-//! the operator's API, docs/api.md) in [`online`].
+//! the operator's API, docs/api.md) in [`online`]; `kresctl kube` (a KnotResolver through the
+//! Kubernetes API) in [`cluster`].
 //!
 //! Everything kresctl prints to standard output goes through [`write_stdout`] (`out!`,
 //! `outln!`): a reader that closed the pipe (`kresctl status | head -1`) ends kresctl quietly
@@ -21,6 +22,7 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
+pub mod cluster;
 pub mod offline;
 pub mod online;
 
@@ -99,6 +101,8 @@ pub enum Command {
     /// Cache operations.
     #[command(subcommand)]
     Cache(online::CacheCmd),
+    /// A KnotResolver in a Kubernetes cluster (kubeconfig): status, history, rollback.
+    Kube(cluster::KubeArgs),
     /// Print a shell completion script.
     Completion {
         /// Shell.
@@ -122,6 +126,11 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Stop => online::run(online::Online::Stop, &cli.conn),
         Command::Cache(c) => online::run(online::Online::Cache(c), &cli.conn),
+        Command::Kube(a) => cluster::run(
+            a,
+            cli.conn.json,
+            std::time::Duration::from_secs(cli.conn.timeout),
+        ),
         Command::Completion { shell } => {
             // clap_complete panics on a write error: generate into memory, print like the rest.
             let mut script = Vec::new();

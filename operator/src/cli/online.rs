@@ -248,7 +248,12 @@ fn print_plan(reply: &Reply) {
 }
 
 fn print_status(reply: &Reply) {
-    let st = reply.json();
+    print_status_json(&reply.json());
+}
+
+/// Print a status in the API's shape (`GET /status`; `kresctl kube status` maps a
+/// KnotResolver's into it): phase, conditions, revisions, workers, last failure, events.
+pub(super) fn print_status_json(st: &Value) {
     let s = |v: &Value, p: &str| {
         v.pointer(p)
             .map(|x| match x {
@@ -258,7 +263,7 @@ fn print_status(reply: &Reply) {
             })
             .unwrap_or_else(|| "-".to_owned())
     };
-    outln!("phase:            {}", s(&st, "/phase"));
+    outln!("phase:            {}", s(st, "/phase"));
     for c in st
         .get("conditions")
         .and_then(Value::as_array)
@@ -273,8 +278,8 @@ fn print_status(reply: &Reply) {
             s(c, "/message")
         );
     }
-    outln!("current revision: {}", s(&st, "/current-revision"));
-    outln!("target revision:  {}", s(&st, "/target-revision"));
+    outln!("current revision: {}", s(st, "/current-revision"));
+    outln!("target revision:  {}", s(st, "/target-revision"));
     outln!("workers:");
     for w in st
         .get("workers")
@@ -282,10 +287,14 @@ fn print_status(reply: &Reply) {
         .into_iter()
         .flatten()
     {
+        // A host worker has a pid, a pod its name.
+        let id = match w.get("pod") {
+            Some(_) => format!("pod {:<24}", s(w, "/pod")),
+            None => format!("pid {:<8}", s(w, "/pid")),
+        };
         outln!(
-            "  {:<7} pid {:<8} {:<9} revision {:<18} ready since {}",
+            "  {:<7} {id} {:<9} revision {:<18} ready since {}",
             s(w, "/slot"),
-            s(w, "/pid"),
             s(w, "/state"),
             s(w, "/revision"),
             s(w, "/ready-since")
@@ -322,7 +331,12 @@ fn print_status(reply: &Reply) {
 
 /// `kresctl history`: one revision per line, newest first.
 fn print_history(reply: &Reply) {
-    let v = reply.json();
+    print_history_json(&reply.json());
+}
+
+/// Print `{"revisions": [HistoryEntry...]}`, newest first (`kresctl history`, `kresctl kube
+/// history`).
+pub(super) fn print_history_json(v: &Value) {
     let s = |e: &Value, p: &str| {
         e.pointer(p)
             .and_then(Value::as_str)
@@ -388,17 +402,21 @@ pub enum Online {
 
 /// Run one online command against the API.
 pub fn run(cmd: Online, conn: &ConnArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    block_on(run_async(cmd, conn))
+}
+
+/// Run `fut` on a current-thread runtime (kresctl's online commands).
+pub(super) fn block_on(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_API);
+            ExitCode::from(EXIT_API)
         }
-    };
-    rt.block_on(run_async(cmd, conn))
+    }
 }
 
 async fn run_async(cmd: Online, conn: &ConnArgs) -> ExitCode {

@@ -387,7 +387,7 @@ fn state_label(s: RevisionState) -> &'static str {
 
 /// Top-level config sections whose value differs between two config texts (none when there
 /// is nothing before).
-fn changed_sections(before: Option<&str>, after: &str) -> Vec<String> {
+pub(crate) fn changed_sections(before: Option<&str>, after: &str) -> Vec<String> {
     let Some(before) = before else {
         return vec![];
     };
@@ -399,7 +399,11 @@ fn changed_sections(before: Option<&str>, after: &str) -> Vec<String> {
             .and_then(|c| serde_json::to_value(c).ok())
             .unwrap_or(Value::Null)
     };
-    let (before, after) = (parse(before), parse(after));
+    changed_keys(&parse(before), &parse(after))
+}
+
+/// Top-level keys whose value differs between two JSON objects, sorted.
+pub(crate) fn changed_keys(before: &Value, after: &Value) -> Vec<String> {
     let empty = serde_json::Map::new();
     let (a, b) = (
         before.as_object().unwrap_or(&empty),

@@ -3,8 +3,10 @@
 //! a Warning event and nothing is touched; a valid one is stepped by the same `reconcile_once`
 //! as host mode over a [`PodsBackend`], with its durable rollout state kept in `.status`.
 
+pub mod metrics;
 pub mod serve;
 pub mod status;
+mod tracked;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -79,6 +81,9 @@ impl RevisionStore for StatusStore {
 
 /// One resolver's reconciler state, kept across reconciles.
 struct Resolver {
+    /// The uid of the KnotResolver this state is for (a new object of the same name starts
+    /// afresh).
+    uid: String,
     ctx: Context<PodsBackend>,
     status: LastStatus,
     /// The `.status` last written.
@@ -146,9 +151,12 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
     let metrics = Arc::new(OperatorMetrics::default());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
+    let resolver_metrics = metrics::ResolverMetrics::default();
+    resolver_metrics.register(&mut registry);
     let served = Arc::new(serve::Served {
         registry,
         statuses: Mutex::new(Default::default()),
+        resolvers: resolver_metrics,
     });
     serve::serve(opts.listen, served.clone()).await?;
     let scopes: Vec<Option<String>> = if opts.namespaces.is_empty() {
@@ -186,6 +194,7 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
             served: served.clone(),
             resolvers: Mutex::new(HashMap::new()),
         });
+        tracked::forget_deleted(api::<KnotResolver>(&client, ns), shared.clone());
         controllers.push((
             api::<KnotResolver>(&client, ns),
             api::<Pod>(&client, ns),
@@ -250,12 +259,15 @@ fn error_policy(_: Arc<KnotResolver>, e: &Error, _: Arc<Shared>) -> Action {
 }
 
 async fn reconcile(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<Action, Error> {
-    let span = tracing::info_span!(
-        "resolver",
-        ns = kres.namespace().unwrap_or_default(),
-        name = kres.name_any()
-    );
-    reconcile_resolver(kres, sh).instrument(span).await
+    let (ns, name) = (kres.namespace().unwrap_or_default(), kres.name_any());
+    let span = tracing::info_span!("resolver", ns, name);
+    let started = std::time::Instant::now();
+    let deleting = kres.metadata.deletion_timestamp.is_some();
+    let result = reconcile_resolver(kres, sh.clone()).instrument(span).await;
+    if !deleting {
+        tracked::record_reconcile(&sh, &ns, &name, result.is_ok(), started.elapsed());
+    }
+    result
 }
 
 async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<Action, Error> {
@@ -266,12 +278,7 @@ async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<
     let key = (ns.clone(), name.clone());
     if kres.metadata.deletion_timestamp.is_some() {
         // Owner references garbage-collect pods, ConfigMaps, the Service and the PDB.
-        if let Ok(mut r) = sh.resolvers.lock() {
-            r.remove(&key);
-        }
-        if let Ok(mut all) = sh.served.statuses.lock() {
-            all.remove(&format!("{ns}/{name}"));
-        }
+        tracked::forget(&sh, &ns, &name);
         return Ok(Action::await_change());
     }
     let generation = kres.metadata.generation.unwrap_or(0);
@@ -288,6 +295,7 @@ async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<
                 &message,
                 Timestamp::now(),
             );
+            tracked::record_invalid(&sh, &ns, &name, &message);
             if kres.status.as_ref() != Some(&new) {
                 write_status(&api, &name, &new).await?;
                 event(&sh, &kres, EventType::Warning, "InvalidConfig", &message).await;
@@ -314,8 +322,8 @@ async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<
             .lock()
             .map_err(|_| Error::Object("resolver table poisoned".into()))?;
         match all.get(&key) {
-            Some(r) => r.clone(),
-            None => {
+            Some(r) if Some(&r.uid) == kres.metadata.uid.as_ref() => r.clone(),
+            _ => {
                 let last = LastStatus::default();
                 let backend =
                     PodsBackend::new(sh.client.clone(), owner, sh.stores.clone(), inputs.clone());
@@ -327,6 +335,7 @@ async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<
                 )
                 .map_err(|e| Error::Object(e.to_string()))?;
                 let r = Arc::new(Resolver {
+                    uid: kres.metadata.uid.clone().unwrap_or_default(),
                     ctx,
                     status: last,
                     written: Mutex::new(kres.status.clone()),

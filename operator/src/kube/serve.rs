@@ -23,6 +23,8 @@ pub struct Served {
     pub registry: Registry,
     /// `namespace/name` → the reconciler's last status.
     pub statuses: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// Per-resolver metrics (registered in `registry`).
+    pub resolvers: super::metrics::ResolverMetrics,
 }
 
 fn reply(code: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {

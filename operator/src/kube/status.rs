@@ -21,6 +21,13 @@ fn time(unix_ms: u64) -> Option<String> {
     Some(crate::time::rfc3339_secs(unix_ms))
 }
 
+/// `unix_ms` truncated to whole seconds: what a `metav1.Time` keeps (it serializes
+/// `%Y-%m-%dT%H:%M:%SZ`), so a status compares equal to itself read back from the API and an
+/// unchanged status is not written again.
+fn whole_seconds(unix_ms: i64) -> Timestamp {
+    Timestamp::from_second(unix_ms.div_euclid(1000)).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
 fn parse_ms(t: Option<&str>) -> u64 {
     t.and_then(|t| t.parse::<Timestamp>().ok())
         .map_or(0, |t| u64::try_from(t.as_millisecond()).unwrap_or(0))
@@ -94,7 +101,7 @@ fn stamp(
             .find(|p| p.type_ == c.type_);
         c.last_transition_time = match before {
             Some(b) if b.status == c.status => b.last_transition_time.clone(),
-            _ => Time(now),
+            _ => Time(whole_seconds(now.as_millisecond())),
         };
     }
     conditions
@@ -119,10 +126,9 @@ fn k8s_condition(c: &ReconcileCondition) -> Condition {
         reason: c.reason.clone(),
         message: c.message.clone(),
         observed_generation: i64::try_from(c.observed_change_seq).ok(),
-        last_transition_time: Time(
-            Timestamp::from_millisecond(i64::try_from(c.last_transition_unix_ms).unwrap_or(0))
-                .unwrap_or(Timestamp::UNIX_EPOCH),
-        ),
+        last_transition_time: Time(whole_seconds(
+            i64::try_from(c.last_transition_unix_ms).unwrap_or(0),
+        )),
     }
 }
 
@@ -257,6 +263,24 @@ mod tests {
             d.last_transition_time,
             Time(Timestamp::from_millisecond(1_700_000_001_000).expect("ts"))
         );
+        // Read back from the API (whole seconds), the status is equal: not written again.
+        let mut fresh = Status::default();
+        fresh.set_conditions(1_700_000_002_345);
+        let fresh = from_status(&fresh, "r", 2);
+        assert!(!fresh.conditions.is_empty());
+        let back: KnotResolverStatus =
+            serde_json::from_value(serde_json::to_value(&fresh).expect("json")).expect("status");
+        assert_eq!(back, fresh);
+        let inv = invalid(
+            Some(&fresh),
+            "r",
+            3,
+            "x",
+            Timestamp::from_millisecond(1_700_000_009_999).expect("ts"),
+        );
+        let back: KnotResolverStatus =
+            serde_json::from_value(serde_json::to_value(&inv).expect("json")).expect("status");
+        assert_eq!(back, inv);
         assert_eq!(cond(&k, PROGRESSING).status, "False");
         let durable = durable_from(Some(&k));
         assert_eq!(durable.last_good.as_deref(), Some("a"));

@@ -95,22 +95,7 @@ impl Env {
         let ns = cp.namespace(prefix).await?;
         let client = cp.admin_client().await?;
         let node = cp.node_agent(&ns).await?;
-        Api::<ServiceAccount>::namespaced(client.clone(), &ns)
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({ "metadata": { "name": "kres-operator" } }))?,
-            )
-            .await?;
-        Api::<RoleBinding>::namespaced(client.clone(), &ns)
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "metadata": { "name": "kres-operator" },
-                    "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kres-operator" },
-                    "subjects": [{ "kind": "ServiceAccount", "name": "kres-operator", "namespace": ns }],
-                }))?,
-            )
-            .await?;
+        bind_service_account(&client, &ns, "kres-operator", "kres-operator").await?;
         let log = cp.dir().join(format!("kres-operator-{ns}.log"));
         let http = http_address();
         let mut env = Env {
@@ -428,4 +413,118 @@ pub fn watch_rollout(client: &kube::Client, ns: &str, svc: &str) -> Arc<Mutex<Se
         std::future::ready(())
     }));
     seen
+}
+
+/// ServiceAccount `name` in `ns`, bound (RoleBinding `name`) to ClusterRole `cluster_role`.
+pub async fn bind_service_account(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    cluster_role: &str,
+) -> R {
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": name } }))?,
+        )
+        .await?;
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": { "name": name },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role },
+                "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ns }],
+            }))?,
+        )
+        .await?;
+    Ok(())
+}
+
+/// The value of `series` (`name{label="v",...}`, labels as the exporter orders them) in
+/// Prometheus text, if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+impl Env {
+    /// The operator's successful reconciles of resolver `name` (from /metrics; 0 before the
+    /// first).
+    pub fn reconciles(&self, name: &str) -> anyhow::Result<f64> {
+        let (line, text) = self.get("/metrics")?;
+        anyhow::ensure!(line.contains(" 200 "), "/metrics: {line}");
+        Ok(metric(
+            &text,
+            &format!(
+                "kres_resolver_reconciles_total{{namespace=\"{}\",name=\"{name}\",result=\"ok\"}}",
+                self.ns
+            ),
+        )
+        .unwrap_or(0.0))
+    }
+
+    /// Wait until the operator processed resolver `name`'s current spec
+    /// (`status.observedGeneration == metadata.generation`).
+    pub async fn processed(&self, name: &str) -> R {
+        let resolvers = &self.resolvers();
+        eventually(60, &format!("{name}: generation observed"), || async move {
+            let r = resolvers.get(name).await?;
+            let observed = r.status.as_ref().and_then(|s| s.observed_generation);
+            Ok((observed.is_some() && observed == r.metadata.generation).then_some(()))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n--- operator log ---\n{}", self.log_tail()))
+    }
+
+    /// Wait until the operator finished a reconcile of `name` beyond `after` (its counter);
+    /// returns the new count.
+    pub async fn reconciled_beyond(&self, name: &str, after: f64) -> anyhow::Result<f64> {
+        eventually(
+            30,
+            &format!("a reconcile of {name} beyond {after}"),
+            || async move {
+                let n = self.reconciles(name)?;
+                Ok((n > after).then_some(n))
+            },
+        )
+        .await
+    }
+
+    /// The operator's ServiceAccount's write requests (create, update, patch, delete) in the
+    /// audit log after `mark`.
+    pub fn operator_writes(
+        &self,
+        mark: &crate::k8s::audit::AuditMark,
+    ) -> anyhow::Result<Vec<crate::k8s::audit::AuditEvent>> {
+        let user = format!("system:serviceaccount:{}:kres-operator", self.ns);
+        Ok(self
+            .cp
+            .audit()
+            .since(mark)?
+            .into_iter()
+            .filter(|e| e.user == user && e.is_write())
+            .collect())
+    }
+
+    /// `kresctl kube --kubeconfig <kubeconfig> -n <ns> args`: (success, stdout, stderr).
+    pub fn kresctl_kube(
+        &self,
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+    ) -> anyhow::Result<(bool, String, String)> {
+        let out = Command::new(kresctl()?)
+            .arg("kube")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["-n", &self.ns])
+            .args(args)
+            .output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8(out.stdout)?,
+            String::from_utf8(out.stderr)?,
+        ))
+    }
 }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Client;
@@ -380,6 +380,16 @@ impl Backend for PodsBackend {
 
     async fn start(&self, slot: Slot, revision: &Revision) -> BackendResult<()> {
         let template = self.template_of(revision).await?;
+        if let (Slot::Worker(i), Some(spec)) = (slot, &template.cache_claim) {
+            // Kept across replacements: created by the slot's first pod, then reused.
+            let pvc = build::cache_claim(&self.owner, i, spec);
+            created(
+                &format!("create cache claim for {slot}"),
+                Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), self.ns())
+                    .create(&PostParams::default(), &pvc)
+                    .await,
+            )?;
+        }
         let pod = build::pod(&self.owner, slot, revision, &template);
         created(
             &format!("create pod for {slot}"),

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec as K8sServiceSpec, Volume,
-    VolumeMount,
+    EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    Probe, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec as K8sServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -76,6 +77,11 @@ pub struct PodTemplate {
     /// The resolver's pod template overrides (labels, resources, scheduling).
     #[serde(default)]
     pub overrides: PodTemplateSpec,
+    /// `spec.cache.volumeClaimTemplate`: each regular slot keeps its cache on its own claim
+    /// ([`cache_claim_name`]); `None`: the memory-backed emptyDir. (Absent when `None`, so
+    /// revisions without it keep their hash.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_claim: Option<PersistentVolumeClaimSpec>,
 }
 
 /// One port kresd listens on.
@@ -143,6 +149,7 @@ pub fn pod_template(
         ports: listen_ports(config),
         cache_size_limit: Some(Quantity((cache_bytes + cache_bytes / 10).to_string())),
         overrides: t.clone(),
+        cache_claim: spec.cache.volume_claim_template.clone(),
     }
 }
 
@@ -184,6 +191,52 @@ pub fn slot_value(slot: Slot) -> String {
 /// Pod name of `slot`: `<name>-<i>` or `<name>-canary`.
 pub fn pod_name(name: &str, slot: Slot) -> String {
     format!("{name}-{}", slot_value(slot))
+}
+
+/// The cache claim of regular slot `slot`: `<name>-cache-<slot>`. One per slot, so no two pods
+/// open one LMDB cache at once (a slot's pod is deleted and gone before its successor starts);
+/// kept across pod replacements, so the successor starts warm.
+pub fn cache_claim_name(name: &str, slot: u16) -> String {
+    format!("{name}-cache-{slot}")
+}
+
+/// The PersistentVolumeClaim of regular slot `slot` from the template's `spec`, owned by the
+/// resolver (garbage-collected with it; kept when the slot is scaled away).
+pub fn cache_claim(
+    owner: &Owner,
+    slot: u16,
+    spec: &PersistentVolumeClaimSpec,
+) -> PersistentVolumeClaim {
+    let mut labels = selector_labels(&owner.name);
+    labels.insert(LABEL_SLOT.into(), slot_value(Slot::Worker(slot)));
+    PersistentVolumeClaim {
+        metadata: meta(owner, cache_claim_name(&owner.name, slot), labels),
+        spec: Some(spec.clone()),
+        status: None,
+    }
+}
+
+/// The cache volume of `slot`'s pod: its claim for a regular slot when the template has one;
+/// else (and always for the canary, which is temporary) a memory-backed emptyDir.
+fn cache_volume(owner: &Owner, slot: Slot, template: &PodTemplate) -> Volume {
+    match (slot, &template.cache_claim) {
+        (Slot::Worker(i), Some(_)) => Volume {
+            name: "cache".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: cache_claim_name(&owner.name, i),
+                read_only: None,
+            }),
+            ..Volume::default()
+        },
+        _ => Volume {
+            name: "cache".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: template.cache_size_limit.clone(),
+            }),
+            ..Volume::default()
+        },
+    }
 }
 
 /// ConfigMap name of `revision`: `<name>-<revision>`.
@@ -333,14 +386,7 @@ pub fn pod(owner: &Owner, slot: Slot, revision: &Revision, template: &PodTemplat
                     empty_dir: Some(EmptyDirVolumeSource::default()),
                     ..Volume::default()
                 },
-                Volume {
-                    name: "cache".into(),
-                    empty_dir: Some(EmptyDirVolumeSource {
-                        medium: Some("Memory".into()),
-                        size_limit: template.cache_size_limit.clone(),
-                    }),
-                    ..Volume::default()
-                },
+                cache_volume(owner, slot, template),
             ]),
             security_context: Some(PodSecurityContext {
                 fs_group: Some(KRESD_GID),
@@ -556,6 +602,46 @@ mod tests {
                 .name
                 .as_deref(),
             Some("res-canary")
+        );
+    }
+
+    #[test]
+    fn regular_slots_get_their_own_cache_claim_and_the_canary_memory() {
+        let mut t = template();
+        let no_claim = serde_json::to_value(&t).expect("json");
+        assert!(
+            no_claim.get("cacheClaim").is_none(),
+            "old revisions keep their hash"
+        );
+        t.cache_claim = Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            ..PersistentVolumeClaimSpec::default()
+        });
+        let volumes = |slot| {
+            pod(&owner(), slot, &"abc".to_string(), &t)
+                .spec
+                .and_then(|s| s.volumes)
+                .unwrap_or_default()
+        };
+        let claim = volumes(Slot::Worker(1))
+            .into_iter()
+            .find(|v| v.name == "cache")
+            .and_then(|v| v.persistent_volume_claim)
+            .map(|c| c.claim_name);
+        assert_eq!(claim.as_deref(), Some("res-cache-1"));
+        let canary = volumes(Slot::Surge)
+            .into_iter()
+            .find(|v| v.name == "cache")
+            .expect("cache");
+        assert!(canary.persistent_volume_claim.is_none() && canary.empty_dir.is_some());
+        let pvc = cache_claim(&owner(), 1, t.cache_claim.as_ref().expect("claim"));
+        assert_eq!(pvc.metadata.name.as_deref(), Some("res-cache-1"));
+        assert_eq!(
+            pvc.metadata
+                .owner_references
+                .as_ref()
+                .map(|o| o[0].uid.as_str()),
+            Some("u-1")
         );
     }
 
