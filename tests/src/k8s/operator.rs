@@ -217,8 +217,9 @@ impl Env {
         .map_err(|e| anyhow::anyhow!("{e}\n--- operator log ---\n{}", self.log_tail()))
     }
 
-    /// Wait until resolver `name` is Available with current == update revision and every
-    /// regular pod Ready on it; returns that revision and the pods by name.
+    /// Wait until resolver `name`'s status describes its current generation (so a status of
+    /// the spec before an edit does not count) and says Available with current == update
+    /// revision, and every regular pod is Ready on it; returns that revision and the pods.
     pub async fn converged(
         &self,
         name: &str,
@@ -243,7 +244,10 @@ impl Env {
                 .await?;
             let all: BTreeMap<String, Pod> =
                 list.items.into_iter().map(|p| (p.name_any(), p)).collect();
-            let ok = available
+            let observed = s.observed_generation.is_some()
+                && s.observed_generation == r.metadata.generation;
+            let ok = observed
+                && available
                 && cur == upd
                 && all.len() == replicas
                 && all
