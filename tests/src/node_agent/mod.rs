@@ -178,6 +178,7 @@ impl NodeAgent {
         std::fs::create_dir_all(&config.root_dir)
             .map_err(|e| Error::Io(format!("create {}", config.root_dir.display()), e))?;
         register_node(&client, &config).await?;
+        spec::remove_stale_memory_dirs();
         let node_name = config.node_name.clone();
         let journal = Journal::default();
         let ctx = Arc::new(pod::Ctx {

@@ -74,6 +74,8 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Pod>) {
     };
     let uid_short: String = uid.chars().take(8).collect();
     let pod_dir = ctx.config.root_dir.join(format!("{ns}_{name}_{uid_short}"));
+    // Also when the agent stops and this future is dropped mid-lifecycle.
+    let _files = PodFiles(vec![pod_dir.clone(), spec::memory_dir(&uid)]);
     let containers = pod
         .spec
         .as_ref()
@@ -117,8 +119,17 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Pod>) {
         let _ = std::fs::remove_file(&c.notify_path);
     }
     ip::release(pod_ip);
-    let _ = std::fs::remove_dir_all(&runner.pod_dir);
-    let _ = std::fs::remove_dir_all(spec::memory_dir(&uid));
+}
+
+/// A pod's directories on the node, removed when dropped.
+struct PodFiles(Vec<std::path::PathBuf>);
+
+impl Drop for PodFiles {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// A probe with the kubelet's period / threshold semantics.

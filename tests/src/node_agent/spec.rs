@@ -118,9 +118,36 @@ pub struct Volumes {
     paths: BTreeMap<String, PathBuf>,
 }
 
-/// Where the `medium: Memory` emptyDirs of pod `uid` live (a tmpfs); removed with the pod.
+/// The tmpfs holding `medium: Memory` emptyDirs.
+const MEMORY_ROOT: &str = "/dev/shm";
+
+/// Where the `medium: Memory` emptyDirs of pod `uid` live: a tmpfs, so what kresd puts there
+/// (its cache, ~100 MB each) is RAM until removed. Removed with the pod; the test process's pid
+/// in the name lets [`remove_stale_memory_dirs`] find those of a process that was killed.
 pub fn memory_dir(uid: &str) -> PathBuf {
-    PathBuf::from("/dev/shm").join(format!("kres-pod-{uid}"))
+    PathBuf::from(MEMORY_ROOT).join(format!("kres-pod-{}-{uid}", std::process::id()))
+}
+
+/// Remove the memory emptyDirs left by test processes that no longer run (killed before their
+/// pods were removed).
+pub fn remove_stale_memory_dirs() {
+    let Ok(entries) = std::fs::read_dir(MEMORY_ROOT) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("kres-pod-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !PathBuf::from(format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// `$(VAR)` expansion as the kubelet does it (`$$` escapes, unknown references stay as is).
