@@ -157,6 +157,90 @@ async fn supervisord_stages_a_rollout_with_one_reload() -> anyhow::Result<()> {
     result
 }
 
+/// One reconcile step reads supervisord once: `ensure` reads the snapshot the following
+/// `observe` uses, and the request after `observe` (drain, stop, start) looks up what it needs
+/// in that snapshot; the round trips are counted by the client.
+#[tokio::test(flavor = "current_thread")]
+async fn supervisord_step_reads_supervisord_once() -> anyhow::Result<()> {
+    use anyhow::ensure;
+    use kres_operator::backend::Backend;
+    use kres_operator::reconcile::{Slot, SlotState};
+    use kres_tests::backend::{GOOD, desired, start_ready};
+    let dir = tempfile::Builder::new().prefix("kres-step-").tempdir()?;
+    let mut settings = SupervisordSettings::new(dir.path().join("run"));
+    settings.probe_ip = unique_loopback().into();
+    let b = SupervisordBackend::new(settings)?;
+    let good = desired(GOOD, &serde_json::Value::Null);
+    let slot = Slot::Worker(0);
+    let result = async {
+        b.ensure().await?;
+        b.stage(&good).await?;
+        start_ready(&b, slot, &good.revision).await?;
+        // One step as the executor makes it: ensure, observe, then the planner's request.
+        let step = |what: &'static str| {
+            let b = &b;
+            async move {
+                let before = b.rpc().calls();
+                b.ensure().await?;
+                let o = b.observe().await?;
+                let calls = b.rpc().calls() - before;
+                ensure!(
+                    calls == 1,
+                    "{what}: ensure + observe made {calls} round trips"
+                );
+                anyhow::Ok(o.slot(slot).map(|s| s.state))
+            }
+        };
+        let requests = |before: u64| b.rpc().calls() - before;
+
+        ensure!(step("ready").await? == Some(SlotState::Ready));
+        let before = b.rpc().calls();
+        b.drain(slot).await?;
+        ensure!(
+            requests(before) == 0,
+            "drain made {} round trips",
+            requests(before)
+        );
+
+        ensure!(step("drained").await? == Some(SlotState::Drained));
+        let before = b.rpc().calls();
+        b.stop(slot).await?;
+        // stopProcess (waits for the exit) and removeProcessGroup.
+        ensure!(
+            requests(before) == 2,
+            "stop made {} round trips",
+            requests(before)
+        );
+
+        ensure!(step("stopped").await?.is_none(), "slot still there");
+        let before = b.rpc().calls();
+        b.start(slot, &good.revision).await?;
+        // addProcessGroup of the staged program.
+        ensure!(
+            requests(before) == 1,
+            "start made {} round trips",
+            requests(before)
+        );
+        let s = kres_tests::backend::wait_for(
+            &b,
+            slot,
+            "ready",
+            &[SlotState::Pending, SlotState::Starting],
+            |s| s.is_some_and(|s| s.state == SlotState::Ready),
+        )
+        .await?;
+        ensure!(
+            s.is_some_and(|s| s.revision == good.revision),
+            "the restarted worker runs {:?}",
+            good.revision
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = b.rpc().shutdown().await;
+    result
+}
+
 /// supervisord dies after a revision was staged: the operator's new supervisord starts every
 /// worker again on the revision it ran (its record), not on the staged one.
 #[tokio::test(flavor = "current_thread")]
