@@ -851,6 +851,8 @@ impl SupervisordBackend {
 
 impl Backend for SupervisordBackend {
     async fn ensure(&self) -> BackendResult<bool> {
+        // A new step: what the previous one kept is not used.
+        self.forget_view();
         let taken = Instant::now();
         let (started, snapshot) = match self.rpc.snapshot().await {
             Ok(snapshot) => {
@@ -884,7 +886,8 @@ impl Backend for SupervisordBackend {
         };
         let (taken, snapshot) = match snapshot {
             Some(s) => (taken, s),
-            None => self.view(ViewFor::Request).await?,
+            // A new supervisord: nothing kept from the old one counts.
+            None => (Instant::now(), self.rpc.snapshot().await.map_err(op)?),
         };
         if self.ensure_holder(&snapshot.infos).await? {
             // The snapshot misses the holder just added: the next observation reads anew.
