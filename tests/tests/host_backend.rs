@@ -11,11 +11,18 @@ fn private_network() {
     kres_tests::net::isolate_loopback_only()
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn supervisord_backend_conformance() -> anyhow::Result<()> {
-    let dir = tempfile::Builder::new().prefix("kres-backend-").tempdir()?;
+/// A temp dir (kept by the caller) and the settings of a fresh supervisord backend in it, its
+/// probes on an address of its own.
+fn fresh(prefix: &str) -> anyhow::Result<(tempfile::TempDir, SupervisordSettings)> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
     let mut settings = SupervisordSettings::new(dir.path().join("run"));
     settings.probe_ip = unique_loopback().into();
+    Ok((dir, settings))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn supervisord_backend_conformance() -> anyhow::Result<()> {
+    let (_dir, settings) = fresh("kres-backend-")?;
     let backend = SupervisordBackend::new(settings)?;
     let result = conformance(&backend, serde_json::Value::Null).await;
     if result.is_err() {
@@ -31,11 +38,7 @@ async fn supervisord_backend_conformance() -> anyhow::Result<()> {
 async fn supervisord_multicall_results_and_faults() -> anyhow::Result<()> {
     use kres_operator::backend::Backend;
     use kres_operator::backend::supervisord::xmlrpc::Value;
-    let dir = tempfile::Builder::new()
-        .prefix("kres-multicall-")
-        .tempdir()?;
-    let mut settings = SupervisordSettings::new(dir.path().join("run"));
-    settings.probe_ip = unique_loopback().into();
+    let (_dir, settings) = fresh("kres-multicall-")?;
     let backend = SupervisordBackend::new(settings)?;
     let result = async {
         backend.ensure().await?;
@@ -81,9 +84,7 @@ async fn supervisord_stages_a_rollout_with_one_reload() -> anyhow::Result<()> {
     use kres_operator::backend::supervisord::conf::parse_worker_command;
     use kres_operator::reconcile::Slot;
     use kres_tests::backend::{GOOD, desired, retire, start_ready};
-    let dir = tempfile::Builder::new().prefix("kres-stage-").tempdir()?;
-    let mut settings = SupervisordSettings::new(dir.path().join("run"));
-    settings.probe_ip = unique_loopback().into();
+    let (_dir, settings) = fresh("kres-stage-")?;
     let template = serde_json::Value::Null;
     let workers = [Slot::Worker(0), Slot::Worker(1)];
     let mut old = desired(GOOD, &template);
@@ -157,6 +158,83 @@ async fn supervisord_stages_a_rollout_with_one_reload() -> anyhow::Result<()> {
     result
 }
 
+/// Run `request` and check that it made `expected` XML-RPC round trips.
+async fn round_trips(
+    b: &SupervisordBackend,
+    what: &str,
+    expected: u64,
+    request: impl std::future::Future<Output = kres_operator::backend::BackendResult<()>>,
+) -> anyhow::Result<()> {
+    let before = b.rpc().calls();
+    request.await?;
+    let made = b.rpc().calls() - before;
+    anyhow::ensure!(
+        made == expected,
+        "{what} made {made} round trips, expected {expected}"
+    );
+    Ok(())
+}
+
+/// One reconcile step reads supervisord once: `ensure` reads the snapshot the following
+/// `observe` uses, and the request after `observe` (drain, stop, start) looks up what it needs
+/// in that snapshot; the round trips are counted by the client.
+#[tokio::test(flavor = "current_thread")]
+async fn supervisord_step_reads_supervisord_once() -> anyhow::Result<()> {
+    use anyhow::ensure;
+    use kres_operator::backend::Backend;
+    use kres_operator::reconcile::{Slot, SlotState};
+    use kres_tests::backend::{GOOD, desired, start_ready};
+    let (_dir, settings) = fresh("kres-step-")?;
+    let b = SupervisordBackend::new(settings)?;
+    let good = desired(GOOD, &serde_json::Value::Null);
+    let slot = Slot::Worker(0);
+    let result = async {
+        b.ensure().await?;
+        b.stage(&good).await?;
+        start_ready(&b, slot, &good.revision).await?;
+        // One step as the executor makes it: ensure, observe, then the planner's request.
+        let step = |what: &'static str| {
+            let b = &b;
+            async move {
+                let before = b.rpc().calls();
+                b.ensure().await?;
+                let o = b.observe().await?;
+                let calls = b.rpc().calls() - before;
+                ensure!(
+                    calls == 1,
+                    "{what}: ensure + observe made {calls} round trips"
+                );
+                anyhow::Ok(o.slot(slot).map(|s| s.state))
+            }
+        };
+        ensure!(step("ready").await? == Some(SlotState::Ready));
+        round_trips(&b, "drain", 0, b.drain(slot)).await?;
+        ensure!(step("drained").await? == Some(SlotState::Drained));
+        // stopProcess (waits for the exit) and removeProcessGroup.
+        round_trips(&b, "stop", 2, b.stop(slot)).await?;
+        ensure!(step("stopped").await?.is_none(), "slot still there");
+        // addProcessGroup of the staged program.
+        round_trips(&b, "start", 1, b.start(slot, &good.revision)).await?;
+        let s = kres_tests::backend::wait_for(
+            &b,
+            slot,
+            "ready",
+            &[SlotState::Pending, SlotState::Starting],
+            |s| s.is_some_and(|s| s.state == SlotState::Ready),
+        )
+        .await?;
+        ensure!(
+            s.is_some_and(|s| s.revision == good.revision),
+            "the restarted worker runs {:?}",
+            good.revision
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = b.rpc().shutdown().await;
+    result
+}
+
 /// supervisord dies after a revision was staged: the operator's new supervisord starts every
 /// worker again on the revision it ran (its record), not on the staged one.
 #[tokio::test(flavor = "current_thread")]
@@ -165,9 +243,7 @@ async fn supervisord_restart_after_staging_runs_the_recorded_revisions() -> anyh
     use kres_operator::backend::Backend;
     use kres_operator::reconcile::{Slot, SlotState};
     use kres_tests::backend::{GOOD, desired, start_ready, wait_for};
-    let dir = tempfile::Builder::new().prefix("kres-restage-").tempdir()?;
-    let mut settings = SupervisordSettings::new(dir.path().join("run"));
-    settings.probe_ip = unique_loopback().into();
+    let (_dir, settings) = fresh("kres-restage-")?;
     let template = serde_json::Value::Null;
     let old = desired(GOOD, &template);
     let new = desired(&format!("{GOOD}-- new\n"), &template);

@@ -126,6 +126,8 @@ pub fn kresd_argv(command: &[OsString], fd_args: &[String]) -> Vec<OsString> {
 
 /// Fetch, bind, prepare and `exec`; returns only on failure.
 pub fn run_launch(args: &LaunchArgs) -> Result<Infallible, SocketsError> {
+    // With the "exec" line below: the launcher's own time in a worker's start (debug log).
+    tracing::debug!(holder = %args.holder.display(), "launch");
     let wait = Duration::try_from_secs_f64(args.holder_wait).map_err(|_| {
         SocketsError::Launch(format!(
             "--holder-wait {}: not a duration in seconds",

@@ -12,7 +12,7 @@
 //!   the surge slot and of every existing worker slot for the new revision and re-reads them
 //!   with one `reloadConfig` per rollout; `start` then only adds the staged program. Since
 //!   `getAllConfigInfo` then describes the staged command, not the process in the slot, `start`
-//!   records what a worker was started on in `RUNDIR/workers/<program>.json` (atomic write,
+//!   records what a worker was started on in `RUNDIR/workers/<program>.json` (atomic rename,
 //!   before the program is added): `observe` reads revisions from there, so a restarted
 //!   operator and exited workers keep theirs. A freshly started supervisord starts every
 //!   program from its file, so the files are first put back to what the records say ran.
@@ -39,9 +39,8 @@ use tokio::sync::{Mutex, broadcast};
 use tracing::Instrument;
 
 use self::conf::{GC_PROGRAM, HOLDER_PROGRAM, Layout, Program, WorkerCommand};
-use self::rpc::{ProcessInfo, ProgramConfig, RpcError, Supervisor};
+use self::rpc::{ProcessInfo, ProgramConfig, RpcError, Snapshot, Supervisor};
 use super::{Backend, BackendError, BackendResult};
-use crate::durable::atomic_write;
 use crate::kresd::control::remove_stale_sockets;
 use crate::kresd::drain::{DrainOutcome, drain};
 use crate::kresd::notify::{Notification, NotifyAccess, NotifyListener};
@@ -127,6 +126,29 @@ struct State {
     held: Option<Vec<String>>,
 }
 
+/// Which call a kept [`Snapshot`] is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ViewFor {
+    /// `ensure` read it: the `observe` that follows uses it.
+    Observe,
+    /// `observe` read it: the request that follows (start, drain, stop, ...) uses it for its
+    /// lookups (the PID to stop, the staged command, the probe endpoint).
+    Request,
+}
+
+/// A snapshot one call read and the next call of a reconcile step reuses, so a step costs
+/// one XML-RPC round trip of observation (see [`SupervisordBackend::view`]).
+struct View {
+    taken: Instant,
+    snapshot: Snapshot,
+    next: ViewFor,
+}
+
+/// How old a kept snapshot may be and still stand in for a fresh one. Reusing one is never
+/// wrong (it is what the planner decided on), only a delay; the bound keeps the delay short
+/// when a caller other than the executor (tests, the conformance suite) spaces its calls.
+const VIEW_TTL: Duration = Duration::from_millis(250);
+
 /// The supervisord backend.
 pub struct SupervisordBackend {
     settings: SupervisordSettings,
@@ -135,6 +157,8 @@ pub struct SupervisordBackend {
     notify: NotifyListener,
     events: Mutex<broadcast::Receiver<Notification>>,
     state: std::sync::Mutex<State>,
+    /// The snapshot the previous call of this step read (see [`View`]).
+    view: std::sync::Mutex<Option<View>>,
     epoch: Instant,
 }
 
@@ -226,6 +250,7 @@ impl SupervisordBackend {
                 notify_parent,
                 ..State::default()
             }),
+            view: std::sync::Mutex::new(None),
             epoch: Instant::now(),
         })
     }
@@ -251,6 +276,43 @@ impl SupervisordBackend {
 
     fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// The snapshot the previous call of this step kept for `next` (taken: one call uses it
+    /// at most), if still fresh; else a fresh one (one round trip).
+    async fn view(&self, next: ViewFor) -> BackendResult<(Instant, Snapshot)> {
+        let kept = self
+            .view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .filter(|v| v.next == next && v.taken.elapsed() < VIEW_TTL);
+        match kept {
+            Some(v) => Ok((v.taken, v.snapshot)),
+            None => {
+                let taken = Instant::now();
+                Ok((taken, self.rpc.snapshot().await.map_err(op)?))
+            }
+        }
+    }
+
+    /// Keep `snapshot` (read at `taken`) for the next call of this step.
+    fn keep_view(&self, taken: Instant, snapshot: Snapshot, next: ViewFor) {
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = Some(View {
+            taken,
+            snapshot,
+            next,
+        });
+    }
+
+    /// Drop the kept snapshot (what it describes is about to change).
+    fn forget_view(&self) {
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The snapshot a request looks things up in: the one `observe` just read, or a fresh one.
+    async fn request_view(&self) -> BackendResult<Snapshot> {
+        Ok(self.view(ViewFor::Request).await?.1)
     }
 
     /// Start supervisord from our config, after clearing away processes left by a dead one.
@@ -320,24 +382,9 @@ impl SupervisordBackend {
         }
     }
 
-    async fn program_command(&self, name: &str) -> BackendResult<Option<String>> {
-        let configs = self.rpc.all_config_info().await.map_err(op)?;
-        Ok(configs
-            .into_iter()
-            .find(|c| c.name == name)
-            .map(|c| c.command))
-    }
-
-    /// Stop and remove a program if it exists; its `.conf` goes too.
-    async fn remove_program(&self, name: &str) -> BackendResult<()> {
-        let pid = self
-            .rpc
-            .all_process_info()
-            .await
-            .map_err(op)?
-            .into_iter()
-            .find(|p| p.name == name)
-            .map(|p| p.pid);
+    /// Stop and remove a program if it exists (in `infos`); its `.conf` goes too.
+    async fn remove_program(&self, name: &str, infos: &[ProcessInfo]) -> BackendResult<()> {
+        let pid = infos.iter().find(|p| p.name == name).map(|p| p.pid);
         if pid.is_some() {
             tolerate(
                 self.rpc.stop_process(name).await,
@@ -372,10 +419,9 @@ impl SupervisordBackend {
     async fn drain_worker(&self, name: &str) -> BackendResult<Option<u32>> {
         let timeout = self.settings.drain_timeout;
         let running = self
-            .rpc
-            .all_process_info()
-            .await
-            .map_err(op)?
+            .request_view()
+            .await?
+            .infos
             .into_iter()
             .find(|p| p.name == name && p.state == "RUNNING" && p.pid > 0);
         let Some(p) = running else {
@@ -445,16 +491,18 @@ impl SupervisordBackend {
         }
     }
 
+    /// Write the record atomically (temporary file + rename), without fsync: a record describes
+    /// a running process, which does not outlive the machine either (an fsync cost 10 ms median,
+    /// 24 ms at worst, per started worker on the busy development machine, docs/BENCHMARKS.md).
     fn write_worker_record(&self, name: &str, w: &WorkerCommand) -> BackendResult<()> {
         let path = self.layout.worker_record(name);
-        let json = serde_json::to_vec(w).map_err(|e| {
+        let json = serde_json::to_string(w).map_err(|e| {
             BackendError::io(
                 format!("encode {}", path.display()),
                 std::io::Error::other(e),
             )
         })?;
-        atomic_write(&path, &json)
-            .map_err(|e| BackendError::io(format!("write {}", path.display()), e.source))
+        write_file(&path, &json)
     }
 
     /// Before a fresh supervisord starts every program from its file: put each recorded
@@ -530,7 +578,7 @@ impl SupervisordBackend {
     /// `desired.workers`: write their program files and re-read them with one `reloadConfig`,
     /// so that `start` only adds them. Processes keep running on what their records say.
     async fn stage_programs(&self, desired: &Desired) -> BackendResult<()> {
-        let (infos, configs) = self.rpc.processes_and_configs().await.map_err(op)?;
+        let Snapshot { infos, configs, .. } = self.request_view().await?;
         let mut slots = vec![Slot::Surge];
         for p in &infos {
             let Some(slot) = conf::slot_of_program(&p.name) else {
@@ -550,7 +598,7 @@ impl SupervisordBackend {
         for slot in slots {
             let probe = match self.probe_of(&conf::program_name(slot), &configs) {
                 Some(p) => p,
-                None => self.allocate_probe(&taken).await?,
+                None => self.allocate_probe(&configs, &taken)?,
             };
             taken.insert(probe.port());
             programs.push(self.worker_program(slot, &desired.revision, probe));
@@ -598,10 +646,13 @@ impl SupervisordBackend {
         }
     }
 
-    /// A free port on the probe address, not used by another slot's endpoint (staged, recorded
-    /// or in `taken`).
-    async fn allocate_probe(&self, taken: &HashSet<u16>) -> BackendResult<SocketAddr> {
-        let configs = self.rpc.all_config_info().await.map_err(op)?;
+    /// A free port on the probe address, not used by another slot's endpoint (staged in
+    /// `configs`, recorded, or in `taken`).
+    fn allocate_probe(
+        &self,
+        configs: &[ProgramConfig],
+        taken: &HashSet<u16>,
+    ) -> BackendResult<SocketAddr> {
         let mut used: HashSet<u16> = configs
             .iter()
             .filter_map(|c| {
@@ -656,31 +707,23 @@ impl SupervisordBackend {
         }
     }
 
-    /// Make sure the holder program runs (added with the current endpoints when absent or dead).
-    async fn ensure_holder(&self) -> BackendResult<()> {
+    /// Make sure the holder program runs (added with the current endpoints when absent or dead
+    /// in `infos`). Returns whether it was (re)added.
+    async fn ensure_holder(&self, infos: &[ProcessInfo]) -> BackendResult<bool> {
         let Some(exe) = self.settings.holder.clone() else {
-            return Ok(());
+            return Ok(false);
         };
         let Some(endpoints) = self.lock().endpoints.clone() else {
-            return Ok(());
+            return Ok(false);
         };
-        let info = self
-            .rpc
-            .all_process_info()
-            .await
-            .map_err(op)?
-            .into_iter()
-            .find(|p| p.name == HOLDER_PROGRAM);
-        if info
-            .as_ref()
-            .is_some_and(|p| matches!(p.state.as_str(), "RUNNING" | "STARTING"))
-        {
-            return Ok(());
+        let info = infos.iter().find(|p| p.name == HOLDER_PROGRAM);
+        if info.is_some_and(|p| matches!(p.state.as_str(), "RUNNING" | "STARTING")) {
+            return Ok(false);
         }
         if let Some(p) = &info {
             tracing::warn!(state = %p.state, "socket holder not running; starting it again");
         }
-        self.remove_program(HOLDER_PROGRAM).await?;
+        self.remove_program(HOLDER_PROGRAM, infos).await?;
         let _ = std::fs::remove_file(self.layout.holder_socket());
         self.add_program(&self.holder_program(&exe, &endpoints))
             .await?;
@@ -690,7 +733,7 @@ impl SupervisordBackend {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.lock().held = Some(endpoints);
-        Ok(())
+        Ok(true)
     }
 
     async fn slot_from(
@@ -808,8 +851,12 @@ impl SupervisordBackend {
 
 impl Backend for SupervisordBackend {
     async fn ensure(&self) -> BackendResult<bool> {
-        let started = match self.rpc.pid().await {
-            Ok(pid) => {
+        // A new step: what the previous one kept is not used.
+        self.forget_view();
+        let taken = Instant::now();
+        let (started, snapshot) = match self.rpc.snapshot().await {
+            Ok(snapshot) => {
+                let pid = snapshot.pid;
                 let adopted = {
                     let mut st = self.lock();
                     let new = st.supervisord_pid != Some(pid);
@@ -824,7 +871,7 @@ impl Backend for SupervisordBackend {
                 if adopted {
                     self.clean_control_sockets().await;
                 }
-                false
+                (false, Some(snapshot))
             }
             Err(e) if e.is_unreachable() => {
                 if self.lock().supervisord_pid.is_some() {
@@ -833,16 +880,27 @@ impl Backend for SupervisordBackend {
                 self.start_supervisord().await?;
                 self.lock().held = None;
                 self.clean_control_sockets().await;
-                true
+                (true, None)
             }
             Err(e) => return Err(op(e)),
         };
-        self.ensure_holder().await?;
+        let (taken, snapshot) = match snapshot {
+            Some(s) => (taken, s),
+            // A new supervisord: nothing kept from the old one counts.
+            None => (Instant::now(), self.rpc.snapshot().await.map_err(op)?),
+        };
+        if self.ensure_holder(&snapshot.infos).await? {
+            // The snapshot misses the holder just added: the next observation reads anew.
+            self.forget_view();
+        } else {
+            self.keep_view(taken, snapshot, ViewFor::Observe);
+        }
         Ok(started)
     }
 
     async fn observe(&self) -> BackendResult<Observed> {
-        let (infos, configs) = self.rpc.processes_and_configs().await.map_err(op)?;
+        let (taken, snapshot) = self.view(ViewFor::Observe).await?;
+        let Snapshot { infos, configs, .. } = &snapshot;
         let now = self.now();
         {
             let mut st = self.lock();
@@ -863,7 +921,7 @@ impl Backend for SupervisordBackend {
             endpoints: self.lock().held.clone(),
             staged: self.staged_revisions(),
         };
-        for p in &infos {
+        for p in infos {
             let command = configs
                 .iter()
                 .find(|c| c.name == p.name)
@@ -878,7 +936,7 @@ impl Backend for SupervisordBackend {
             let Some(slot) = conf::slot_of_program(&p.name) else {
                 continue;
             };
-            let Some(cmd) = self.worker_of(&p.name, &configs) else {
+            let Some(cmd) = self.worker_of(&p.name, configs) else {
                 tracing::warn!(program = %p.name, "worker program without a revision in its command; ignored");
                 continue;
             };
@@ -902,6 +960,8 @@ impl Backend for SupervisordBackend {
             .retain(|(_, pid), _| *pid == 0 || live.contains(pid));
         st.adopted.retain(|pid| live.contains(pid));
         st.drained.retain(|pid| live.contains(pid));
+        drop(st);
+        self.keep_view(taken, snapshot, ViewFor::Request);
         Ok(observed)
     }
 
@@ -919,17 +979,17 @@ impl Backend for SupervisordBackend {
 
     async fn start(&self, slot: Slot, revision: &Revision) -> BackendResult<()> {
         let name = conf::program_name(slot);
-        let configs = self.rpc.all_config_info().await.map_err(op)?;
+        let Snapshot { infos, configs, .. } = self.request_view().await?;
         let staged = configs
             .iter()
             .find(|c| c.name == name)
             .map(|c| conf::split_command(&c.command));
         let probe = self.probe_of(&name, &configs);
         // An exited or stopped worker's program goes; its probe endpoint is kept.
-        self.remove_program(&name).await?;
+        self.remove_program(&name, &infos).await?;
         let probe = match probe {
             Some(p) => p,
-            None => self.allocate_probe(&HashSet::new()).await?,
+            None => self.allocate_probe(&configs, &HashSet::new())?,
         };
         self.lock().exited_seen.remove(&name);
         let program = self.worker_program(slot, revision, probe);
@@ -960,13 +1020,14 @@ impl Backend for SupervisordBackend {
     }
 
     async fn stop(&self, slot: Slot) -> BackendResult<()> {
-        self.remove_program(&conf::program_name(slot)).await
+        let infos = self.request_view().await?.infos;
+        self.remove_program(&conf::program_name(slot), &infos).await
     }
 
     async fn collect_revisions(&self, keep: &BTreeSet<Revision>) -> BackendResult<()> {
         // Configs of removed groups stay in getAllConfigInfo until the next reloadConfig: only
         // programs that still exist count.
-        let (infos, configs) = self.rpc.processes_and_configs().await.map_err(op)?;
+        let Snapshot { infos, configs, .. } = self.request_view().await?;
         let used: HashSet<Revision> = configs
             .iter()
             .filter(|c| infos.iter().any(|p| p.name == c.name))
@@ -990,6 +1051,7 @@ impl Backend for SupervisordBackend {
     }
 
     async fn set_endpoints(&self, endpoints: &[String]) -> BackendResult<()> {
+        let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(exe) = self.settings.holder.clone() else {
             // Workers bind their own sockets: nothing to hold.
             let mut st = self.lock();
@@ -1006,18 +1068,29 @@ impl Backend for SupervisordBackend {
             return Ok(());
         }
         // Unknown (adopted holder): its command line says what it bound.
-        let held = match known {
-            Some(h) => Some(h),
-            None => self.program_command(HOLDER_PROGRAM).await?.map(|c| {
-                conf::split_command(&c)
-                    .windows(2)
-                    .filter(|w| w[0] == "--bind")
-                    .map(|w| w[1].clone())
-                    .collect::<Vec<_>>()
-            }),
+        let (held, infos) = match known {
+            Some(h) => (Some(h), vec![]),
+            None => {
+                let snapshot = match view.filter(|v| v.taken.elapsed() < VIEW_TTL) {
+                    Some(v) => v.snapshot,
+                    None => self.rpc.snapshot().await.map_err(op)?,
+                };
+                let held = snapshot
+                    .configs
+                    .iter()
+                    .find(|c| c.name == HOLDER_PROGRAM)
+                    .map(|c| {
+                        conf::split_command(&c.command)
+                            .windows(2)
+                            .filter(|w| w[0] == "--bind")
+                            .map(|w| w[1].clone())
+                            .collect::<Vec<_>>()
+                    });
+                (held, snapshot.infos)
+            }
         };
         match held {
-            None => self.ensure_holder().await,
+            None => self.ensure_holder(&infos).await.map(drop),
             Some(h) if h == endpoints => {
                 self.lock().held = Some(h);
                 Ok(())
@@ -1051,7 +1124,8 @@ impl Backend for SupervisordBackend {
     }
 
     async fn set_gc(&self, spec: Option<&GcSpec>) -> BackendResult<()> {
-        self.remove_program(GC_PROGRAM).await?;
+        let infos = self.request_view().await?.infos;
+        self.remove_program(GC_PROGRAM, &infos).await?;
         let Some(spec) = spec else { return Ok(()) };
         let mut command = vec![self.settings.cache_gc.clone()];
         command.extend(spec.args.iter().cloned());

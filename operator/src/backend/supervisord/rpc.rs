@@ -104,6 +104,18 @@ pub struct ProgramConfig {
     pub command: String,
 }
 
+/// What supervisord runs, read in one round trip: its PID, every process, every configured
+/// program (see [`Supervisor::snapshot`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// supervisord's PID.
+    pub pid: u32,
+    /// All processes.
+    pub infos: Vec<ProcessInfo>,
+    /// All configured programs.
+    pub configs: Vec<ProgramConfig>,
+}
+
 /// A client of one supervisord.
 #[derive(Clone, Debug)]
 pub struct Supervisor {
@@ -111,6 +123,8 @@ pub struct Supervisor {
     timeout: Duration,
     /// `reloadConfig` calls made (supervisord re-reads every program file: the costly call).
     reloads: Arc<AtomicU64>,
+    /// Round trips made (each call, a multicall counting once).
+    calls: Arc<AtomicU64>,
 }
 
 impl Supervisor {
@@ -120,7 +134,13 @@ impl Supervisor {
             socket: socket.to_path_buf(),
             timeout: Duration::from_secs(10),
             reloads: Arc::new(AtomicU64::new(0)),
+            calls: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How many round trips (calls; a multicall is one) this client made.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// How many `reloadConfig` calls this client made.
@@ -140,6 +160,7 @@ impl Supervisor {
         limit: Duration,
     ) -> Result<Value, RpcError> {
         let body = xmlrpc::encode_call(method, params);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let fut = self.exchange(method, body);
         let started = std::time::Instant::now();
         let text = tokio::time::timeout(limit, fut)
@@ -273,6 +294,37 @@ impl Supervisor {
             parse_process_infos(p, infos?)?,
             parse_config_infos(c, configs?)?,
         ))
+    }
+
+    /// supervisord's PID, every process and every configured program in one round trip (one
+    /// event-loop iteration of supervisord, so all three describe the same moment).
+    pub async fn snapshot(&self) -> Result<Snapshot, RpcError> {
+        let (g, p, c) = (
+            "supervisor.getPID",
+            "supervisor.getAllProcessInfo",
+            "supervisor.getAllConfigInfo",
+        );
+        let mut results = self
+            .multicall(&[(g, vec![]), (p, vec![]), (c, vec![])])
+            .await?
+            .into_iter();
+        let (Some(pid), Some(infos), Some(configs)) =
+            (results.next(), results.next(), results.next())
+        else {
+            return Err(RpcError::Http {
+                method: "system.multicall".into(),
+                message: "fewer results than calls".into(),
+            });
+        };
+        let pid = pid?;
+        Ok(Snapshot {
+            pid: pid
+                .as_int()
+                .map(|p| p as u32)
+                .ok_or_else(|| Self::shape(g, pid))?,
+            infos: parse_process_infos(p, infos?)?,
+            configs: parse_config_infos(c, configs?)?,
+        })
     }
 
     /// Call non-blocking methods (no `wait`) in one `system.multicall` round trip, in order.
