@@ -349,18 +349,24 @@ async fn apply<B: Backend>(
         }
         Action::StartSlot { slot, revision } => {
             tracing::info!(%slot, %revision, "start");
-            st.rollout
-                .record(now, "start", format!("{slot}: start on {revision}"));
+            st.rollout.record_slot(
+                now,
+                "start",
+                Some(slot),
+                format!("{slot}: start on {revision}"),
+            );
             backend.start(slot, &revision).await?;
         }
         Action::DrainSlot { slot } => {
             tracing::info!(%slot, "drain");
-            st.rollout.record(now, "drain", format!("{slot}: drain"));
+            st.rollout
+                .record_slot(now, "drain", Some(slot), format!("{slot}: drain"));
             backend.drain(slot).await?;
         }
         Action::StopSlot { slot } => {
             tracing::info!(%slot, "stop");
-            st.rollout.record(now, "stop", format!("{slot}: stop"));
+            st.rollout
+                .record_slot(now, "stop", Some(slot), format!("{slot}: stop"));
             backend.stop(slot).await?;
         }
         Action::MarkFailed {
@@ -406,8 +412,9 @@ async fn apply<B: Backend>(
     Ok(Next::Now)
 }
 
-/// A gate's reason with kresd's own last error lines from the worker's log (without Lua
-/// stack-traceback noise).
+/// A gate's reason with kresd's own last error lines from the worker's log: the lines that
+/// say `error` when there are any (not the trust-anchor or fd-limit warnings kresd prints
+/// around them), else the last three; without Lua stack-traceback noise.
 fn with_log_lines(reason: String, tail: &str) -> String {
     let lines: Vec<&str> = tail
         .lines()
@@ -419,6 +426,12 @@ fn with_log_lines(reason: String, tail: &str) -> String {
                 && !l.contains(": in ")
         })
         .collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.to_ascii_lowercase().contains("error"))
+        .collect();
+    let lines = if errors.is_empty() { lines } else { errors };
     let last = lines[lines.len().saturating_sub(3)..].join(" | ");
     if last.is_empty() {
         reason
@@ -576,6 +589,25 @@ mod tests {
             }
         }
         panic!("no convergence")
+    }
+
+    #[test]
+    fn the_log_lines_kept_are_kresds_errors_not_the_warnings_around_them() {
+        let tail = "[ta_update] refreshing TA for .\n\
+            [system] warning: hard limit for number of file-descriptors is only 1024 but recommended value is 524288\n\
+            [system] error while loading config: /etc/kresd/kresd.conf:40: kres-x (workdir '/var/lib/knot-resolver')\n\
+            [ta_update] next refresh for . in 12 hours\n";
+        assert_eq!(
+            with_log_lines("exited".into(), tail),
+            "exited; worker log: [system] error while loading config: \
+             /etc/kresd/kresd.conf:40: kres-x (workdir '/var/lib/knot-resolver')"
+        );
+        // Without an error line: the last three lines.
+        assert_eq!(
+            with_log_lines("exited".into(), "a\nb\nc\nd\n"),
+            "exited; worker log: b | c | d"
+        );
+        assert_eq!(with_log_lines("exited".into(), ""), "exited");
     }
 
     #[tokio::test(flavor = "current_thread")]
