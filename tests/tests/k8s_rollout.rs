@@ -48,12 +48,17 @@ fn condition(r: &kres_crd::k8s::KnotResolver, type_: &str) -> Option<Condition> 
 
 /// Wait until resolver `name` has processed its current generation and condition `type_`
 /// has `reason`; the condition.
-async fn wait_reason(env: &Env, name: &str, type_: &str, reason: &str) -> anyhow::Result<Condition> {
+async fn wait_reason(
+    env: &Env,
+    name: &str,
+    type_: &str,
+    reason: &str,
+) -> anyhow::Result<Condition> {
     let resolvers = &env.resolvers();
     eventually(60, &format!("{name}: {type_} {reason}"), || async move {
         let r = resolvers.get(name).await?;
-        let processed = r.status.as_ref().and_then(|s| s.observed_generation)
-            == r.metadata.generation;
+        let processed =
+            r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation;
         Ok(condition(&r, type_).filter(|c| processed && c.reason == reason))
     })
     .await
@@ -83,7 +88,7 @@ async fn regular_uids(env: &Env) -> anyhow::Result<BTreeMap<String, String>> {
 async fn config_edit_under_traffic_operator_kill_and_repairs() -> R {
     let mut env = Env::new("kres-roll").await?;
     env.apply(&resolver(80, |_| {})?)?;
-    let (r1, _) = env.converged("resolver", 3).await?;
+    let (r1, _) = env.converged_now("resolver", 3).await?;
     let svc = Api::<Service>::namespaced(env.client.clone(), &env.ns)
         .get("resolver")
         .await?;
@@ -102,7 +107,7 @@ async fn config_edit_under_traffic_operator_kill_and_repairs() -> R {
     })
     .await?;
     env.apply(&resolver(81, |_| {})?)?;
-    let (r2, _) = env.converged("resolver", 3).await?;
+    let (r2, _) = env.converged_now("resolver", 3).await?;
     assert_ne!(r1, r2);
     // The client goes on until the ClusterIP answered the new record a few times.
     eventually(30, "the client got the new answer", || async move {
@@ -118,7 +123,10 @@ async fn config_edit_under_traffic_operator_kill_and_repairs() -> R {
         tally.total(),
         tally.failures
     );
-    let min_ready = rollout.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.min_ready;
+    let min_ready = rollout
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .min_ready;
     assert!(
         min_ready.is_some_and(|m| m >= 3),
         "ready endpoints dropped to {min_ready:?}"
@@ -170,7 +178,7 @@ async fn config_edit_under_traffic_operator_kill_and_repairs() -> R {
     .await?;
     env.operator = None; // SIGKILL
     env.start_operator().await?;
-    let (r3, _) = env.converged("resolver", 3).await?;
+    let (r3, _) = env.converged_now("resolver", 3).await?;
     assert_eq!(r3, first.2, "the rollout was not resumed: {first:?}");
     {
         let log = pods.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
@@ -210,7 +218,10 @@ async fn config_edit_under_traffic_operator_kill_and_repairs() -> R {
             .then_some(()))
     })
     .await?;
-    let min_ready = watch.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.min_ready;
+    let min_ready = watch
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .min_ready;
     assert_eq!(
         min_ready,
         Some(2),
@@ -230,7 +241,9 @@ async fn config_edit_under_traffic_operator_kill_and_repairs() -> R {
         uid_of(&pdbs.get("resolver").await?.metadata),
         uid_of(&cms.get(&cm_name).await?.metadata),
     );
-    services.delete("resolver", &DeleteParams::default()).await?;
+    services
+        .delete("resolver", &DeleteParams::default())
+        .await?;
     pdbs.delete("resolver", &DeleteParams::default()).await?;
     cms.delete(&cm_name, &DeleteParams::default()).await?;
     let (services, pdbs, cms, cm_name, old_uids) = (&services, &pdbs, &cms, &cm_name, &old_uids);
@@ -276,9 +289,10 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
     let events = watch_events(&env.client, &env.ns);
     seen(&events, 30, "event watch", |l| l.ready.then_some(())).await?;
 
-    // A resolver whose status holds a value its Rust type cannot (int32 out of range: the
-    // schema has no bound there), there when the operator starts (its first list holds it), and
-    // one whose spec the validator refuses.
+    // A resolver whose status holds a value its Rust type cannot (a condition time with ten
+    // fractional digits: the apiserver's date-time format (Go) accepts it, jiff refuses it),
+    // there when the operator starts (its first list holds it), and one whose spec the
+    // validator refuses.
     env.operator = None;
     env.apply(&resolver(80, |v| {
         v["metadata"]["name"] = json!("unreadable");
@@ -294,7 +308,7 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
             "--subresource=status",
             "--type=merge",
             "-p",
-            r#"{"status":{"replicas":3000000000}}"#,
+            r#"{"status":{"conditions":[{"type":"Available","status":"True","reason":"X","message":"","lastTransitionTime":"2026-01-01T00:00:00.1234567890Z"}]}}"#,
         ],
         "",
     )?;
@@ -310,7 +324,7 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
     })?)?;
     env.apply(&resolver(80, |_| {})?)?;
     wait_reason(&env, "refused", "Degraded", "InvalidConfig").await?;
-    let (r1, _) = env.converged("resolver", 3).await?;
+    let (r1, _) = env.converged_now("resolver", 3).await?;
     let before = regular_uids(&env).await?;
 
     // 1. A failing canary: Degraded with kresd's own error line, not the warnings around it.
@@ -329,7 +343,8 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
         );
     }
     let warning = seen(&events, 30, "RevisionFailed event", |l| {
-        l.position(0, "RevisionFailed", None).map(|i| l.seen[i].2.clone())
+        l.position(0, "RevisionFailed", None)
+            .map(|i| l.seen[i].2.clone())
     })
     .await?;
     assert!(warning.contains("kres-e2e-x"), "{warning}");
@@ -349,7 +364,11 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
         Ok(l.items.is_empty().then_some(()))
     })
     .await?;
-    assert_eq!(regular_uids(&env).await?, before, "a regular pod was replaced");
+    assert_eq!(
+        regular_uids(&env).await?,
+        before,
+        "a regular pod was replaced"
+    );
 
     // 2. Operator restart: the failed revision is read back from status and not retried.
     env.operator = None; // SIGKILL
@@ -386,7 +405,11 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
     assert!(
         on_failed.items.is_empty(),
         "the failed revision was retried: {:?}",
-        on_failed.items.iter().map(|p| p.name_any()).collect::<Vec<_>>()
+        on_failed
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect::<Vec<_>>()
     );
     let created_after: Vec<String> = pods
         .lock()
@@ -401,20 +424,30 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
 
     // 3. Fixing the spec recovers.
     env.apply(&resolver(81, |_| {})?)?;
-    let (r2, _) = env.converged("resolver", 3).await?;
+    let (r2, _) = env.converged_now("resolver", 3).await?;
     assert!(r2 != r1 && r2 != failed);
 
     // 4. Paused: a spec change creates no pod; the status says Paused; unpausing rolls it out.
     let before = regular_uids(&env).await?;
-    let pods_before = pods.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.created.len();
-    env.apply(&resolver(82, |v| v["spec"]["rollout"]["paused"] = json!(true))?)?;
+    let pods_before = pods
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .created
+        .len();
+    env.apply(&resolver(82, |v| {
+        v["spec"]["rollout"]["paused"] = json!(true)
+    })?)?;
     let p = wait_reason(&env, "resolver", "Progressing", "Paused").await?;
     assert_eq!(p.status, "False");
     assert_eq!(regular_uids(&env).await?, before);
-    let pods_now = pods.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.created.len();
+    let pods_now = pods
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .created
+        .len();
     assert_eq!(pods_now, pods_before, "a pod was created while paused");
     env.apply(&resolver(82, |_| {})?)?;
-    let (r3, _) = env.converged("resolver", 3).await?;
+    let (r3, _) = env.converged_now("resolver", 3).await?;
     assert_ne!(r3, r2);
 
     // 5. A canary that cannot be scheduled: ProgressDeadlineExceeded, serving pods untouched.
@@ -423,9 +456,14 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
         v["spec"]["rollout"]["progressDeadlineSeconds"] = json!(10);
         v["spec"]["podTemplate"]["nodeSelector"] = json!({ "kres-e2e/unschedulable": "yes" });
     })?)?;
-    let progressing = wait_reason(&env, "resolver", "Progressing", "ProgressDeadlineExceeded").await?;
+    let progressing =
+        wait_reason(&env, "resolver", "Progressing", "ProgressDeadlineExceeded").await?;
     assert_eq!(progressing.status, "False");
-    assert!(progressing.message.contains("canary"), "{}", progressing.message);
+    assert!(
+        progressing.message.contains("canary"),
+        "{}",
+        progressing.message
+    );
     let degraded = condition(&env.resolvers().get("resolver").await?, "Degraded")
         .ok_or_else(|| anyhow::anyhow!("no Degraded"))?;
     assert_eq!(
@@ -441,12 +479,16 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
         canary.status.and_then(|s| s.phase).as_deref(),
         Some("Pending")
     );
-    assert_eq!(regular_uids(&env).await?, before, "a serving pod was touched");
+    assert_eq!(
+        regular_uids(&env).await?,
+        before,
+        "a serving pod was touched"
+    );
     let (_, serving) = env.converged_on(3, &r3).await?;
     assert!(serving.values().all(pod_ready));
     // Schedulable again: the rollout completes.
     env.apply(&resolver(83, |_| {})?)?;
-    let (r4, _) = env.converged("resolver", 3).await?;
+    let (r4, _) = env.converged_now("resolver", 3).await?;
     assert_ne!(r4, r3);
     Ok(())
 }

@@ -18,11 +18,11 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kres_crd::k8s::{KnotResolver, KnotResolverStatus};
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::core::DeserializeGuard;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -240,23 +240,25 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
     if opts.leader_elect {
         wait_for_lease(&client, &opts).await?;
     }
-    let runs = controllers.into_iter().map(|(resolvers, pods, deletions, shared)| {
-        let deletions = futures::stream::unfold(deletions, |mut rx| async move {
-            rx.recv().await.map(|()| ((), rx))
+    let runs = controllers
+        .into_iter()
+        .map(|(resolvers, pods, deletions, shared)| {
+            let deletions = futures::stream::unfold(deletions, |mut rx| async move {
+                rx.recv().await.map(|()| ((), rx))
+            });
+            // DeserializeGuard: an object that does not deserialize is reported, not a watch error
+            // that would stop every other resolver's reconciles.
+            Controller::new(resolvers, watcher::Config::default())
+                .owns(pods, managed())
+                .reconcile_all_on(deletions)
+                .run(reconcile, error_policy, shared)
+                .for_each(|r| {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "reconcile");
+                    }
+                    std::future::ready(())
+                })
         });
-        // DeserializeGuard: an object that does not deserialize is reported, not a watch error
-        // that would stop every other resolver's reconciles.
-        Controller::new(resolvers, watcher::Config::default())
-            .owns(pods, managed())
-            .reconcile_all_on(deletions)
-            .run(reconcile, error_policy, shared)
-            .for_each(|r| {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "reconcile");
-                }
-                std::future::ready(())
-            })
-    });
     futures::future::join_all(runs).await;
     Ok(())
 }
@@ -310,9 +312,11 @@ async fn reconcile(
         name = obj.name_any()
     );
     match &obj.0 {
-        Ok(kres) => reconcile_resolver(Arc::new(kres.clone()), sh)
-            .instrument(span)
-            .await,
+        Ok(kres) => {
+            reconcile_resolver(Arc::new(kres.clone()), sh)
+                .instrument(span)
+                .await
+        }
         Err(invalid) => {
             // Not a KnotResolver this operator can read (e.g. a value outside the Rust type's
             // range that the schema let through): reported on the object, nothing touched.
@@ -445,7 +449,15 @@ async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<
         Ok(n) => n,
         Err(e) => e.retry(),
     };
-    publish(&sh, &kres, &resolver, &api, generation, pd.progress_deadline).await?;
+    publish(
+        &sh,
+        &kres,
+        &resolver,
+        &api,
+        generation,
+        pd.progress_deadline,
+    )
+    .await?;
     Ok(match next {
         Next::Now => Action::requeue(Duration::from_millis(200)),
         Next::After(d) => Action::requeue(d.max(Duration::from_millis(200))),
@@ -493,10 +505,7 @@ async fn publish(
         s.waiting_for.as_deref(),
         generation,
     );
-    let was_exceeded = kres
-        .status
-        .as_ref()
-        .is_some_and(status::deadline_exceeded);
+    let was_exceeded = kres.status.as_ref().is_some_and(status::deadline_exceeded);
     if exceeded && !was_exceeded {
         let message = status::condition_message(&new, status::PROGRESSING);
         event(

@@ -274,7 +274,8 @@ pub fn exceed_deadline(
         deadline.as_secs(),
         waiting_for.unwrap_or("-")
     );
-    s.conditions.retain(|c| c.type_ != PROGRESSING && c.type_ != DEGRADED);
+    s.conditions
+        .retain(|c| c.type_ != PROGRESSING && c.type_ != DEGRADED);
     for type_ in [PROGRESSING, DEGRADED] {
         let mut c = condition(
             type_,
@@ -428,13 +429,26 @@ mod tests {
         ));
         assert!(deadline_exceeded(&k));
         let p = cond(&k, PROGRESSING);
-        assert_eq!((p.status.as_str(), p.reason.as_str()), ("False", PROGRESS_DEADLINE_EXCEEDED));
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("False", PROGRESS_DEADLINE_EXCEEDED)
+        );
         assert!(p.message.contains("canary pending"), "{}", p.message);
         let d = cond(&k, DEGRADED);
-        assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", PROGRESS_DEADLINE_EXCEEDED));
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", PROGRESS_DEADLINE_EXCEEDED)
+        );
         // Written again later: the same status (no write per reconcile).
         let mut again = from_status(&s, "r", 3);
-        exceed_deadline(&mut again, 50_000, 90_000, deadline, s.waiting_for.as_deref(), 3);
+        exceed_deadline(
+            &mut again,
+            50_000,
+            90_000,
+            deadline,
+            s.waiting_for.as_deref(),
+            3,
+        );
         assert_eq!(again, k);
         // Progress changes the fingerprint; a converged resolver never exceeds.
         let moved = progressing(vec![

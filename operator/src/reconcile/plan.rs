@@ -261,7 +261,9 @@ pub fn plan_with_phase(
     // holds nothing (no process yet, e.g. unschedulable): it goes at once instead of being
     // waited for.
     for s in &slots {
-        if s.state == SlotState::Pending && s.revision != target && good.as_ref() != Some(&s.revision)
+        if s.state == SlotState::Pending
+            && s.revision != target
+            && good.as_ref() != Some(&s.revision)
         {
             return (preparing, Action::StopSlot { slot: s.slot });
         }

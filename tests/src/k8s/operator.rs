@@ -494,9 +494,11 @@ pub struct EventLog {
 impl EventLog {
     /// The position of the first `reason` (about `related`, when given) at or after `from`.
     pub fn position(&self, from: usize, reason: &str, related: Option<&str>) -> Option<usize> {
-        self.seen.iter().enumerate().skip(from).find_map(|(i, e)| {
-            (e.0 == reason && related.is_none_or(|r| e.1 == r)).then_some(i)
-        })
+        self.seen
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find_map(|(i, e)| (e.0 == reason && related.is_none_or(|r| e.1 == r)).then_some(i))
     }
 
     pub fn reasons(&self) -> Vec<String> {
@@ -512,23 +514,25 @@ pub fn watch_events(client: &kube::Client, ns: &str) -> Arc<Mutex<EventLog>> {
     let log = Arc::new(Mutex::new(EventLog::default()));
     let l = log.clone();
     let api = Api::<Event>::namespaced(client.clone(), ns);
-    tokio::spawn(watcher(api, watcher::Config::default()).for_each(move |ev| {
-        if let Ok(mut l) = l.lock() {
-            match ev {
-                Ok(watcher::Event::InitDone) => l.ready = true,
-                Ok(watcher::Event::Apply(e)) if l.ready => {
-                    let related = e.related.and_then(|r| r.name).unwrap_or_default();
-                    l.seen.push((
-                        e.reason.unwrap_or_default(),
-                        related,
-                        e.note.unwrap_or_default(),
-                    ));
+    tokio::spawn(
+        watcher(api, watcher::Config::default()).for_each(move |ev| {
+            if let Ok(mut l) = l.lock() {
+                match ev {
+                    Ok(watcher::Event::InitDone) => l.ready = true,
+                    Ok(watcher::Event::Apply(e)) if l.ready => {
+                        let related = e.related.and_then(|r| r.name).unwrap_or_default();
+                        l.seen.push((
+                            e.reason.unwrap_or_default(),
+                            related,
+                            e.note.unwrap_or_default(),
+                        ));
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-        std::future::ready(())
-    }));
+            std::future::ready(())
+        }),
+    );
     log
 }
 
@@ -560,27 +564,29 @@ pub fn watch_pods(client: &kube::Client, ns: &str) -> Arc<Mutex<PodLog>> {
     let log = Arc::new(Mutex::new(PodLog::default()));
     let l = log.clone();
     let api = Api::<Pod>::namespaced(client.clone(), ns);
-    tokio::spawn(watcher(api, watcher::Config::default()).for_each(move |ev| {
-        if let Ok(mut l) = l.lock() {
-            match ev {
-                Ok(watcher::Event::InitDone) => l.ready = true,
-                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-                    let uid = p.uid().unwrap_or_default();
-                    if !l.created.iter().any(|(u, _, _)| *u == uid) {
-                        let rev = p.labels().get(REVISION).cloned().unwrap_or_default();
-                        l.created.push((uid.clone(), p.name_any(), rev));
+    tokio::spawn(
+        watcher(api, watcher::Config::default()).for_each(move |ev| {
+            if let Ok(mut l) = l.lock() {
+                match ev {
+                    Ok(watcher::Event::InitDone) => l.ready = true,
+                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                        let uid = p.uid().unwrap_or_default();
+                        if !l.created.iter().any(|(u, _, _)| *u == uid) {
+                            let rev = p.labels().get(REVISION).cloned().unwrap_or_default();
+                            l.created.push((uid.clone(), p.name_any(), rev));
+                        }
+                        l.live.insert(uid, p.name_any());
+                        l.max_live = l.max_live.max(l.live.len());
                     }
-                    l.live.insert(uid, p.name_any());
-                    l.max_live = l.max_live.max(l.live.len());
+                    Ok(watcher::Event::Delete(p)) => {
+                        l.live.remove(&p.uid().unwrap_or_default());
+                    }
+                    _ => {}
                 }
-                Ok(watcher::Event::Delete(p)) => {
-                    l.live.remove(&p.uid().unwrap_or_default());
-                }
-                _ => {}
             }
-        }
-        std::future::ready(())
-    }));
+            std::future::ready(())
+        }),
+    );
     log
 }
 
@@ -597,4 +603,30 @@ pub async fn seen<L, T>(
         Ok(f(&l))
     })
     .await
+}
+
+impl Env {
+    /// Wait until the operator processed resolver `name`'s current spec
+    /// (`status.observedGeneration == metadata.generation`).
+    pub async fn processed(&self, name: &str) -> R {
+        let resolvers = &self.resolvers();
+        eventually(60, &format!("{name}: generation observed"), || async move {
+            let r = resolvers.get(name).await?;
+            let observed = r.status.as_ref().and_then(|s| s.observed_generation);
+            Ok((observed.is_some() && observed == r.metadata.generation).then_some(()))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n--- operator log ---\n{}", self.log_tail()))
+    }
+
+    /// [`Env::converged`] once the current spec was processed ([`Env::processed`]): converged
+    /// on the revision of that spec, not on the one before.
+    pub async fn converged_now(
+        &self,
+        name: &str,
+        replicas: usize,
+    ) -> anyhow::Result<(String, BTreeMap<String, Pod>)> {
+        self.processed(name).await?;
+        self.converged(name, replicas).await
+    }
 }

@@ -188,7 +188,11 @@ impl PodsBackend {
             m.namespace.as_deref() == Some(self.ns())
                 && m.name.as_deref() == Some(self.owner.name.as_str())
         };
-        self.stores.services.state().iter().any(|s| here(&s.metadata))
+        self.stores
+            .services
+            .state()
+            .iter()
+            .any(|s| here(&s.metadata))
             && (!pdb || self.stores.pdbs.state().iter().any(|p| here(&p.metadata)))
     }
 
