@@ -159,6 +159,26 @@ pub fn from_status(s: &Status, name: &str, generation: i64) -> KnotResolverStatu
     }
 }
 
+/// The previous status for a resolver the controller did not step (nothing was touched), at
+/// `generation`, with its conditions but those of `replaced` types.
+fn untouched(
+    previous: Option<&KnotResolverStatus>,
+    name: &str,
+    generation: i64,
+    replaced: &[&str],
+) -> (KnotResolverStatus, Vec<Condition>) {
+    let mut s = previous.cloned().unwrap_or_default();
+    s.observed_generation = Some(generation);
+    s.selector = Some(selector_string(name));
+    let conditions = s
+        .conditions
+        .iter()
+        .filter(|c| !replaced.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
+    (s, conditions)
+}
+
 /// The status of a resolver whose spec the validator refused: Degraded `InvalidConfig` with
 /// every error (pointer and rule); the rest as before (nothing was touched).
 pub fn invalid(
@@ -168,15 +188,7 @@ pub fn invalid(
     errors: &str,
     now: Timestamp,
 ) -> KnotResolverStatus {
-    let mut s = previous.cloned().unwrap_or_default();
-    s.observed_generation = Some(generation);
-    s.selector = Some(selector_string(name));
-    let mut conditions: Vec<Condition> = s
-        .conditions
-        .iter()
-        .filter(|c| c.type_ != DEGRADED && c.type_ != PROGRESSING)
-        .cloned()
-        .collect();
+    let (mut s, mut conditions) = untouched(previous, name, generation, &[DEGRADED, PROGRESSING]);
     if !conditions.iter().any(|c| c.type_ == AVAILABLE) {
         conditions.push(condition(
             AVAILABLE,
@@ -212,15 +224,7 @@ pub fn paused(
     generation: i64,
     now: Timestamp,
 ) -> KnotResolverStatus {
-    let mut s = previous.cloned().unwrap_or_default();
-    s.observed_generation = Some(generation);
-    s.selector = Some(selector_string(name));
-    let mut conditions: Vec<Condition> = s
-        .conditions
-        .iter()
-        .filter(|c| c.type_ != PROGRESSING)
-        .cloned()
-        .collect();
+    let (mut s, mut conditions) = untouched(previous, name, generation, &[PROGRESSING]);
     conditions.push(condition(
         PROGRESSING,
         false,

@@ -509,31 +509,43 @@ impl EventLog {
     }
 }
 
-/// Watch the events of `ns`; wait with [`EventLog::ready`] before causing any.
-pub fn watch_events(client: &kube::Client, ns: &str) -> Arc<Mutex<EventLog>> {
-    let log = Arc::new(Mutex::new(EventLog::default()));
+/// A log of type `L` kept by a watch on `api`: `f` takes each event with the log locked.
+fn watch_log<K, L>(
+    api: Api<K>,
+    f: impl Fn(&mut L, watcher::Event<K>) + Send + 'static,
+) -> Arc<Mutex<L>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    L: Default + Send + 'static,
+{
+    let log = Arc::new(Mutex::new(L::default()));
     let l = log.clone();
-    let api = Api::<Event>::namespaced(client.clone(), ns);
     tokio::spawn(
         watcher(api, watcher::Config::default()).for_each(move |ev| {
-            if let Ok(mut l) = l.lock() {
-                match ev {
-                    Ok(watcher::Event::InitDone) => l.ready = true,
-                    Ok(watcher::Event::Apply(e)) if l.ready => {
-                        let related = e.related.and_then(|r| r.name).unwrap_or_default();
-                        l.seen.push((
-                            e.reason.unwrap_or_default(),
-                            related,
-                            e.note.unwrap_or_default(),
-                        ));
-                    }
-                    _ => {}
-                }
+            if let (Ok(ev), Ok(mut l)) = (ev, l.lock()) {
+                f(&mut l, ev);
             }
             std::future::ready(())
         }),
     );
     log
+}
+
+/// Watch the events of `ns`; wait with [`EventLog::ready`] before causing any.
+pub fn watch_events(client: &kube::Client, ns: &str) -> Arc<Mutex<EventLog>> {
+    let api = Api::<Event>::namespaced(client.clone(), ns);
+    watch_log(api, |l: &mut EventLog, ev| match ev {
+        watcher::Event::InitDone => l.ready = true,
+        watcher::Event::Apply(e) if l.ready => {
+            let related = e.related.and_then(|r| r.name).unwrap_or_default();
+            l.seen.push((
+                e.reason.unwrap_or_default(),
+                related,
+                e.note.unwrap_or_default(),
+            ));
+        }
+        _ => {}
+    })
 }
 
 /// The pods of a namespace as a watch saw them.
@@ -561,33 +573,23 @@ impl PodLog {
 
 /// Watch the pods of `ns`; wait with [`PodLog::ready`] before relying on it.
 pub fn watch_pods(client: &kube::Client, ns: &str) -> Arc<Mutex<PodLog>> {
-    let log = Arc::new(Mutex::new(PodLog::default()));
-    let l = log.clone();
     let api = Api::<Pod>::namespaced(client.clone(), ns);
-    tokio::spawn(
-        watcher(api, watcher::Config::default()).for_each(move |ev| {
-            if let Ok(mut l) = l.lock() {
-                match ev {
-                    Ok(watcher::Event::InitDone) => l.ready = true,
-                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-                        let uid = p.uid().unwrap_or_default();
-                        if !l.created.iter().any(|(u, _, _)| *u == uid) {
-                            let rev = p.labels().get(REVISION).cloned().unwrap_or_default();
-                            l.created.push((uid.clone(), p.name_any(), rev));
-                        }
-                        l.live.insert(uid, p.name_any());
-                        l.max_live = l.max_live.max(l.live.len());
-                    }
-                    Ok(watcher::Event::Delete(p)) => {
-                        l.live.remove(&p.uid().unwrap_or_default());
-                    }
-                    _ => {}
-                }
+    watch_log(api, |l: &mut PodLog, ev| match ev {
+        watcher::Event::InitDone => l.ready = true,
+        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+            let uid = p.uid().unwrap_or_default();
+            if !l.created.iter().any(|(u, _, _)| *u == uid) {
+                let rev = p.labels().get(REVISION).cloned().unwrap_or_default();
+                l.created.push((uid.clone(), p.name_any(), rev));
             }
-            std::future::ready(())
-        }),
-    );
-    log
+            l.live.insert(uid, p.name_any());
+            l.max_live = l.max_live.max(l.live.len());
+        }
+        watcher::Event::Delete(p) => {
+            l.live.remove(&p.uid().unwrap_or_default());
+        }
+        _ => {}
+    })
 }
 
 /// Wait until `f` holds for what the watch behind `log` saw.
