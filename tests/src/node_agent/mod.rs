@@ -439,3 +439,32 @@ async fn handle(
     let abort = tasks.spawn(pod::run(ctx.clone(), rx));
     runners.insert(uid, Runner { tx, abort });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(selector: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "p" },
+            "spec": { "containers": [], "nodeSelector": selector },
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_pod_fits_only_when_its_node_selector_matches_the_node_labels() {
+        assert!(fits(&pod(serde_json::json!({})), "n1"));
+        assert!(fits(
+            &pod(
+                serde_json::json!({ "kubernetes.io/os": "linux", "kubernetes.io/hostname": "n1" })
+            ),
+            "n1"
+        ));
+        assert!(!fits(
+            &pod(serde_json::json!({ "kubernetes.io/hostname": "n2" })),
+            "n1"
+        ));
+        assert!(!fits(&pod(serde_json::json!({ "disk": "ssd" })), "n1"));
+    }
+}
