@@ -412,9 +412,9 @@ async fn apply<B: Backend>(
     Ok(Next::Now)
 }
 
-/// A gate's reason with kresd's own last error lines from the worker's log: the lines that
-/// say `error` when there are any (not the trust-anchor or fd-limit warnings kresd prints
-/// around them), else the last three; without Lua stack-traceback noise.
+/// A gate's reason with kresd's own last error lines from the worker's log: its last three
+/// lines without Lua stack-traceback noise and without what kresd prints around an error that
+/// is not about it (warnings such as the fd limit, the trust-anchor modules' `[ta...]` lines).
 fn with_log_lines(reason: String, tail: &str) -> String {
     let lines: Vec<&str> = tail
         .lines()
@@ -424,14 +424,11 @@ fn with_log_lines(reason: String, tail: &str) -> String {
                 && !l.starts_with("stack traceback")
                 && !l.starts_with("[C]:")
                 && !l.contains(": in ")
+                && !l.starts_with("[ta")
+                && !l.starts_with("warning:")
+                && !l.contains("] warning:")
         })
         .collect();
-    let errors: Vec<&str> = lines
-        .iter()
-        .copied()
-        .filter(|l| l.to_ascii_lowercase().contains("error"))
-        .collect();
-    let lines = if errors.is_empty() { lines } else { errors };
     let last = lines[lines.len().saturating_sub(3)..].join(" | ");
     if last.is_empty() {
         reason
@@ -602,10 +599,15 @@ mod tests {
             "exited; worker log: [system] error while loading config: \
              /etc/kresd/kresd.conf:40: kres-x (workdir '/var/lib/knot-resolver')"
         );
-        // Without an error line: the last three lines.
+        // The last three lines that are not noise.
         assert_eq!(
-            with_log_lines("exited".into(), "a\nb\nc\nd\n"),
-            "exited; worker log: b | c | d"
+            with_log_lines(
+                "exited".into(),
+                "a\nb\n[net   ] bind to '192.0.2.55@5353' (UDP): Cannot assign requested address\n\
+                 [system] warning: x\nERROR: net.listen() failed to bind\n"
+            ),
+            "exited; worker log: b | [net   ] bind to '192.0.2.55@5353' (UDP): Cannot assign \
+             requested address | ERROR: net.listen() failed to bind"
         );
         assert_eq!(with_log_lines("exited".into(), ""), "exited");
     }
