@@ -414,7 +414,8 @@ async fn apply<B: Backend>(
 
 /// A gate's reason with kresd's own last error lines from the worker's log: its last three
 /// lines without Lua stack-traceback noise and without what kresd prints around an error that
-/// is not about it (warnings such as the fd limit, the trust-anchor modules' `[ta...]` lines).
+/// is not about it (warnings such as the fd limit, the trust-anchor modules' `[ta...]` lines;
+/// unless they say `error`).
 fn with_log_lines(reason: String, tail: &str) -> String {
     let lines: Vec<&str> = tail
         .lines()
@@ -424,9 +425,10 @@ fn with_log_lines(reason: String, tail: &str) -> String {
                 && !l.starts_with("stack traceback")
                 && !l.starts_with("[C]:")
                 && !l.contains(": in ")
-                && !l.starts_with("[ta")
-                && !l.starts_with("warning:")
-                && !l.contains("] warning:")
+                && !((l.starts_with("[ta")
+                    || l.starts_with("warning:")
+                    || l.contains("] warning:"))
+                    && !l.to_ascii_lowercase().contains("error"))
         })
         .collect();
     let last = lines[lines.len().saturating_sub(3)..].join(" | ");
@@ -598,6 +600,14 @@ mod tests {
             with_log_lines("exited".into(), tail),
             "exited; worker log: [system] error while loading config: \
              /etc/kresd/kresd.conf:40: kres-x (workdir '/var/lib/knot-resolver')"
+        );
+        // A trust-anchor error is kept.
+        assert_eq!(
+            with_log_lines(
+                "exited".into(),
+                "[ta    ] error: no trust anchor\n[ta    ] ok\n"
+            ),
+            "exited; worker log: [ta    ] error: no trust anchor"
         );
         // The last three lines that are not noise.
         assert_eq!(
