@@ -88,7 +88,7 @@ async fn regular_uids(env: &Env) -> anyhow::Result<BTreeMap<String, String>> {
 async fn config_edit_under_traffic_operator_kill_and_repairs() -> R {
     let mut env = Env::new("kres-roll").await?;
     env.apply(&resolver(80, |_| {})?)?;
-    let (r1, _) = env.converged_now("resolver", 3).await?;
+    let (r1, _) = env.converged("resolver", 3).await?;
     let svc = Api::<Service>::namespaced(env.client.clone(), &env.ns)
         .get("resolver")
         .await?;
@@ -107,7 +107,7 @@ async fn config_edit_under_traffic_operator_kill_and_repairs() -> R {
     })
     .await?;
     env.apply(&resolver(81, |_| {})?)?;
-    let (r2, _) = env.converged_now("resolver", 3).await?;
+    let (r2, _) = env.converged("resolver", 3).await?;
     assert_ne!(r1, r2);
     // The client goes on until the ClusterIP answered the new record a few times.
     eventually(30, "the client got the new answer", || async move {
@@ -178,7 +178,7 @@ async fn config_edit_under_traffic_operator_kill_and_repairs() -> R {
     .await?;
     env.operator = None; // SIGKILL
     env.start_operator().await?;
-    let (r3, _) = env.converged_now("resolver", 3).await?;
+    let (r3, _) = env.converged("resolver", 3).await?;
     assert_eq!(r3, first.2, "the rollout was not resumed: {first:?}");
     {
         let log = pods.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
@@ -324,7 +324,7 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
     })?)?;
     env.apply(&resolver(80, |_| {})?)?;
     wait_reason(&env, "refused", "Degraded", "InvalidConfig").await?;
-    let (r1, _) = env.converged_now("resolver", 3).await?;
+    let (r1, _) = env.converged("resolver", 3).await?;
     let before = regular_uids(&env).await?;
 
     // 1. A failing canary: Degraded with kresd's own error line, not the warnings around it.
@@ -424,7 +424,7 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
 
     // 3. Fixing the spec recovers.
     env.apply(&resolver(81, |_| {})?)?;
-    let (r2, _) = env.converged_now("resolver", 3).await?;
+    let (r2, _) = env.converged("resolver", 3).await?;
     assert!(r2 != r1 && r2 != failed);
 
     // 4. Paused: a spec change creates no pod; the status says Paused; unpausing rolls it out.
@@ -447,7 +447,7 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
         .len();
     assert_eq!(pods_now, pods_before, "a pod was created while paused");
     env.apply(&resolver(82, |_| {})?)?;
-    let (r3, _) = env.converged_now("resolver", 3).await?;
+    let (r3, _) = env.converged("resolver", 3).await?;
     assert_ne!(r3, r2);
 
     // 5. A canary that cannot be scheduled: ProgressDeadlineExceeded, serving pods untouched.
@@ -488,7 +488,7 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
     assert!(serving.values().all(pod_ready));
     // Schedulable again: the rollout completes.
     env.apply(&resolver(83, |_| {})?)?;
-    let (r4, _) = env.converged_now("resolver", 3).await?;
+    let (r4, _) = env.converged("resolver", 3).await?;
     assert_ne!(r4, r3);
     Ok(())
 }

@@ -233,13 +233,16 @@ impl Env {
         .map_err(|e| anyhow::anyhow!("{e}\n--- operator log ---\n{}", self.log_tail()))
     }
 
-    /// Wait until resolver `name` is Available with current == update revision and every
-    /// regular pod Ready on it; returns that revision and the pods by name.
+    /// Wait until the operator processed resolver `name`'s current spec ([`Env::processed`])
+    /// and it is Available with current == update revision and every regular pod Ready on it
+    /// (the revision of that spec, not the one before); returns that revision and the pods by
+    /// name.
     pub async fn converged(
         &self,
         name: &str,
         replicas: usize,
     ) -> anyhow::Result<(String, BTreeMap<String, Pod>)> {
+        self.processed(name).await?;
         let (resolvers, pods) = (&self.resolvers(), &self.pods());
         eventually(120, &format!("{name} converged"), || async move {
             let r = resolvers.get(name).await?;
@@ -619,16 +622,5 @@ impl Env {
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n--- operator log ---\n{}", self.log_tail()))
-    }
-
-    /// [`Env::converged`] once the current spec was processed ([`Env::processed`]): converged
-    /// on the revision of that spec, not on the one before.
-    pub async fn converged_now(
-        &self,
-        name: &str,
-        replicas: usize,
-    ) -> anyhow::Result<(String, BTreeMap<String, Pod>)> {
-        self.processed(name).await?;
-        self.converged(name, replicas).await
     }
 }
