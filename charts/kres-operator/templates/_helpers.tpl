@@ -64,13 +64,13 @@ manifests/rbac.yaml; tests/tests/k8s_chart.rs asserts that.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# The Service, applied server-side.
+# The Service, applied server-side; watched so one deleted by hand is re-created (as is the PDB).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # spec.cache.volumeClaimTemplate: one claim per slot, created by its first pod (owned by
 # the resolver, garbage-collected with it).
 - apiGroups: [""]

@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kres_crd::k8s::{KnotResolver, KnotResolverStatus};
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -33,7 +35,7 @@ use crate::backend::pods::render::{PodSettings, desired_for_pods};
 use crate::metrics::OperatorMetrics;
 use crate::reconcile::executor::{Context, Next, Target, reconcile_once};
 use crate::reconcile::status::{Status, StatusSink};
-use crate::reconcile::{Durable, RevisionStore, StoreError};
+use crate::reconcile::{Durable, RevisionStore, Slot, SlotState, StoreError};
 
 /// Settings of `kres-operator kube`.
 #[derive(Clone, Debug)]
@@ -90,6 +92,10 @@ struct Resolver {
     written: Mutex<Option<KnotResolverStatus>>,
     /// How many of the reconciler's events were published as Kubernetes events (by time).
     events_until: Mutex<u64>,
+    /// What the rollout last looked like and since when (Unix ms): the progress deadline.
+    progress: Mutex<(String, u64)>,
+    /// The target revision whose canary was last announced ready.
+    canary_ready: Mutex<Option<String>>,
 }
 
 struct Shared {
@@ -134,9 +140,27 @@ where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    reflect_deletes(api, cfg, changed, None)
+}
+
+/// [`reflect`], also sending on `deleted` each deletion the store has taken in (so a reconcile
+/// it triggers sees the object gone).
+fn reflect_deletes<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    changed: Arc<Notify>,
+    deleted: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+) -> Store<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, cfg).default_backoff());
-    tokio::spawn(stream.for_each(move |_| {
+    tokio::spawn(stream.for_each(move |ev| {
+        if let (Ok(watcher::Event::Delete(_)), Some(tx)) = (&ev, &deleted) {
+            let _ = tx.send(());
+        }
         changed.notify_waiters();
         std::future::ready(())
     }));
@@ -169,13 +193,33 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
     for scope in scopes {
         let changed = Arc::new(Notify::new());
         let ns = scope.as_deref();
+        // An owned ConfigMap, Service or PDB deleted by hand: every resolver of the scope is
+        // reconciled again (the backend re-creates what its resolver lacks).
+        let (deleted, deletions) = tokio::sync::mpsc::unbounded_channel();
         let stores = Stores {
             pods: reflect(api::<Pod>(&client, ns), managed(), changed.clone()),
-            config_maps: reflect(api::<ConfigMap>(&client, ns), managed(), changed.clone()),
+            config_maps: reflect_deletes(
+                api::<ConfigMap>(&client, ns),
+                managed(),
+                changed.clone(),
+                Some(deleted.clone()),
+            ),
             slices: reflect(
                 api::<EndpointSlice>(&client, ns),
                 managed(),
                 changed.clone(),
+            ),
+            services: reflect_deletes(
+                api::<Service>(&client, ns),
+                managed(),
+                changed.clone(),
+                Some(deleted.clone()),
+            ),
+            pdbs: reflect_deletes(
+                api::<PodDisruptionBudget>(&client, ns),
+                managed(),
+                changed.clone(),
+                Some(deleted),
             ),
             changed,
         };
@@ -196,25 +240,34 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
         });
         tracked::forget_deleted(api::<KnotResolver>(&client, ns), shared.clone());
         controllers.push((
-            api::<KnotResolver>(&client, ns),
+            api::<DeserializeGuard<KnotResolver>>(&client, ns),
             api::<Pod>(&client, ns),
+            deletions,
             shared,
         ));
     }
     if opts.leader_elect {
         wait_for_lease(&client, &opts).await?;
     }
-    let runs = controllers.into_iter().map(|(resolvers, pods, shared)| {
-        Controller::new(resolvers, watcher::Config::default())
-            .owns(pods, managed())
-            .run(reconcile, error_policy, shared)
-            .for_each(|r| {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "reconcile");
-                }
-                std::future::ready(())
-            })
-    });
+    let runs = controllers
+        .into_iter()
+        .map(|(resolvers, pods, deletions, shared)| {
+            let deletions = futures::stream::unfold(deletions, |mut rx| async move {
+                rx.recv().await.map(|()| ((), rx))
+            });
+            // DeserializeGuard: an object that does not deserialize is reported, not a watch error
+            // that would stop every other resolver's reconciles.
+            Controller::new(resolvers, watcher::Config::default())
+                .owns(pods, managed())
+                .reconcile_all_on(deletions)
+                .run(reconcile, error_policy, shared)
+                .for_each(|r| {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "reconcile");
+                    }
+                    std::future::ready(())
+                })
+        });
     futures::future::join_all(runs).await;
     Ok(())
 }
@@ -253,21 +306,51 @@ async fn wait_for_lease(client: &Client, opts: &KubeOptions) -> Result<(), Strin
     Ok(())
 }
 
-fn error_policy(_: Arc<KnotResolver>, e: &Error, _: Arc<Shared>) -> Action {
+fn error_policy(_: Arc<DeserializeGuard<KnotResolver>>, e: &Error, _: Arc<Shared>) -> Action {
     tracing::warn!(error = %e, "reconcile failed");
     Action::requeue(Duration::from_secs(2))
 }
 
-async fn reconcile(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<Action, Error> {
-    let (ns, name) = (kres.namespace().unwrap_or_default(), kres.name_any());
+async fn reconcile(
+    obj: Arc<DeserializeGuard<KnotResolver>>,
+    sh: Arc<Shared>,
+) -> Result<Action, Error> {
+    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
     let span = tracing::info_span!("resolver", ns, name);
-    let started = std::time::Instant::now();
-    let deleting = kres.metadata.deletion_timestamp.is_some();
-    let result = reconcile_resolver(kres, sh.clone()).instrument(span).await;
-    if !deleting {
-        tracked::record_reconcile(&sh, &ns, &name, result.is_ok(), started.elapsed());
+    match &obj.0 {
+        Ok(kres) => {
+            let started = std::time::Instant::now();
+            let deleting = kres.metadata.deletion_timestamp.is_some();
+            let result = reconcile_resolver(Arc::new(kres.clone()), sh.clone())
+                .instrument(span)
+                .await;
+            if !deleting {
+                tracked::record_reconcile(&sh, &ns, &name, result.is_ok(), started.elapsed());
+            }
+            result
+        }
+        Err(invalid) => {
+            // Not a KnotResolver this operator can read (e.g. a value outside the Rust type's
+            // range that the schema let through): reported on the object, nothing touched.
+            let message = format!("the object cannot be read: {}", invalid.error);
+            let ev = Event {
+                type_: EventType::Warning,
+                reason: "InvalidObject".into(),
+                note: Some(truncated(&message)),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            async {
+                tracing::warn!(%message, "invalid object");
+                if let Err(e) = sh.recorder.publish(&ev, &obj.object_ref(&())).await {
+                    tracing::warn!(error = %e, "event");
+                }
+            }
+            .instrument(span)
+            .await;
+            Ok(Action::await_change())
+        }
     }
-    result
 }
 
 async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<Action, Error> {
@@ -303,6 +386,22 @@ async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<
             return Ok(Action::await_change());
         }
     };
+    if kres.spec.rollout.paused {
+        // Paused: no pod is created, deleted or relabelled; the status says so.
+        let new = status::paused(kres.status.as_ref(), &name, generation, Timestamp::now());
+        if kres.status.as_ref() != Some(&new) {
+            write_status(&api, &name, &new).await?;
+            event(
+                &sh,
+                &kres,
+                EventType::Normal,
+                status::PAUSED,
+                "spec.rollout.paused: the operator leaves the pods as they are",
+            )
+            .await;
+        }
+        return Ok(Action::await_change());
+    }
     let owner = Owner {
         name: name.clone(),
         namespace: ns.clone(),
@@ -340,6 +439,8 @@ async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<
                     status: last,
                     written: Mutex::new(kres.status.clone()),
                     events_until: Mutex::new(crate::time::unix_ms()),
+                    progress: Mutex::new((String::new(), crate::time::unix_ms())),
+                    canary_ready: Mutex::new(None),
                 });
                 all.insert(key, r.clone());
                 r
@@ -357,7 +458,15 @@ async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<
         Ok(n) => n,
         Err(e) => e.retry(),
     };
-    publish(&sh, &kres, &resolver, &api, generation).await?;
+    publish(
+        &sh,
+        &kres,
+        &resolver,
+        &api,
+        generation,
+        pd.progress_deadline,
+    )
+    .await?;
     Ok(match next {
         Next::Now => Action::requeue(Duration::from_millis(200)),
         Next::After(d) => Action::requeue(d.max(Duration::from_millis(200))),
@@ -372,6 +481,7 @@ async fn publish(
     r: &Resolver,
     api: &Api<KnotResolver>,
     generation: i64,
+    deadline: Duration,
 ) -> Result<(), Error> {
     let Some(s) = r.status.0.lock().ok().and_then(|s| s.clone()) else {
         return Ok(());
@@ -384,7 +494,38 @@ async fn publish(
         );
     }
     let previous = r.written.lock().ok().and_then(|w| w.clone());
-    let new = status::from_status(&s, &name, generation);
+    let mut new = status::from_status(&s, &name, generation);
+    let now = crate::time::unix_ms();
+    let moved_at = match r.progress.lock() {
+        Ok(mut p) => {
+            let print = status::progress_fingerprint(&s);
+            if p.0 != print {
+                *p = (print, now);
+            }
+            p.1
+        }
+        Err(_) => now,
+    };
+    let exceeded = status::exceed_deadline(
+        &mut new,
+        moved_at,
+        now,
+        deadline,
+        s.waiting_for.as_deref(),
+        generation,
+    );
+    let was_exceeded = kres.status.as_ref().is_some_and(status::deadline_exceeded);
+    if exceeded && !was_exceeded {
+        let message = status::condition_message(&new, status::PROGRESSING);
+        event(
+            sh,
+            kres,
+            EventType::Warning,
+            status::PROGRESS_DEADLINE_EXCEEDED,
+            &message,
+        )
+        .await;
+    }
     if previous.as_ref() != Some(&new) || kres.status.as_ref() != Some(&new) {
         write_status(api, &name, &new).await?;
         if let Ok(mut w) = r.written.lock() {
@@ -398,14 +539,36 @@ async fn publish(
         .filter(|e| e.at_unix_ms > since)
         .cloned()
         .collect();
+    // The canary on the target answered and is ready: announced once per target revision.
+    let canary_ready = s
+        .workers
+        .iter()
+        .find(|w| {
+            w.slot == Slot::Surge
+                && w.state == SlotState::Ready
+                && Some(&w.revision) == s.desired_revision.as_ref()
+        })
+        .filter(|canary| {
+            r.canary_ready.lock().is_ok_and(|mut announced| {
+                let new = announced.as_ref() != Some(&canary.revision);
+                *announced = Some(canary.revision.clone());
+                new
+            })
+        });
+    if let Some(canary) = canary_ready {
+        event_about(
+            sh,
+            kres,
+            EventType::Normal,
+            "CanaryReady",
+            &format!("canary ready on revision {}", canary.revision),
+            Some(Slot::Surge),
+        )
+        .await;
+    }
     for e in &fresh {
-        let (type_, reason) = match e.kind.as_str() {
-            "failed" => (EventType::Warning, "RevisionFailed".to_string()),
-            "error" => (EventType::Warning, "BackendError".to_string()),
-            "good" => (EventType::Normal, "RolloutComplete".to_string()),
-            k => (EventType::Normal, pascal(k)),
-        };
-        event(sh, kres, type_, &reason, &e.message).await;
+        let (type_, reason) = reason_of(&e.kind, e.slot);
+        event_about(sh, kres, type_, &reason, &e.message, e.slot).await;
     }
     if let Some(last) = fresh.last()
         && let Ok(mut u) = r.events_until.lock()
@@ -413,6 +576,25 @@ async fn publish(
         *u = last.at_unix_ms;
     }
     Ok(())
+}
+
+/// The Kubernetes event type and reason of a reconciler event of `kind` about `slot`.
+fn reason_of(kind: &str, slot: Option<Slot>) -> (EventType, String) {
+    let canary = slot == Some(Slot::Surge);
+    let reason = match (kind, canary) {
+        ("failed", _) => return (EventType::Warning, "RevisionFailed".into()),
+        ("error", _) => return (EventType::Warning, "BackendError".into()),
+        ("good", _) => "RolloutComplete",
+        ("target", _) => "TargetRevision",
+        ("start", true) => "CanaryCreated",
+        ("start", false) => "SlotStarted",
+        ("drain", true) => "CanaryDraining",
+        ("drain", false) => "SlotDraining",
+        ("stop", true) => "CanaryRemoved",
+        ("stop", false) => "SlotStopped",
+        (k, _) => return (EventType::Normal, pascal(k)),
+    };
+    (EventType::Normal, reason.into())
 }
 
 fn pascal(kind: &str) -> String {
@@ -446,7 +628,8 @@ async fn write_status(
     .map_err(|e| Error::Api(format!("patch status of {name}"), e))
 }
 
-async fn event(sh: &Shared, kres: &KnotResolver, type_: EventType, reason: &str, note: &str) {
+/// `note` cut to the 1000 bytes an event note may hold.
+fn truncated(note: &str) -> String {
     let mut note = note.to_string();
     if note.len() > 1000 {
         let cut = (0..=1000)
@@ -455,14 +638,58 @@ async fn event(sh: &Shared, kres: &KnotResolver, type_: EventType, reason: &str,
             .unwrap_or(0);
         note.truncate(cut);
     }
+    note
+}
+
+async fn event(sh: &Shared, kres: &KnotResolver, type_: EventType, reason: &str, note: &str) {
+    event_about(sh, kres, type_, reason, note, None).await;
+}
+
+/// An event on `kres`; one about a slot names the slot's pod as the related object (so the
+/// recorder keeps one event per pod, not one series per reason).
+async fn event_about(
+    sh: &Shared,
+    kres: &KnotResolver,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+    slot: Option<Slot>,
+) {
+    let secondary = slot.map(|slot| ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(build::pod_name(&kres.name_any(), slot)),
+        namespace: kres.namespace(),
+        ..ObjectReference::default()
+    });
     let ev = Event {
         type_,
         reason: reason.into(),
-        note: Some(note),
+        note: Some(truncated(note)),
         action: "Reconcile".into(),
-        secondary: None,
+        secondary,
     };
     if let Err(e) = sh.recorder.publish(&ev, &kres.object_ref(&())).await {
         tracing::warn!(error = %e, "event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_events_get_reasons_of_their_own() {
+        let r = |kind, slot| reason_of(kind, slot).1;
+        assert_eq!(r("start", Some(Slot::Surge)), "CanaryCreated");
+        assert_eq!(r("start", Some(Slot::Worker(1))), "SlotStarted");
+        assert_eq!(r("drain", Some(Slot::Worker(0))), "SlotDraining");
+        assert_eq!(r("stop", Some(Slot::Surge)), "CanaryRemoved");
+        assert_eq!(r("good", None), "RolloutComplete");
+        assert_eq!(r("cache-gc", None), "CacheGc");
+        assert!(matches!(
+            reason_of("failed", Some(Slot::Surge)).0,
+            EventType::Warning
+        ));
     }
 }

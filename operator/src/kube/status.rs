@@ -1,6 +1,8 @@
 //! The KnotResolver's `.status`: mapped field by field from the reconciler's [`Status`], and the
 //! durable rollout state read back from it (pure).
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kres_crd::k8s::{KnotResolverStatus, MAX_FAILED_REVISIONS, ResolverPhase, RevisionFailure};
@@ -16,6 +18,11 @@ pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 /// See [`AVAILABLE`].
 pub const DEGRADED: &str = "Degraded";
+/// The Progressing reason (and event) of a paused resolver.
+pub const PAUSED: &str = "Paused";
+/// The Progressing and Degraded reason (and Warning event) of a rollout that made no
+/// progress for `spec.rollout.progressDeadlineSeconds`.
+pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 
 fn time(unix_ms: u64) -> Option<String> {
     Some(crate::time::rfc3339_secs(unix_ms))
@@ -158,6 +165,26 @@ pub fn from_status(s: &Status, name: &str, generation: i64) -> KnotResolverStatu
     }
 }
 
+/// The previous status for a resolver the controller did not step (nothing was touched), at
+/// `generation`, with its conditions but those of `replaced` types.
+fn untouched(
+    previous: Option<&KnotResolverStatus>,
+    name: &str,
+    generation: i64,
+    replaced: &[&str],
+) -> (KnotResolverStatus, Vec<Condition>) {
+    let mut s = previous.cloned().unwrap_or_default();
+    s.observed_generation = Some(generation);
+    s.selector = Some(selector_string(name));
+    let conditions = s
+        .conditions
+        .iter()
+        .filter(|c| !replaced.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
+    (s, conditions)
+}
+
 /// The status of a resolver whose spec the validator refused: Degraded `InvalidConfig` with
 /// every error (pointer and rule); the rest as before (nothing was touched).
 pub fn invalid(
@@ -167,15 +194,7 @@ pub fn invalid(
     errors: &str,
     now: Timestamp,
 ) -> KnotResolverStatus {
-    let mut s = previous.cloned().unwrap_or_default();
-    s.observed_generation = Some(generation);
-    s.selector = Some(selector_string(name));
-    let mut conditions: Vec<Condition> = s
-        .conditions
-        .iter()
-        .filter(|c| c.type_ != DEGRADED && c.type_ != PROGRESSING)
-        .cloned()
-        .collect();
+    let (mut s, mut conditions) = untouched(previous, name, generation, &[DEGRADED, PROGRESSING]);
     if !conditions.iter().any(|c| c.type_ == AVAILABLE) {
         conditions.push(condition(
             AVAILABLE,
@@ -203,11 +222,102 @@ pub fn invalid(
     s
 }
 
+/// The status of a paused resolver (`spec.rollout.paused`): Progressing False `Paused`; the
+/// rest as before (nothing is touched while paused).
+pub fn paused(
+    previous: Option<&KnotResolverStatus>,
+    name: &str,
+    generation: i64,
+    now: Timestamp,
+) -> KnotResolverStatus {
+    let (mut s, mut conditions) = untouched(previous, name, generation, &[PROGRESSING]);
+    conditions.push(condition(
+        PROGRESSING,
+        false,
+        PAUSED,
+        "spec.rollout.paused is true: no pod is created, deleted or relabelled until it is \
+         false"
+            .into(),
+        generation,
+    ));
+    s.conditions = stamp(conditions, previous, now);
+    s
+}
+
+/// What a rollout's progress is measured by: the target and each slot's revision and state
+/// (a change of any is progress).
+pub fn progress_fingerprint(s: &Status) -> String {
+    let mut out = format!("{:?}", s.desired_revision);
+    for w in &s.workers {
+        out.push_str(&format!(" {}={}:{:?}", w.slot, w.revision, w.state));
+    }
+    out
+}
+
+/// When Progressing is True and nothing progressed since `since_ms` for `deadline`: Progressing
+/// False and Degraded True, both `ProgressDeadlineExceeded` with what the rollout waits for
+/// (the pods are left as they are). Returns whether it did.
+pub fn exceed_deadline(
+    s: &mut KnotResolverStatus,
+    since_ms: u64,
+    now_ms: u64,
+    deadline: Duration,
+    waiting_for: Option<&str>,
+    generation: i64,
+) -> bool {
+    let progressing = s
+        .conditions
+        .iter()
+        .any(|c| c.type_ == PROGRESSING && c.status == "True");
+    let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+    if !progressing || now_ms.saturating_sub(since_ms) < deadline_ms {
+        return false;
+    }
+    // Whole seconds, as the API stores them: a status read back compares equal.
+    let at = Time(whole_seconds(
+        i64::try_from(since_ms.saturating_add(deadline_ms)).unwrap_or(0),
+    ));
+    let message = format!(
+        "no progress for {} s (spec.rollout.progressDeadlineSeconds); waiting for: {}",
+        deadline.as_secs(),
+        waiting_for.unwrap_or("-")
+    );
+    s.conditions
+        .retain(|c| c.type_ != PROGRESSING && c.type_ != DEGRADED);
+    for type_ in [PROGRESSING, DEGRADED] {
+        let mut c = condition(
+            type_,
+            type_ == DEGRADED,
+            PROGRESS_DEADLINE_EXCEEDED,
+            message.clone(),
+            generation,
+        );
+        c.last_transition_time = at.clone();
+        s.conditions.push(c);
+    }
+    true
+}
+
+/// Whether `s` reports an exceeded progress deadline.
+pub fn deadline_exceeded(s: &KnotResolverStatus) -> bool {
+    s.conditions
+        .iter()
+        .any(|c| c.type_ == PROGRESSING && c.reason == PROGRESS_DEADLINE_EXCEEDED)
+}
+
+/// The message of condition `type_` (empty when absent).
+pub fn condition_message(s: &KnotResolverStatus, type_: &str) -> String {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reconcile::{ObservedSlot, Slot};
-    use std::time::Duration;
 
     fn slot(i: u16, rev: &str, state: SlotState) -> ObservedSlot {
         ObservedSlot {
@@ -308,5 +418,84 @@ mod tests {
             (d.reason.as_str(), d.message.as_str()),
             ("InvalidConfig", "/spec/config/x: bad")
         );
+    }
+
+    fn progressing(workers: Vec<ObservedSlot>) -> Status {
+        let mut s = Status {
+            desired_revision: Some("b".into()),
+            current_revision: Some("a".into()),
+            change_seq: 3,
+            workers_desired: 1,
+            workers,
+            waiting_for: Some("canary pending".into()),
+            ..Status::default()
+        };
+        s.set_conditions(1_000);
+        s
+    }
+
+    #[test]
+    fn a_stalled_rollout_exceeds_its_deadline_with_a_stable_transition_time() {
+        let s = progressing(vec![
+            slot(0, "a", SlotState::Ready),
+            slot(1, "b", SlotState::Pending),
+        ]);
+        let deadline = Duration::from_secs(10);
+        let mut k = from_status(&s, "r", 3);
+        assert!(!exceed_deadline(&mut k, 50_000, 59_999, deadline, None, 3));
+        assert!(!deadline_exceeded(&k));
+        assert_eq!(cond(&k, PROGRESSING).status, "True");
+        assert!(exceed_deadline(
+            &mut k,
+            50_000,
+            61_000,
+            deadline,
+            s.waiting_for.as_deref(),
+            3
+        ));
+        assert!(deadline_exceeded(&k));
+        let p = cond(&k, PROGRESSING);
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("False", PROGRESS_DEADLINE_EXCEEDED)
+        );
+        assert!(p.message.contains("canary pending"), "{}", p.message);
+        let d = cond(&k, DEGRADED);
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", PROGRESS_DEADLINE_EXCEEDED)
+        );
+        // Written again later: the same status (no write per reconcile).
+        let mut again = from_status(&s, "r", 3);
+        exceed_deadline(
+            &mut again,
+            50_000,
+            90_000,
+            deadline,
+            s.waiting_for.as_deref(),
+            3,
+        );
+        assert_eq!(again, k);
+        // Progress changes the fingerprint; a converged resolver never exceeds.
+        let moved = progressing(vec![
+            slot(0, "a", SlotState::Ready),
+            slot(1, "b", SlotState::Starting),
+        ]);
+        assert_ne!(progress_fingerprint(&moved), progress_fingerprint(&s));
+        let mut done = from_status(&Status::default(), "r", 3);
+        assert!(!exceed_deadline(&mut done, 0, 1_000_000, deadline, None, 3));
+    }
+
+    #[test]
+    fn paused_says_so_and_keeps_the_rest() {
+        let prev = from_status(&progressing(vec![slot(0, "a", SlotState::Ready)]), "r", 3);
+        let k = paused(Some(&prev), "r", 4, Timestamp::UNIX_EPOCH);
+        assert_eq!(k.observed_generation, Some(4));
+        assert_eq!(k.current_revision.as_deref(), Some("a"));
+        let p = cond(&k, PROGRESSING);
+        assert_eq!((p.status.as_str(), p.reason.as_str()), ("False", PAUSED));
+        assert_eq!(cond(&k, AVAILABLE), cond(&prev, AVAILABLE));
+        // Stable: a second reconcile computes the same status.
+        assert_eq!(paused(Some(&k), "r", 4, Timestamp::now()), k);
     }
 }

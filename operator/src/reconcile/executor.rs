@@ -356,18 +356,24 @@ async fn apply<B: Backend>(
         }
         Action::StartSlot { slot, revision } => {
             tracing::info!(%slot, %revision, "start");
-            st.rollout
-                .record(now, "start", format!("{slot}: start on {revision}"));
+            st.rollout.record_slot(
+                now,
+                "start",
+                Some(slot),
+                format!("{slot}: start on {revision}"),
+            );
             backend.start(slot, &revision).await?;
         }
         Action::DrainSlot { slot } => {
             tracing::info!(%slot, "drain");
-            st.rollout.record(now, "drain", format!("{slot}: drain"));
+            st.rollout
+                .record_slot(now, "drain", Some(slot), format!("{slot}: drain"));
             backend.drain(slot).await?;
         }
         Action::StopSlot { slot } => {
             tracing::info!(%slot, "stop");
-            st.rollout.record(now, "stop", format!("{slot}: stop"));
+            st.rollout
+                .record_slot(now, "stop", Some(slot), format!("{slot}: stop"));
             backend.stop(slot).await?;
         }
         Action::MarkFailed {
@@ -413,8 +419,10 @@ async fn apply<B: Backend>(
     Ok(Next::Now)
 }
 
-/// A gate's reason with kresd's own last error lines from the worker's log (without Lua
-/// stack-traceback noise).
+/// A gate's reason with kresd's own last error lines from the worker's log: its last three
+/// lines without Lua stack-traceback noise and without what kresd prints around an error that
+/// is not about it (warnings such as the fd limit, the trust-anchor modules' `[ta...]` lines;
+/// unless they say `error`).
 fn with_log_lines(reason: String, tail: &str) -> String {
     let lines: Vec<&str> = tail
         .lines()
@@ -424,6 +432,10 @@ fn with_log_lines(reason: String, tail: &str) -> String {
                 && !l.starts_with("stack traceback")
                 && !l.starts_with("[C]:")
                 && !l.contains(": in ")
+                && !((l.starts_with("[ta")
+                    || l.starts_with("warning:")
+                    || l.contains("] warning:"))
+                    && !l.to_ascii_lowercase().contains("error"))
         })
         .collect();
     let last = lines[lines.len().saturating_sub(3)..].join(" | ");
@@ -583,6 +595,38 @@ mod tests {
             }
         }
         panic!("no convergence")
+    }
+
+    #[test]
+    fn the_log_lines_kept_are_kresds_errors_not_the_warnings_around_them() {
+        let tail = "[ta_update] refreshing TA for .\n\
+            [system] warning: hard limit for number of file-descriptors is only 1024 but recommended value is 524288\n\
+            [system] error while loading config: /etc/kresd/kresd.conf:40: kres-x (workdir '/var/lib/knot-resolver')\n\
+            [ta_update] next refresh for . in 12 hours\n";
+        assert_eq!(
+            with_log_lines("exited".into(), tail),
+            "exited; worker log: [system] error while loading config: \
+             /etc/kresd/kresd.conf:40: kres-x (workdir '/var/lib/knot-resolver')"
+        );
+        // A trust-anchor error is kept.
+        assert_eq!(
+            with_log_lines(
+                "exited".into(),
+                "[ta    ] error: no trust anchor\n[ta    ] ok\n"
+            ),
+            "exited; worker log: [ta    ] error: no trust anchor"
+        );
+        // The last three lines that are not noise.
+        assert_eq!(
+            with_log_lines(
+                "exited".into(),
+                "a\nb\n[net   ] bind to '192.0.2.55@5353' (UDP): Cannot assign requested address\n\
+                 [system] warning: x\nERROR: net.listen() failed to bind\n"
+            ),
+            "exited; worker log: b | [net   ] bind to '192.0.2.55@5353' (UDP): Cannot assign \
+             requested address | ERROR: net.listen() failed to bind"
+        );
+        assert_eq!(with_log_lines("exited".into(), ""), "exited");
     }
 
     #[tokio::test(flavor = "current_thread")]

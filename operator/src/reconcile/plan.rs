@@ -25,7 +25,8 @@
 //!    revisions no longer kept, done.
 //!
 //! A worker is never stopped while starting (kresd would lose an early SIGTERM), except one on a
-//! failed revision that outlived its start timeout (or is still `Pending`).
+//! failed revision that outlived its start timeout (or is still `Pending`), and a `Pending` one
+//! of a superseded revision (a spec change that replaces an unschedulable canary).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -254,6 +255,18 @@ pub fn plan_with_phase(
     }
     if target == desired.revision && !observed.staged.contains(&target) {
         return (preparing, Action::Stage { revision: target });
+    }
+
+    // A pending worker of a superseded revision (neither the target nor the last good one)
+    // holds nothing (no process yet, e.g. unschedulable): it goes at once instead of being
+    // waited for.
+    for s in &slots {
+        if s.state == SlotState::Pending
+            && s.revision != target
+            && good.as_ref() != Some(&s.revision)
+        {
+            return (preparing, Action::StopSlot { slot: s.slot });
+        }
     }
 
     // 3. A retirement under way.

@@ -60,6 +60,9 @@ pub struct Event {
     pub kind: String,
     /// Human-readable description.
     pub message: String,
+    /// The slot it is about, if any (not serialized: the message names it).
+    #[serde(skip)]
+    pub slot: Option<Slot>,
 }
 
 /// Rollout state: the durable part (desired and last good revision, failed revisions,
@@ -135,6 +138,17 @@ impl Rollout {
 
     /// Record an event, keeping the last [`EVENT_HISTORY`].
     pub fn record(&mut self, at_unix_ms: u64, kind: &str, message: impl Into<String>) {
+        self.record_slot(at_unix_ms, kind, None, message);
+    }
+
+    /// Record an event about `slot` (see [`Rollout::record`]).
+    pub fn record_slot(
+        &mut self,
+        at_unix_ms: u64,
+        kind: &str,
+        slot: Option<Slot>,
+        message: impl Into<String>,
+    ) {
         if self.events.len() == EVENT_HISTORY {
             self.events.pop_front();
         }
@@ -142,6 +156,7 @@ impl Rollout {
             at_unix_ms,
             kind: kind.to_string(),
             message: message.into(),
+            slot,
         });
     }
 

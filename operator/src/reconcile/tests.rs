@@ -258,9 +258,14 @@ impl Sim {
                     "stop of a {:?} worker",
                     s.state
                 );
+                // A pending worker (no process yet) may also go when its revision is neither
+                // the desired nor the last good one (superseded).
+                let superseded = s.state == SlotState::Pending
+                    && s.revision != self.rollout.durable.target.clone().unwrap_or_default()
+                    && Some(&s.revision) != self.rollout.durable.last_good.as_ref();
                 if s.state.is_starting() {
                     assert!(
-                        self.rollout.durable.failed.contains_key(&s.revision),
+                        self.rollout.durable.failed.contains_key(&s.revision) || superseded,
                         "stop of a starting worker on a live revision"
                     );
                 }
@@ -935,6 +940,36 @@ fn rollout_over_an_asynchronous_backend_keeps_capacity_and_never_fails_a_pending
     assert!(waits("draining") >= 4 * 3, "{}", waits("draining"));
     assert!(waits("stopping") >= 7 * 3, "{}", waits("stopping"));
     all_on(&sim, "r2", 3);
+}
+
+#[test]
+fn a_superseded_canary_stuck_pending_is_removed_and_the_new_target_rolls_out() {
+    // The canary of r2 never leaves Pending (unschedulable); r3 replaces r2.
+    let mut sim = Sim::converged("r1", 3).with_latency(Latency {
+        pending: 1_000_000,
+        ..Latency::default()
+    });
+    sim.min_ready = Some(3);
+    let d2 = desired("r2", 3);
+    for _ in 0..50 {
+        sim.step(&d2);
+    }
+    assert!(
+        sim.observed
+            .slots
+            .iter()
+            .any(|s| s.slot == Slot::Surge && s.state == SlotState::Pending && s.revision == "r2"),
+        "{:?}",
+        sim.observed.slots
+    );
+    sim.latency.pending = 0;
+    let actions = sim.converge(&desired("r3", 3));
+    assert_eq!(
+        significant(&actions).first(),
+        Some(&stop(Slot::Surge)),
+        "{actions:?}"
+    );
+    all_on(&sim, "r3", 3);
 }
 
 #[test]

@@ -244,8 +244,8 @@ impl Env {
                 .await?;
             let all: BTreeMap<String, Pod> =
                 list.items.into_iter().map(|p| (p.name_any(), p)).collect();
-            let observed = s.observed_generation.is_some()
-                && s.observed_generation == r.metadata.generation;
+            let observed =
+                s.observed_generation.is_some() && s.observed_generation == r.metadata.generation;
             let ok = observed
                 && available
                 && cur == upd
@@ -468,7 +468,192 @@ impl Env {
         )
         .unwrap_or(0.0))
     }
+}
 
+/// What a [`query_loop`] saw: answers by their text, and every failure.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    pub answers: BTreeMap<String, usize>,
+    pub failures: Vec<String>,
+}
+
+impl Tally {
+    pub fn total(&self) -> usize {
+        self.answers.values().sum::<usize>() + self.failures.len()
+    }
+}
+
+/// A client asking `name A` from the node ([`ask`]: UDP, a fresh source port, one try with a
+/// 2 s timeout) one query after another until stopped or `max` queries were sent.
+pub struct QueryLoop {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub fn query_loop(server: SocketAddr, name: &str, max: usize) -> QueryLoop {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let (s, t, name) = (stop.clone(), tally.clone(), name.to_string());
+    let task = tokio::spawn(async move {
+        for _ in 0..max {
+            if s.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let r = ask(server, &name).await;
+            if let Ok(mut t) = t.lock() {
+                match r {
+                    Ok(a) => *t.answers.entry(a).or_default() += 1,
+                    Err(e) => t.failures.push(e.to_string()),
+                }
+            }
+        }
+    });
+    QueryLoop { stop, tally, task }
+}
+
+impl QueryLoop {
+    /// What it saw so far.
+    pub fn tally(&self) -> Tally {
+        self.tally.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Stop after the query in flight; what it saw.
+    pub async fn stop(self) -> Tally {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let QueryLoop { tally, task, .. } = self;
+        let _ = task.await;
+        tally.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+/// The events (events.k8s.io) of a namespace in the order the watch delivered them, from the
+/// moment the watch was established (`ready`); a series update of an earlier event counts as
+/// one more occurrence.
+#[derive(Default)]
+pub struct EventLog {
+    pub ready: bool,
+    /// (reason, name of the related object (the slot's pod), note).
+    pub seen: Vec<(String, String, String)>,
+}
+
+impl EventLog {
+    /// The position of the first `reason` (about `related`, when given) at or after `from`.
+    pub fn position(&self, from: usize, reason: &str, related: Option<&str>) -> Option<usize> {
+        self.seen
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find_map(|(i, e)| (e.0 == reason && related.is_none_or(|r| e.1 == r)).then_some(i))
+    }
+
+    pub fn reasons(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .map(|(r, rel, _)| format!("{r}({rel})"))
+            .collect()
+    }
+}
+
+/// A log of type `L` kept by a watch on `api`: `f` takes each event with the log locked.
+fn watch_log<K, L>(
+    api: Api<K>,
+    f: impl Fn(&mut L, watcher::Event<K>) + Send + 'static,
+) -> Arc<Mutex<L>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    L: Default + Send + 'static,
+{
+    let log = Arc::new(Mutex::new(L::default()));
+    let l = log.clone();
+    tokio::spawn(
+        watcher(api, watcher::Config::default()).for_each(move |ev| {
+            if let (Ok(ev), Ok(mut l)) = (ev, l.lock()) {
+                f(&mut l, ev);
+            }
+            std::future::ready(())
+        }),
+    );
+    log
+}
+
+/// Watch the events of `ns`; wait with [`EventLog::ready`] before causing any.
+pub fn watch_events(client: &kube::Client, ns: &str) -> Arc<Mutex<EventLog>> {
+    let api = Api::<Event>::namespaced(client.clone(), ns);
+    watch_log(api, |l: &mut EventLog, ev| match ev {
+        watcher::Event::InitDone => l.ready = true,
+        watcher::Event::Apply(e) if l.ready => {
+            let related = e.related.and_then(|r| r.name).unwrap_or_default();
+            l.seen.push((
+                e.reason.unwrap_or_default(),
+                related,
+                e.note.unwrap_or_default(),
+            ));
+        }
+        _ => {}
+    })
+}
+
+/// The pods of a namespace as a watch saw them.
+#[derive(Default)]
+pub struct PodLog {
+    pub ready: bool,
+    /// Every pod (uid, name, revision label) in the order first seen.
+    pub created: Vec<(String, String, String)>,
+    /// The pods that exist now (uid -> name), terminating ones included.
+    pub live: BTreeMap<String, String>,
+    /// The most pods that existed at once.
+    pub max_live: usize,
+}
+
+impl PodLog {
+    /// The uids of the pods named `name` on `revision` (several: the slot was replaced again).
+    pub fn uids(&self, name: &str, revision: &str) -> Vec<String> {
+        self.created
+            .iter()
+            .filter(|(_, n, r)| n == name && r == revision)
+            .map(|(u, _, _)| u.clone())
+            .collect()
+    }
+}
+
+/// Watch the pods of `ns`; wait with [`PodLog::ready`] before relying on it.
+pub fn watch_pods(client: &kube::Client, ns: &str) -> Arc<Mutex<PodLog>> {
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
+    watch_log(api, |l: &mut PodLog, ev| match ev {
+        watcher::Event::InitDone => l.ready = true,
+        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+            let uid = p.uid().unwrap_or_default();
+            if !l.created.iter().any(|(u, _, _)| *u == uid) {
+                let rev = p.labels().get(REVISION).cloned().unwrap_or_default();
+                l.created.push((uid.clone(), p.name_any(), rev));
+            }
+            l.live.insert(uid, p.name_any());
+            l.max_live = l.max_live.max(l.live.len());
+        }
+        watcher::Event::Delete(p) => {
+            l.live.remove(&p.uid().unwrap_or_default());
+        }
+        _ => {}
+    })
+}
+
+/// Wait until `f` holds for what the watch behind `log` saw.
+pub async fn seen<L, T>(
+    log: &Arc<Mutex<L>>,
+    secs: u64,
+    what: &str,
+    f: impl Fn(&L) -> Option<T>,
+) -> anyhow::Result<T> {
+    let f = &f;
+    eventually(secs, what, || async move {
+        let l = log.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        Ok(f(&l))
+    })
+    .await
+}
+
+impl Env {
     /// Wait until the operator processed resolver `name`'s current spec
     /// (`status.observedGeneration == metadata.generation`).
     pub async fn processed(&self, name: &str) -> R {

@@ -1,16 +1,16 @@
 //! A test node agent: the kubelet stand-in of the test control plane (test code only).
 //!
-//! It registers a Ready Node, binds unscheduled Pods (no scheduler runs) to it and runs every
-//! container of each Pod bound to it as a host process (kresd, or a host executable such as
-//! `kres-cache-gc`), all on the pod's IP (198.18.x.y in the test network namespace), sharing the
-//! pod's volumes. It reports real status: phase, podIP(s), per container state (Waiting /
-//! Running / Terminated with exit code and, for `FallbackToLogsOnError`, the log tail),
-//! restartCount and readiness. Readiness comes from the readinessProbe (exec or tcpSocket, with
-//! initialDelay / period / timeout / success and failure thresholds), else from kresd's
-//! `READY=1` on `NOTIFY_SOCKET` (other programs: ready once running); a failing livenessProbe
-//! kills the container, which restartPolicy restarts with exponential back-off
-//! (`CrashLoopBackOff`). Deletion is graceful like the kubelet's: the pod turns NotReady
-//! first, then the preStop hooks (exec, sleep) run, then SIGTERM, then SIGKILL when the grace
+//! It registers a Ready Node, binds unscheduled Pods whose nodeSelector it matches to it (no
+//! scheduler runs; a pod that does not fit stays Pending) and runs every container of each Pod
+//! bound to it as a host process (kresd, or a host executable such as `kres-cache-gc`), all on
+//! the pod's IP (198.18.x.y in the test network namespace), sharing the pod's volumes. It
+//! reports real status: phase, podIP(s), per container state (Waiting / Running / Terminated
+//! with exit code and, for `FallbackToLogsOnError`, the log tail), restartCount and readiness.
+//! Readiness comes from the readinessProbe (exec or tcpSocket, with initialDelay / period /
+//! timeout / success and failure thresholds), else from kresd's `READY=1` on `NOTIFY_SOCKET`
+//! (other programs: ready once running); a failing livenessProbe kills the container, which
+//! restartPolicy restarts with exponential back-off (`CrashLoopBackOff`).
+//! Deletion is graceful like the kubelet's: the pod turns NotReady first, then the preStop hooks (exec, sleep) run, then SIGTERM, then SIGKILL when the grace
 //! period is over, then the pod is deleted with grace 0. Each step is recorded in a
 //! [`Journal`] tests read to prove ordering. How a Pod spec maps to processes is described in
 //! [`spec`] and docs/development.md. It knows nothing about kres-operator.
@@ -19,7 +19,7 @@ mod ip;
 mod pod;
 pub mod spec;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -233,13 +233,7 @@ pub(crate) async fn register_node(client: &Client, cfg: &NodeAgentConfig) -> Res
     let node = Node {
         metadata: ObjectMeta {
             name: Some(cfg.node_name.clone()),
-            labels: Some(
-                [
-                    ("kubernetes.io/hostname".to_string(), cfg.node_name.clone()),
-                    ("kubernetes.io/os".to_string(), "linux".to_string()),
-                ]
-                .into(),
-            ),
+            labels: Some(node_labels(&cfg.node_name)),
             ..Default::default()
         },
         ..Default::default()
@@ -287,6 +281,25 @@ pub(crate) async fn register_node(client: &Client, cfg: &NodeAgentConfig) -> Res
         .await
         .map_err(|e| Error::Api(format!("set status of node {}", cfg.node_name), e))?;
     Ok(())
+}
+
+/// The labels [`register_node`] gives node `node_name`.
+fn node_labels(node_name: &str) -> BTreeMap<String, String> {
+    [
+        ("kubernetes.io/hostname".to_string(), node_name.to_string()),
+        ("kubernetes.io/os".to_string(), "linux".to_string()),
+    ]
+    .into()
+}
+
+/// Whether the pod's `nodeSelector` matches the node's labels (the one scheduling rule the
+/// agent honours: a pod that does not fit stays Pending, unbound, as with the scheduler).
+fn fits(pod: &Pod, node_name: &str) -> bool {
+    let labels = node_labels(node_name);
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_selector.as_ref())
+        .is_none_or(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 
 /// Bind an unscheduled pod to our node (what the scheduler would do).
@@ -393,6 +406,7 @@ async fn handle(
             .unwrap_or_default();
         if p.metadata.deletion_timestamp.is_none()
             && (scheduler.is_empty() || scheduler == "default-scheduler")
+            && fits(&p, &ctx.config.node_name)
             && let Err(e) = bind(ctx, &p).await
         {
             tracing::warn!("node agent {}: {e}", ctx.config.node_name);
@@ -430,4 +444,33 @@ async fn handle(
     let (tx, rx) = watch::channel(p);
     let abort = tasks.spawn(pod::run(ctx.clone(), rx));
     runners.insert(uid, Runner { tx, abort });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(selector: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "p" },
+            "spec": { "containers": [], "nodeSelector": selector },
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_pod_fits_only_when_its_node_selector_matches_the_node_labels() {
+        assert!(fits(&pod(serde_json::json!({})), "n1"));
+        assert!(fits(
+            &pod(
+                serde_json::json!({ "kubernetes.io/os": "linux", "kubernetes.io/hostname": "n1" })
+            ),
+            "n1"
+        ));
+        assert!(!fits(
+            &pod(serde_json::json!({ "kubernetes.io/hostname": "n2" })),
+            "n1"
+        ));
+        assert!(!fits(&pod(serde_json::json!({ "disk": "ssd" })), "n1"));
+    }
 }

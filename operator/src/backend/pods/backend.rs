@@ -35,6 +35,10 @@ pub struct Stores {
     pub config_maps: Store<ConfigMap>,
     /// EndpointSlices of the operator's Services.
     pub slices: Store<EndpointSlice>,
+    /// The operator's Services.
+    pub services: Store<Service>,
+    /// The operator's PodDisruptionBudgets.
+    pub pdbs: Store<PodDisruptionBudget>,
     /// Signalled on every watch event.
     pub changed: Arc<Notify>,
 }
@@ -177,6 +181,21 @@ impl PodsBackend {
         })
     }
 
+    /// Whether the Service (and the PDB, when `pdb`) of this resolver are in the stores (an
+    /// owned object deleted by hand is applied again).
+    fn owned_present(&self, pdb: bool) -> bool {
+        let here = |m: &kube::api::ObjectMeta| {
+            m.namespace.as_deref() == Some(self.ns())
+                && m.name.as_deref() == Some(self.owner.name.as_str())
+        };
+        self.stores
+            .services
+            .state()
+            .iter()
+            .any(|s| here(&s.metadata))
+            && (!pdb || self.stores.pdbs.state().iter().any(|p| here(&p.metadata)))
+    }
+
     fn pod_in(&self, slot: Slot) -> Option<Arc<Pod>> {
         let name = build::pod_name(&self.owner.name, slot);
         self.pods()
@@ -282,7 +301,9 @@ impl Backend for PodsBackend {
     async fn ensure(&self) -> BackendResult<bool> {
         let inputs = self.inputs();
         let want = (inputs.service.clone(), inputs.pdb.clone());
-        if self.applied.lock().is_ok_and(|a| a.as_ref() == Some(&want)) {
+        if self.applied.lock().is_ok_and(|a| a.as_ref() == Some(&want))
+            && self.owned_present(want.1.is_some())
+        {
             return Ok(false);
         }
         let name = self.owner.name.clone();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 
 use super::build::{ANNOTATION_DRAIN_SINCE, LABEL_REVISION, LABEL_SERVING, LABEL_SLOT};
 use crate::reconcile::{Revision, Slot, SlotState};
@@ -43,31 +43,37 @@ fn kresd_status(pod: &Pod) -> Option<&ContainerStatus> {
         .find(|c| c.name == "kresd")
 }
 
-/// The message kresd left when it last terminated (FallbackToLogsOnError: its last log lines).
-pub fn termination_message(pod: &Pod) -> Option<String> {
+/// kresd's last termination (the current state's, else the last state's).
+fn last_termination(pod: &Pod) -> Option<&ContainerStateTerminated> {
     let c = kresd_status(pod)?;
-    let terminated = c
-        .state
+    c.state
         .as_ref()
         .and_then(|s| s.terminated.as_ref())
-        .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))?;
-    Some(
-        terminated
-            .message
-            .clone()
-            .filter(|m| !m.trim().is_empty())
-            .unwrap_or_else(|| {
-                format!(
-                    "exited with code {}{}",
-                    terminated.exit_code,
-                    terminated
-                        .reason
-                        .as_ref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                )
-            }),
-    )
+        .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
+}
+
+/// How kresd last terminated: `exited with code N (reason)` (its log lines are the
+/// [`termination_message`], which the gate adds filtered to kresd's error lines).
+fn exit_summary(pod: &Pod) -> Option<String> {
+    let t = last_termination(pod)?;
+    Some(format!(
+        "exited with code {}{}",
+        t.exit_code,
+        t.reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    ))
+}
+
+/// The message kresd left when it last terminated (FallbackToLogsOnError: its last log lines),
+/// else how it terminated.
+pub fn termination_message(pod: &Pod) -> Option<String> {
+    last_termination(pod)?
+        .message
+        .clone()
+        .filter(|m| !m.trim().is_empty())
+        .or_else(|| exit_summary(pod))
 }
 
 fn condition(pod: &Pod, type_: &str) -> Option<(String, Option<String>, Option<String>)> {
@@ -125,7 +131,7 @@ fn state(
     }
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if matches!(phase, Some("Failed") | Some("Succeeded")) {
-        return (SlotState::Exited, termination_message(pod));
+        return (SlotState::Exited, exit_summary(pod));
     }
     let Some(c) = kresd_status(pod) else {
         // Not started by a kubelet yet: unscheduled, or being set up.
@@ -154,7 +160,7 @@ fn state(
         // does not run through the revision's fault.
         return (
             SlotState::Exited,
-            termination_message(pod).or_else(|| {
+            exit_summary(pod).or_else(|| {
                 Some(format!(
                     "{reason}: {}",
                     w.message.clone().unwrap_or_default()
@@ -163,7 +169,7 @@ fn state(
         );
     }
     if c.state.as_ref().is_some_and(|s| s.terminated.is_some()) {
-        return (SlotState::Exited, termination_message(pod));
+        return (SlotState::Exited, exit_summary(pod));
     }
     if !is_serving(pod) {
         let since = pod
@@ -186,7 +192,7 @@ fn state(
     }
     if c.restart_count > 0 {
         // Restarted and not ready again: a crash loop between back-offs.
-        return (SlotState::Exited, termination_message(pod));
+        return (SlotState::Exited, exit_summary(pod));
     }
     (SlotState::Starting, None)
 }
@@ -263,7 +269,9 @@ mod tests {
         );
         let v = view(&p, false, Duration::ZERO, 0).expect("view");
         assert_eq!(v.state, SlotState::Exited);
-        assert_eq!(v.detail.as_deref(), Some("[system] error x"));
+        // The detail says how it ended; kresd's lines are the log tail the gate adds.
+        assert_eq!(v.detail.as_deref(), Some("exited with code 1"));
+        assert_eq!(termination_message(&p).as_deref(), Some("[system] error x"));
         // Running again after a crash but not ready: still a crash loop.
         assert_eq!(st(&pod(running(false, 1))), SlotState::Exited);
         assert_eq!(st(&pod(running(false, 0))), SlotState::Starting);
