@@ -286,11 +286,7 @@ fn granted() -> anyhow::Result<BTreeSet<(String, String, String)>> {
 // Multi-threaded: the node agents must run while a quickstart command (`kubectl wait`) blocks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_quickstart_runs_on_the_harness_with_the_charts_operator() -> R {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn,kube_client=off")
-        .with_ansi(false)
-        .with_test_writer()
-        .try_init();
+    kres_tests::k8s::operator::test_logging();
     let cp = ControlPlane::shared().await?;
     let client = cp.admin_client().await?;
     let mut doc = Doc::new(cp)?;

@@ -104,21 +104,16 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
     )?)?;
     let (r2, new_pods) = env.converged("resolver", 3).await?;
     assert_ne!(r1, r2);
-    let (created, min_ready) = {
+    let (created_new, min_ready) = {
         let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        (seen.created.clone(), seen.min_ready)
+        (seen.created_on(&r2), seen.min_ready)
     };
-    let created_new: Vec<&str> = created
-        .iter()
-        .filter(|(_, _, rev)| *rev == r2)
-        .map(|(_, name, _)| name.as_str())
-        .collect();
     assert_eq!(
-        created_new.first(),
-        Some(&"resolver-canary"),
+        created_new.first().map(String::as_str),
+        Some("resolver-canary"),
         "{created_new:?}"
     );
-    let mut regular: Vec<&str> = created_new[1..].to_vec();
+    let mut regular: Vec<&str> = created_new[1..].iter().map(String::as_str).collect();
     regular.sort();
     assert_eq!(
         regular,

@@ -180,13 +180,7 @@ async fn kresctl_kube_status_history_and_rollback() -> R {
         Some("error('kres-ctl-x')"),
     )?)?;
     env.wait_condition("resolver", "Degraded", 120)?;
-    let r3 = env
-        .resolvers()
-        .get("resolver")
-        .await?
-        .status
-        .and_then(|s| s.update_revision)
-        .ok_or_else(|| anyhow::anyhow!("no updateRevision"))?;
+    let r3 = env.update_revision("resolver").await?;
 
     let (ok, out, err) = env.kresctl_kube(kc, &["status", "resolver"])?;
     assert!(ok, "{err}");
@@ -376,14 +370,10 @@ async fn cache_claims_per_slot_survive_pod_replacement() -> R {
     env.processed("resolver").await?;
     let (r2, pods2) = env.converged("resolver", 2).await?;
     assert_ne!(r1, r2);
-    let created: Vec<String> = seen
+    let created = seen
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .created
-        .iter()
-        .filter(|(_, _, rev)| *rev == r2)
-        .map(|(_, n, _)| n.clone())
-        .collect();
+        .created_on(&r2);
     assert_eq!(
         created.first().map(String::as_str),
         Some("resolver-canary"),

@@ -348,13 +348,7 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
     })
     .await?;
     assert!(warning.contains("kres-e2e-x"), "{warning}");
-    let failed = env
-        .resolvers()
-        .get("resolver")
-        .await?
-        .status
-        .and_then(|s| s.update_revision)
-        .ok_or_else(|| anyhow::anyhow!("no updateRevision"))?;
+    let failed = env.update_revision("resolver").await?;
     // The failed canary is removed; the regular pods were never touched.
     let pods_api = &env.pods();
     eventually(60, "the failed canary removed", || async move {
@@ -411,14 +405,10 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
             .map(|p| p.name_any())
             .collect::<Vec<_>>()
     );
-    let created_after: Vec<String> = pods
+    let created_after = pods
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .created
-        .iter()
-        .filter(|(_, _, rev)| *rev == failed)
-        .map(|(_, n, _)| n.clone())
-        .collect();
+        .created_on(&failed);
     assert!(created_after.is_empty(), "{created_after:?}");
     wait_reason(&env, "resolver", "Degraded", "RevisionRejected").await?;
 

@@ -76,12 +76,7 @@ pub struct Env {
 
 impl Env {
     pub async fn new(prefix: &str) -> anyhow::Result<Env> {
-        // The node agent reports what it cannot run as warnings.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("warn,kube_client=off")
-            .with_ansi(false)
-            .with_test_writer()
-            .try_init();
+        test_logging();
         let cp = ControlPlane::shared().await?;
         cp.install_crd(&std::fs::read_to_string(repo_file("manifests/crd.yaml"))?)
             .await?;
@@ -284,6 +279,16 @@ impl Env {
         Ok(((), all))
     }
 
+    /// `status.updateRevision` of resolver `name` now.
+    pub async fn update_revision(&self, name: &str) -> anyhow::Result<String> {
+        self.resolvers()
+            .get(name)
+            .await?
+            .status
+            .and_then(|s| s.update_revision)
+            .ok_or_else(|| anyhow::anyhow!("{name}: no updateRevision"))
+    }
+
     pub async fn events(&self) -> anyhow::Result<Vec<Event>> {
         Ok(Api::<Event>::namespaced(self.client.clone(), &self.ns)
             .list(&ListParams::default())
@@ -379,6 +384,31 @@ pub struct Seen {
     pub created: Vec<(String, String, String)>,
     /// Fewest ready endpoints seen at any EndpointSlice event.
     pub min_ready: Option<usize>,
+}
+
+impl Seen {
+    /// Names of the pods created on `revision`, in order of creation.
+    pub fn created_on(&self, revision: &str) -> Vec<String> {
+        names_on(&self.created, revision)
+    }
+}
+
+/// The names in `created` (uid, name, revision) on `revision`, in order.
+fn names_on(created: &[(String, String, String)], revision: &str) -> Vec<String> {
+    created
+        .iter()
+        .filter(|(_, _, rev)| rev == revision)
+        .map(|(_, name, _)| name.clone())
+        .collect()
+}
+
+/// Log the node agent's warnings (what it cannot run) to the test's output; once per process.
+pub fn test_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,kube_client=off")
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
 }
 
 pub fn watch_rollout(client: &kube::Client, ns: &str, svc: &str) -> Arc<Mutex<Seen>> {
@@ -607,6 +637,11 @@ pub struct PodLog {
 }
 
 impl PodLog {
+    /// Names of the pods created on `revision`, in order of creation.
+    pub fn created_on(&self, revision: &str) -> Vec<String> {
+        names_on(&self.created, revision)
+    }
+
     /// The uids of the pods named `name` on `revision` (several: the slot was replaced again).
     pub fn uids(&self, name: &str, revision: &str) -> Vec<String> {
         self.created
