@@ -320,15 +320,7 @@ mod tests {
     use crate::reconcile::{ObservedSlot, Slot};
 
     fn slot(i: u16, rev: &str, state: SlotState) -> ObservedSlot {
-        ObservedSlot {
-            slot: Slot::Worker(i),
-            revision: rev.into(),
-            state,
-            worker: None,
-            since: Duration::ZERO,
-            ready_since_unix_ms: None,
-            detail: None,
-        }
+        ObservedSlot::new(Slot::Worker(i), rev.into(), state, Duration::ZERO)
     }
 
     fn cond<'a>(s: &'a KnotResolverStatus, t: &str) -> &'a Condition {

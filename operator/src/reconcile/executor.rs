@@ -489,15 +489,12 @@ mod tests {
             let mut o = self.observed.lock().expect("lock");
             let now = o.now;
             o.slots.retain(|s| s.slot != slot);
-            o.slots.push(ObservedSlot {
+            o.slots.push(ObservedSlot::new(
                 slot,
-                revision: revision.clone(),
-                state: SlotState::Starting,
-                worker: None,
-                since: now,
-                ready_since_unix_ms: None,
-                detail: None,
-            });
+                revision.clone(),
+                SlotState::Starting,
+                now,
+            ));
             Ok(())
         }
         async fn drain(&self, slot: Slot) -> BackendResult<()> {

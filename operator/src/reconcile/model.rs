@@ -181,6 +181,21 @@ pub struct ObservedSlot {
     pub detail: Option<String>,
 }
 
+impl ObservedSlot {
+    /// A slot in `state` on `revision` since `since`, with no worker, readiness or detail yet.
+    pub fn new(slot: Slot, revision: Revision, state: SlotState, since: Duration) -> Self {
+        ObservedSlot {
+            slot,
+            revision,
+            state,
+            worker: None,
+            since,
+            ready_since_unix_ms: None,
+            detail: None,
+        }
+    }
+}
+
 /// Everything the backend observed, at one instant.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observed {

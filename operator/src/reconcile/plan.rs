@@ -512,15 +512,12 @@ pub fn preview(desired: &Desired, observed: &Observed, rollout: &Rollout) -> Vec
             }
             Action::StartSlot { slot, revision } => {
                 observed.slots.retain(|s| s.slot != *slot);
-                observed.slots.push(ObservedSlot {
-                    slot: *slot,
-                    revision: revision.clone(),
-                    state: SlotState::Starting,
-                    worker: None,
-                    since: now,
-                    ready_since_unix_ms: None,
-                    detail: None,
-                });
+                observed.slots.push(ObservedSlot::new(
+                    *slot,
+                    revision.clone(),
+                    SlotState::Starting,
+                    now,
+                ));
             }
             Action::DrainSlot { slot } => set(*slot, SlotState::Drained),
             Action::StopSlot { slot } => observed.slots.retain(|s| s.slot != *slot),

@@ -140,29 +140,29 @@ impl PodsBackend {
         labels.and_then(|l| l.get(LABEL_INSTANCE)) == Some(&self.owner.name)
     }
 
-    /// This resolver's pods in the store.
-    pub fn pods(&self) -> Vec<Arc<Pod>> {
-        self.stores
-            .pods
+    /// This resolver's objects in `store` (its namespace, its instance label).
+    fn owned<K>(&self, store: &Store<K>) -> Vec<Arc<K>>
+    where
+        K: kube::Resource + Clone + 'static,
+        K::DynamicType: std::hash::Hash + Eq + Clone,
+    {
+        store
             .state()
             .into_iter()
-            .filter(|p| {
-                p.metadata.namespace.as_deref() == Some(self.ns())
-                    && self.mine(p.metadata.labels.as_ref())
+            .filter(|o| {
+                o.meta().namespace.as_deref() == Some(self.ns())
+                    && self.mine(o.meta().labels.as_ref())
             })
             .collect()
     }
 
+    /// This resolver's pods in the store.
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.owned(&self.stores.pods)
+    }
+
     fn config_maps(&self) -> Vec<Arc<ConfigMap>> {
-        self.stores
-            .config_maps
-            .state()
-            .into_iter()
-            .filter(|c| {
-                c.metadata.namespace.as_deref() == Some(self.ns())
-                    && self.mine(c.metadata.labels.as_ref())
-            })
-            .collect()
+        self.owned(&self.stores.config_maps)
     }
 
     /// Whether the Service's EndpointSlices list `ip`.
