@@ -59,7 +59,7 @@ const SKIPPED: [(&str, &str); 2] = [
 
 /// The request tuples the chart grants that the scenario does not use, with the reason
 /// (docs/operations.md, "RBAC", says the same).
-const GRANTED_UNUSED: [(&str, &str, &str); 8] = [
+const GRANTED_UNUSED: [(&str, &str, &str); 6] = [
     // Server-side apply that creates the object: one `patch` request, which the apiserver also
     // authorizes as `create`.
     ("", "services", "create"),
@@ -72,9 +72,6 @@ const GRANTED_UNUSED: [(&str, &str, &str); 8] = [
     ("", "configmaps", "get"),
     // Only for a resolver with spec.cache.volumeClaimTemplate (one claim per slot).
     ("", "persistentvolumeclaims", "create"),
-    // Not issued by the current code (reads come from the watch caches).
-    ("", "pods", "get"),
-    ("resolver.kres-operator.io", "knotresolvers", "get"),
 ];
 
 /// Command lines of the document's ```sh blocks: comments dropped, `\` continuations joined.
@@ -408,7 +405,14 @@ async fn scenario(cp: &ControlPlane, client: &kube::Client, doc: &mut Doc) -> R 
         .and_then(|a| a.iter().position(|r| r["resources"] == json!(["pods"])))
         .ok_or_else(|| anyhow::anyhow!("no pods rule: {rules}"))?;
     let mut fewer = rules.clone();
-    fewer[pods_rule]["verbs"] = json!(["get", "list", "watch", "patch", "delete"]);
+    let without_create: Vec<Value> = rules[pods_rule]["verbs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| *v != "create")
+        .cloned()
+        .collect();
+    fewer[pods_rule]["verbs"] = Value::Array(without_create);
     let set_rules = |r: Value| {
         let roles = roles.clone();
         async move {

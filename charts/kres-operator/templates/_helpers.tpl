@@ -52,14 +52,14 @@ manifests/rbac.yaml; tests/tests/k8s_chart.rs asserts that.
 {{- define "kres-operator.rules" -}}
 - apiGroups: ["resolver.kres-operator.io"]
   resources: ["knotresolvers"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["resolver.kres-operator.io"]
   resources: ["knotresolvers/status"]
   verbs: ["patch"]
 # One pod per slot: created, labelled serving=false to drain, deleted.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # One immutable ConfigMap per revision; unused revisions are deleted.
 - apiGroups: [""]
   resources: ["configmaps"]
