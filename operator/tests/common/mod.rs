@@ -42,9 +42,14 @@ impl Kresd {
             .join(self.pid().to_string())
     }
 
-    /// Wait until the control socket exists.
+    /// Wait until the control socket accepts connections: kresd binds the path before it
+    /// calls listen(), so a connect between the two is refused although the file exists.
     pub fn wait_control(&self) {
-        wait_for(|| self.control_path().exists(), "kresd control socket");
+        let path = self.control_path();
+        wait_for(
+            || std::os::unix::net::UnixStream::connect(&path).is_ok(),
+            "kresd control socket to accept",
+        );
     }
 }
 
