@@ -31,6 +31,7 @@ pub fn desired(config: &str, template: &serde_json::Value) -> Desired {
         soak: Duration::ZERO,
         template: template.clone(),
         listen: vec![],
+        paused: false,
     }
 }
 

@@ -281,7 +281,7 @@ async fn config_edit_under_traffic_operator_kill_and_repairs() -> R {
 /// Next to a resolver the operator cannot read and one whose spec the validator refuses, a
 /// resolver is reconciled. Its failing canary (kresd's own error line in Degraded) is not
 /// retried after an operator restart; fixing the spec recovers. Paused: a spec change creates no
-/// pod until unpaused. An unschedulable canary exceeds the progress deadline without touching
+/// pod until unpaused, a pod deleted by hand comes back on the current revision. An unschedulable canary exceeds the progress deadline without touching
 /// the serving pods.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() -> R {
@@ -436,6 +436,32 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
         .created
         .len();
     assert_eq!(pods_now, pods_before, "a pod was created while paused");
+    // Paused is no rollout, not no repair: a pod deleted by hand comes back on the current
+    // revision, and no pod is created on the paused one.
+    let paused_rev = env
+        .resolvers()
+        .get("resolver")
+        .await?
+        .status
+        .and_then(|s| s.update_revision)
+        .ok_or_else(|| anyhow::anyhow!("no updateRevision"))?;
+    assert_ne!(paused_rev, r2);
+    env.pods()
+        .delete("resolver-1", &DeleteParams::default())
+        .await?;
+    let pods_api = &env.pods();
+    let old_uid = &before["resolver-1"];
+    let recreated = eventually(60, "resolver-1 recreated while paused", || async move {
+        let p = pods_api.get_opt("resolver-1").await?;
+        Ok(p.filter(|p| p.uid().as_ref() != Some(old_uid) && pod_ready(p)))
+    })
+    .await?;
+    assert_eq!(recreated.labels().get(REVISION), Some(&r2));
+    let on_paused = pods
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .created_on(&paused_rev);
+    assert!(on_paused.is_empty(), "{on_paused:?}");
     env.apply(&resolver(82, |_| {})?)?;
     let (r3, _) = env.converged("resolver", 3).await?;
     assert_ne!(r3, r2);

@@ -171,7 +171,8 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 86400))]
     pub progress_deadline_seconds: Option<i32>,
-    /// Stop starting new rollouts; running pods are left alone.
+    /// Hold rollouts: no canary or replacement until false again (a rollout under way stops
+    /// where it is). A missing or exited pod is still re-created, on the current revision.
     #[serde(default)]
     pub paused: bool,
 }

@@ -75,6 +75,7 @@ pub fn desired_with(
         soak: Duration::ZERO,
         template: serde_json::Value::Null,
         listen,
+        paused: false,
     })
 }
 

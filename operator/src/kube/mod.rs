@@ -386,22 +386,6 @@ async fn reconcile_resolver(kres: Arc<KnotResolver>, sh: Arc<Shared>) -> Result<
             return Ok(Action::await_change());
         }
     };
-    if kres.spec.rollout.paused {
-        // Paused: no pod is created, deleted or relabelled; the status says so.
-        let new = status::paused(kres.status.as_ref(), &name, generation, Timestamp::now());
-        if kres.status.as_ref() != Some(&new) {
-            write_status(&api, &name, &new).await?;
-            event(
-                &sh,
-                &kres,
-                EventType::Normal,
-                status::PAUSED,
-                "spec.rollout.paused: the operator leaves the pods as they are",
-            )
-            .await;
-        }
-        return Ok(Action::await_change());
-    }
     let owner = Owner {
         name: name.clone(),
         namespace: ns.clone(),
@@ -506,6 +490,20 @@ async fn publish(
         }
         Err(_) => now,
     };
+    if kres.spec.rollout.paused {
+        // The planner holds the rollout (and only repairs); Progressing says why.
+        status::pause(&mut new, kres.status.as_ref(), generation, Timestamp::now());
+        if !kres.status.as_ref().is_some_and(status::is_paused) {
+            event(
+                sh,
+                kres,
+                EventType::Normal,
+                status::PAUSED,
+                "spec.rollout.paused: no rollout step until it is false",
+            )
+            .await;
+        }
+    }
     let exceeded = status::exceed_deadline(
         &mut new,
         moved_at,

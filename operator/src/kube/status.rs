@@ -222,26 +222,32 @@ pub fn invalid(
     s
 }
 
-/// The status of a paused resolver (`spec.rollout.paused`): Progressing False `Paused`; the
-/// rest as before (nothing is touched while paused).
-pub fn paused(
+/// `s` of a paused resolver (`spec.rollout.paused`): Progressing False `Paused` (stamped
+/// against `previous`); the rest as the reconciler reports it.
+pub fn pause(
+    s: &mut KnotResolverStatus,
     previous: Option<&KnotResolverStatus>,
-    name: &str,
     generation: i64,
     now: Timestamp,
-) -> KnotResolverStatus {
-    let (mut s, mut conditions) = untouched(previous, name, generation, &[PROGRESSING]);
-    conditions.push(condition(
+) {
+    let progressing = condition(
         PROGRESSING,
         false,
         PAUSED,
-        "spec.rollout.paused is true: no pod is created, deleted or relabelled until it is \
-         false"
+        "spec.rollout.paused is true: no rollout step is taken until it is false; a missing \
+         or exited pod is re-created on the current revision"
             .into(),
         generation,
-    ));
-    s.conditions = stamp(conditions, previous, now);
-    s
+    );
+    s.conditions.retain(|c| c.type_ != PROGRESSING);
+    s.conditions.extend(stamp(vec![progressing], previous, now));
+}
+
+/// Whether `s` reports a paused resolver.
+pub fn is_paused(s: &KnotResolverStatus) -> bool {
+    s.conditions
+        .iter()
+        .any(|c| c.type_ == PROGRESSING && c.reason == PAUSED)
 }
 
 /// What a rollout's progress is measured by: the target and each slot's revision and state
@@ -479,15 +485,21 @@ mod tests {
     }
 
     #[test]
-    fn paused_says_so_and_keeps_the_rest() {
-        let prev = from_status(&progressing(vec![slot(0, "a", SlotState::Ready)]), "r", 3);
-        let k = paused(Some(&prev), "r", 4, Timestamp::UNIX_EPOCH);
-        assert_eq!(k.observed_generation, Some(4));
+    fn paused_replaces_progressing_only_and_is_stable() {
+        let s = progressing(vec![slot(0, "a", SlotState::Ready)]);
+        let prev = from_status(&s, "r", 3);
+        let mut k = from_status(&s, "r", 4);
+        pause(&mut k, Some(&prev), 4, Timestamp::UNIX_EPOCH);
+        assert!(is_paused(&k) && !is_paused(&prev));
         assert_eq!(k.current_revision.as_deref(), Some("a"));
         let p = cond(&k, PROGRESSING);
         assert_eq!((p.status.as_str(), p.reason.as_str()), ("False", PAUSED));
+        assert_eq!(p.observed_generation, Some(4));
         assert_eq!(cond(&k, AVAILABLE), cond(&prev, AVAILABLE));
-        // Stable: a second reconcile computes the same status.
-        assert_eq!(paused(Some(&k), "r", 4, Timestamp::now()), k);
+        assert_eq!(k.conditions.len(), prev.conditions.len());
+        // Stable: a second reconcile computes the same status (no write per reconcile).
+        let mut again = from_status(&s, "r", 4);
+        pause(&mut again, Some(&k), 4, Timestamp::now());
+        assert_eq!(again, k);
     }
 }

@@ -292,6 +292,7 @@ async fn step<B: Backend>(
     st.rollout.phase = phase;
     let waiting = match &action {
         Action::Wait { reason } => Some(reason.clone()),
+        Action::Paused => Some("rollouts are paused".into()),
         _ => None,
     };
     let converged = action == Action::Done;
@@ -414,7 +415,7 @@ async fn apply<B: Backend>(
             backend.collect_revisions(&keep).await?;
         }
         Action::Wait { .. } => return Ok(Next::After(WAIT_POLL)),
-        Action::Done => return Ok(Next::Idle),
+        Action::Paused | Action::Done => return Ok(Next::Idle),
     }
     Ok(Next::Now)
 }
@@ -578,6 +579,7 @@ mod tests {
                 soak: Duration::ZERO,
                 template: serde_json::Value::Null,
                 listen: listen.iter().map(|l| l.to_string()).collect(),
+                paused: false,
             },
             text: format!("config of {rev}"),
             revert_on_reject: true,

@@ -102,6 +102,9 @@ pub struct Desired {
     /// specs). Opaque to the planner: a change of endpoints is also a change of `config` (and so
     /// of the revision), which is what makes workers pick them up.
     pub listen: Vec<String>,
+    /// Rollouts are held (Kubernetes' `spec.rollout.paused`; always false in host mode): no
+    /// canary, replacement or staging; the fleet is only kept whole (see [`crate::reconcile::plan`]).
+    pub paused: bool,
 }
 
 /// State of one worker as the backend sees it.

@@ -24,6 +24,12 @@
 //!    retire left-over and surge slots, converge the cache GC, mark the target good, collect
 //!    revisions no longer kept, done.
 //!
+//! Paused (`Desired::paused`): after rule 1, no rollout step is taken. The fleet is only kept
+//! whole, as a paused Deployment's ReplicaSets keep their replicas: a retirement under way is
+//! finished, an empty or exited regular slot is started on the last good revision, slots above
+//! `workers` are retired. Workers of any other revision (a rollout stopped half-way, its
+//! canary) are left as they are.
+//!
 //! A worker is never stopped while starting (kresd would lose an early SIGTERM), except one on a
 //! failed revision that outlived its start timeout (or is still `Pending`), and a `Pending` one
 //! of a superseded revision (a spec change that replaces an unschedulable canary).
@@ -105,6 +111,9 @@ pub enum Action {
         /// Why.
         reason: String,
     },
+    /// Rollouts are paused and the fleet is whole: nothing to do until the desired state or a
+    /// worker changes.
+    Paused,
     /// Converged.
     Done,
 }
@@ -124,6 +133,60 @@ fn retire(s: &ObservedSlot) -> Action {
         SlotState::Stopping => wait(format!("{} stopping", s.slot)),
         _ => Action::StopSlot { slot: s.slot },
     }
+}
+
+/// The step of a paused fleet (see the module documentation): keep `n` regular slots running,
+/// on the last good revision where one has to be started.
+fn hold(
+    n: u16,
+    slots: &[&ObservedSlot],
+    good: Option<&Revision>,
+    observed: &Observed,
+    rollout: &Rollout,
+) -> (Phase, Action) {
+    if let Some(s) = slots.iter().find(|s| s.state.is_retiring()) {
+        return (rollout.phase.clone(), retire(s));
+    }
+    let empty = (0..n).map(Slot::Worker).find(|slot| {
+        observed.slot(*slot).is_none_or(|s| {
+            matches!(
+                s.state,
+                SlotState::Exited | SlotState::Failed | SlotState::Stopped
+            )
+        })
+    });
+    match (empty, good) {
+        (Some(slot), Some(good)) => {
+            return (
+                Phase::Starting,
+                Action::StartSlot {
+                    slot,
+                    revision: good.clone(),
+                },
+            );
+        }
+        (Some(slot), None) => {
+            return (
+                rollout.phase.clone(),
+                wait(format!(
+                    "paused; {slot} is empty and no revision is proven good"
+                )),
+            );
+        }
+        (None, _) => {}
+    }
+    if let Some(s) = slots
+        .iter()
+        .find(|s| matches!(s.slot, Slot::Worker(i) if i >= n) && !s.state.is_starting())
+    {
+        return (rollout.phase.clone(), retire(s));
+    }
+    // A started worker is waited for (its start timeout still gates an unproven one); a pending
+    // one is not (it may stay unschedulable for as long as it likes).
+    if let Some(s) = slots.iter().find(|s| s.state == SlotState::Starting) {
+        return (rollout.phase.clone(), wait(format!("{} starting", s.slot)));
+    }
+    (rollout.phase.clone(), Action::Paused)
 }
 
 /// The next action. See the module documentation for the rules.
@@ -200,6 +263,10 @@ pub fn plan_with_phase(
         if failed(&s.revision) && (timed_out(s) || s.state == SlotState::Pending) {
             return (failed_phase, Action::StopSlot { slot: s.slot });
         }
+    }
+
+    if desired.paused {
+        return hold(desired.workers, &slots, good.as_ref(), observed, rollout);
     }
 
     // 2. The target.
@@ -521,7 +588,7 @@ pub fn preview(desired: &Desired, observed: &Observed, rollout: &Rollout) -> Vec
             }
             Action::DrainSlot { slot } => set(*slot, SlotState::Drained),
             Action::StopSlot { slot } => observed.slots.retain(|s| s.slot != *slot),
-            Action::MarkFailed { .. } | Action::Done => {
+            Action::MarkFailed { .. } | Action::Paused | Action::Done => {
                 actions.push(action);
                 break;
             }

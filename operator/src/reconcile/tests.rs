@@ -30,6 +30,7 @@ fn desired(rev: &str, workers: u16) -> Desired {
         soak: Duration::ZERO,
         template: serde_json::Value::Null,
         listen: vec![],
+        paused: false,
     }
 }
 
@@ -302,7 +303,7 @@ impl Sim {
                 self.observed.staged.retain(|r| keep.contains(r))
             }
             Action::Wait { .. } => self.tick(TICK),
-            Action::Done => {}
+            Action::Paused | Action::Done => {}
         }
         if let Some(min) = self.min_ready {
             assert!(
@@ -796,6 +797,108 @@ fn first_start_with_a_broken_config_reports_and_cleans_up() {
         Some(Action::Wait { reason }) => assert!(reason.contains("no good revision"), "{reason}"),
         other => panic!("{other:?}"),
     }
+}
+
+fn paused(rev: &str, workers: u16) -> Desired {
+    Desired {
+        paused: true,
+        ..desired(rev, workers)
+    }
+}
+
+impl Sim {
+    /// Step a paused `d` until the fleet is whole ([`Action::Paused`]); returns the actions.
+    fn hold(&mut self, d: &Desired) -> Vec<Action> {
+        let first = self.actions.len();
+        for _ in 0..200 {
+            if self.step(d) == Action::Paused {
+                return self.actions[first..].to_vec();
+            }
+        }
+        panic!("paused fleet never whole: {:?}", &self.actions[first..]);
+    }
+}
+
+#[test]
+fn paused_mid_rollout_takes_no_step_but_repairs_on_the_last_good_revision() {
+    let mut sim = Sim::converged("r1", 4);
+    // The rollout to r2 replaced slot 0, then the spec was paused.
+    while sim
+        .revisions()
+        .iter()
+        .all(|(slot, rev)| *slot == Slot::Surge || rev == "r1")
+        || sim.ready() < 5
+    {
+        sim.step(&desired("r2", 4));
+    }
+    let before = sim.pids();
+    let d = paused("r2", 4);
+    assert_eq!(sim.hold(&d).len(), 1, "a step was taken while paused");
+    assert_eq!(sim.pids(), before);
+    // Slot 2 disappears (a pod deleted by hand, a node drained) and slot 3 exits: both are
+    // started again on the last good revision; nothing else moves.
+    sim.observed.slots.retain(|s| s.slot != Slot::Worker(2));
+    let s3 = sim.slot_mut(Slot::Worker(3));
+    s3.state = SlotState::Exited;
+    s3.worker = None;
+    let actions = sim.hold(&d);
+    assert_eq!(
+        significant(&actions),
+        vec![
+            start(Slot::Worker(2), "r1"),
+            start(Slot::Worker(3), "r1"),
+            Action::Paused
+        ]
+    );
+    let revisions = sim.revisions();
+    assert_eq!(
+        revisions,
+        vec![
+            (Slot::Worker(0), "r2".to_string()),
+            (Slot::Worker(1), "r1".to_string()),
+            (Slot::Worker(2), "r1".to_string()),
+            (Slot::Worker(3), "r1".to_string()),
+            (Slot::Surge, "r2".to_string()),
+        ]
+    );
+    assert_eq!(sim.ready(), 5);
+    assert!(!sim.observed.staged.is_empty());
+    // Unpaused: the rollout goes on from where it stood.
+    sim.converge(&desired("r2", 4));
+    all_on(&sim, "r2", 4);
+}
+
+#[test]
+fn paused_fleet_scales_on_the_last_good_revision_and_never_stages_the_new_one() {
+    let mut sim = Sim::converged("r1", 2);
+    let actions = sim.hold(&paused("r2", 4));
+    assert_eq!(
+        significant(&actions),
+        vec![
+            start(Slot::Worker(2), "r1"),
+            start(Slot::Worker(3), "r1"),
+            Action::Paused
+        ]
+    );
+    assert!(!sim.observed.staged.contains("r2"));
+    let actions = sim.hold(&paused("r2", 1));
+    assert_eq!(
+        significant(&actions),
+        vec![
+            stop(Slot::Worker(1)),
+            stop(Slot::Worker(2)),
+            stop(Slot::Worker(3)),
+            Action::Paused
+        ]
+    );
+    all_on(&sim, "r1", 1);
+    // Never proven good, nothing to repair with: an empty slot is waited for, not started.
+    let mut fresh = Sim::new();
+    let action = fresh.step(&paused("r1", 1));
+    assert!(
+        matches!(&action, Action::Wait { reason } if reason.contains("no revision is proven good")),
+        "{action:?}"
+    );
 }
 
 #[test]

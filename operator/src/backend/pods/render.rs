@@ -95,6 +95,7 @@ pub fn desired_for_pods(
     desired.revision = revision_of(&desired.config, &desired.template);
     desired.drain = drain;
     desired.soak = min_ready;
+    desired.paused = spec.rollout.paused;
     Ok(PodsDesired {
         desired,
         template,
