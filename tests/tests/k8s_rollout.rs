@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kres_tests::k8s::operator::*;
@@ -77,6 +77,18 @@ async fn regular_uids(env: &Env) -> anyhow::Result<BTreeMap<String, String>> {
         .filter(|p| p.labels().get(SLOT).is_some_and(|s| s != "canary"))
         .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
         .collect())
+}
+
+/// Delete pod `name` (uid `old_uid`) by hand; the pod of that name that replaces it, once Ready.
+async fn delete_and_recreated(env: &Env, name: &str, old_uid: &str) -> anyhow::Result<Pod> {
+    let pods = env.pods();
+    pods.delete(name, &DeleteParams::default()).await?;
+    let pods = &pods;
+    eventually(60, &format!("{name} recreated and Ready"), || async move {
+        let p = pods.get_opt(name).await?;
+        Ok(p.filter(|p| p.uid().as_deref() != Some(old_uid) && pod_ready(p)))
+    })
+    .await
 }
 
 /// A config edit under traffic: a client asking through the ClusterIP the whole time sees no
@@ -197,16 +209,7 @@ async fn config_edit_under_traffic_operator_kill_and_repairs() -> R {
     // other two meanwhile.
     let watch = watch_rollout(&env.client, &env.ns, "resolver");
     let before = regular_uids(&env).await?;
-    env.pods()
-        .delete("resolver-1", &DeleteParams::default())
-        .await?;
-    let pods_api = &env.pods();
-    let old_uid = &before["resolver-1"];
-    let recreated = eventually(60, "resolver-1 recreated and Ready", || async move {
-        let p = pods_api.get_opt("resolver-1").await?;
-        Ok(p.filter(|p| p.uid().as_ref() != Some(old_uid) && pod_ready(p)))
-    })
-    .await?;
+    let recreated = delete_and_recreated(&env, "resolver-1", &before["resolver-1"]).await?;
     assert_eq!(recreated.labels().get(REVISION), Some(&r3));
     let ip = pod_ip(&recreated)?;
     let (client_ref, ns) = (&env.client, env.ns.as_str());
@@ -446,16 +449,7 @@ async fn failed_revision_survives_restart_pause_deadline_and_bad_neighbours() ->
         .and_then(|s| s.update_revision)
         .ok_or_else(|| anyhow::anyhow!("no updateRevision"))?;
     assert_ne!(paused_rev, r2);
-    env.pods()
-        .delete("resolver-1", &DeleteParams::default())
-        .await?;
-    let pods_api = &env.pods();
-    let old_uid = &before["resolver-1"];
-    let recreated = eventually(60, "resolver-1 recreated while paused", || async move {
-        let p = pods_api.get_opt("resolver-1").await?;
-        Ok(p.filter(|p| p.uid().as_ref() != Some(old_uid) && pod_ready(p)))
-    })
-    .await?;
+    let recreated = delete_and_recreated(&env, "resolver-1", &before["resolver-1"]).await?;
     assert_eq!(recreated.labels().get(REVISION), Some(&r2));
     let on_paused = pods
         .lock()
