@@ -106,7 +106,7 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
     assert_ne!(r1, r2);
     let (created_new, min_ready) = {
         let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        (seen.created_on(&r2), seen.min_ready)
+        (seen.pods.created_on(&r2), seen.min_ready)
     };
     assert_eq!(
         created_new.first().map(String::as_str),

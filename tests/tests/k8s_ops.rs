@@ -373,6 +373,7 @@ async fn cache_claims_per_slot_survive_pod_replacement() -> R {
     let created = seen
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .pods
         .created_on(&r2);
     assert_eq!(
         created.first().map(String::as_str),

@@ -365,7 +365,11 @@ pub fn kresctl() -> anyhow::Result<PathBuf> {
     Ok(op.with_file_name("kresctl"))
 }
 
-/// The example resolver with `record` as its local record, fast rollout timings.
+/// The example resolver with `record` as its local record, fast rollout timings. `drainSeconds`
+/// is the time kube-proxy has, after the EndpointSlice dropped a draining pod, to stop sending it
+/// queries before it is deleted: its nftables rules are re-synced at most once a second
+/// (`minSyncPeriod`), later on a loaded machine, so 1 s lost a query through the ClusterIP in
+/// one CI run out of many; 3 s leaves room (the product's default is 5 s).
 pub fn example_with(record: &str, script: Option<&str>) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(repo_file("manifests/examples/knotresolver.yaml"))?;
     let mut v: serde_json::Value = serde_norway::from_str(&text)?;
@@ -373,33 +377,16 @@ pub fn example_with(record: &str, script: Option<&str>) -> anyhow::Result<String
     if let Some(s) = script {
         v["spec"]["config"]["lua"] = json!({ "script": s });
     }
-    v["spec"]["rollout"] = json!({ "minReadySeconds": 2, "drainSeconds": 1 });
+    v["spec"]["rollout"] = json!({ "minReadySeconds": 2, "drainSeconds": 3 });
     Ok(serde_json::to_string(&v)?)
 }
 
-/// What the watches saw during a rollout.
+/// What the watches saw during a rollout: the namespace's pods, and the fewest ready endpoints
+/// of the Service at any EndpointSlice event.
 #[derive(Default)]
 pub struct Seen {
-    /// Pod names in order of creation (first time each uid was seen), with their revision.
-    pub created: Vec<(String, String, String)>,
-    /// Fewest ready endpoints seen at any EndpointSlice event.
+    pub pods: PodLog,
     pub min_ready: Option<usize>,
-}
-
-impl Seen {
-    /// Names of the pods created on `revision`, in order of creation.
-    pub fn created_on(&self, revision: &str) -> Vec<String> {
-        names_on(&self.created, revision)
-    }
-}
-
-/// The names in `created` (uid, name, revision) on `revision`, in order.
-fn names_on(created: &[(String, String, String)], revision: &str) -> Vec<String> {
-    created
-        .iter()
-        .filter(|(_, _, rev)| rev == revision)
-        .map(|(_, name, _)| name.clone())
-        .collect()
 }
 
 /// Log the node agent's warnings (what it cannot run) to the test's output; once per process.
@@ -411,24 +398,10 @@ pub fn test_logging() {
         .try_init();
 }
 
+/// Watch the pods of `ns` and the EndpointSlices of Service `svc` (see [`Seen`]).
 pub fn watch_rollout(client: &kube::Client, ns: &str, svc: &str) -> Arc<Mutex<Seen>> {
-    let seen = Arc::new(Mutex::new(Seen::default()));
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    let s = seen.clone();
-    tokio::spawn(
-        watcher(pods, watcher::Config::default()).for_each(move |ev| {
-            if let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev
-                && let Ok(mut s) = s.lock()
-            {
-                let uid = p.uid().unwrap_or_default();
-                if !s.created.iter().any(|(u, _, _)| *u == uid) {
-                    let rev = p.labels().get(REVISION).cloned().unwrap_or_default();
-                    s.created.push((uid, p.name_any(), rev));
-                }
-            }
-            std::future::ready(())
-        }),
-    );
+    let seen = watch_log(pods, |s: &mut Seen, ev| s.pods.record(ev));
     let slices = Api::<EndpointSlice>::namespaced(client.clone(), ns);
     let s = seen.clone();
     let cfg = watcher::Config::default().labels(&format!("kubernetes.io/service-name={svc}"));
@@ -639,7 +612,31 @@ pub struct PodLog {
 impl PodLog {
     /// Names of the pods created on `revision`, in order of creation.
     pub fn created_on(&self, revision: &str) -> Vec<String> {
-        names_on(&self.created, revision)
+        self.created
+            .iter()
+            .filter(|(_, _, rev)| rev == revision)
+            .map(|(_, name, _)| name.clone())
+            .collect()
+    }
+
+    /// Note one watch event.
+    fn record(&mut self, ev: watcher::Event<Pod>) {
+        match ev {
+            watcher::Event::InitDone => self.ready = true,
+            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                let uid = p.uid().unwrap_or_default();
+                if !self.created.iter().any(|(u, _, _)| *u == uid) {
+                    let rev = p.labels().get(REVISION).cloned().unwrap_or_default();
+                    self.created.push((uid.clone(), p.name_any(), rev));
+                }
+                self.live.insert(uid, p.name_any());
+                self.max_live = self.max_live.max(self.live.len());
+            }
+            watcher::Event::Delete(p) => {
+                self.live.remove(&p.uid().unwrap_or_default());
+            }
+            _ => {}
+        }
     }
 
     /// The uids of the pods named `name` on `revision` (several: the slot was replaced again).
@@ -654,23 +651,7 @@ impl PodLog {
 
 /// Watch the pods of `ns`; wait with [`PodLog::ready`] before relying on it.
 pub fn watch_pods(client: &kube::Client, ns: &str) -> Arc<Mutex<PodLog>> {
-    let api = Api::<Pod>::namespaced(client.clone(), ns);
-    watch_log(api, |l: &mut PodLog, ev| match ev {
-        watcher::Event::InitDone => l.ready = true,
-        watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
-            let uid = p.uid().unwrap_or_default();
-            if !l.created.iter().any(|(u, _, _)| *u == uid) {
-                let rev = p.labels().get(REVISION).cloned().unwrap_or_default();
-                l.created.push((uid.clone(), p.name_any(), rev));
-            }
-            l.live.insert(uid, p.name_any());
-            l.max_live = l.max_live.max(l.live.len());
-        }
-        watcher::Event::Delete(p) => {
-            l.live.remove(&p.uid().unwrap_or_default());
-        }
-        _ => {}
-    })
+    watch_log(Api::<Pod>::namespaced(client.clone(), ns), PodLog::record)
 }
 
 /// Wait until `f` holds for what the watch behind `log` saw.
