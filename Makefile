@@ -9,7 +9,7 @@ APT_PACKAGES := knot-resolver knot-resolver-module-http supervisor knot knot-dns
 APT_PACKAGES += mmdebstrap umoci skopeo podman runc
 EXAMPLE := manifests/examples/config.yaml
 
-.PHONY: all build deps k8s-tools image test build-tests test-rust docs-check lint fmt run bench fuzz
+.PHONY: all build deps k8s-tools image test test-rust docs-check lint fmt run bench fuzz
 
 all: build
 
@@ -51,18 +51,7 @@ test-rust:
 docs-check: deps
 	tests/docs/check-host-quickstart.sh
 
-# Stages that do not depend on each other run side by side: the Go tooling, the image (a release
-# build: cargo locks each profile's directory on its own, so it does not wait for the debug
-# builds) and lint followed by the test build. Each spends long stretches of a cold run on one
-# core (one large crate or Go package at a time); side by side they keep two cores busy.
-test: deps
-	$(MAKE) -j3 -O k8s-tools image build-tests
-	$(MAKE) test-rust docs-check
-
-# Lint, then everything `test-rust` runs, compiled.
-build-tests: lint
-	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --no-run
+test: deps k8s-tools lint image test-rust docs-check
 
 fmt:
 	$(CARGO) fmt --all
