@@ -139,6 +139,15 @@ impl SlotState {
         matches!(self, SlotState::Pending | SlotState::Starting)
     }
 
+    /// Whether no worker runs in the slot (never started, stopped, exited or given up on): the
+    /// slot can be started again.
+    pub fn is_down(self) -> bool {
+        matches!(
+            self,
+            SlotState::Stopped | SlotState::Exited | SlotState::Failed
+        )
+    }
+
     /// Whether a retirement (drain or stop) is under way.
     pub fn is_retiring(self) -> bool {
         matches!(

@@ -147,14 +147,9 @@ fn hold(
     if let Some(s) = slots.iter().find(|s| s.state.is_retiring()) {
         return (rollout.phase.clone(), retire(s));
     }
-    let empty = (0..n).map(Slot::Worker).find(|slot| {
-        observed.slot(*slot).is_none_or(|s| {
-            matches!(
-                s.state,
-                SlotState::Exited | SlotState::Failed | SlotState::Stopped
-            )
-        })
-    });
+    let empty = (0..n)
+        .map(Slot::Worker)
+        .find(|slot| observed.slot(*slot).is_none_or(|s| s.state.is_down()));
     match (empty, good) {
         (Some(slot), Some(good)) => {
             return (
@@ -446,10 +441,7 @@ pub fn plan_with_phase(
     // 5. Every regular slot runs the target (or is missing).
     let others_exist = slots.iter().any(|s| s.revision != target);
     for s in slots.iter().filter(regular) {
-        if matches!(
-            s.state,
-            SlotState::Exited | SlotState::Failed | SlotState::Stopped
-        ) {
+        if s.state.is_down() {
             return (
                 roll_phase(Phase::Starting),
                 Action::StartSlot {

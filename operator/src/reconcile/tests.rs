@@ -806,6 +806,13 @@ fn paused(rev: &str, workers: u16) -> Desired {
     }
 }
 
+/// The significant actions of a paused fleet repairing regular `slots` on `rev`.
+fn repaired(slots: &[u16], rev: &str) -> Vec<Action> {
+    let mut actions: Vec<Action> = slots.iter().map(|i| start(Slot::Worker(*i), rev)).collect();
+    actions.push(Action::Paused);
+    actions
+}
+
 impl Sim {
     /// Step a paused `d` until the fleet is whole ([`Action::Paused`]); returns the actions.
     fn hold(&mut self, d: &Desired) -> Vec<Action> {
@@ -842,14 +849,7 @@ fn paused_mid_rollout_takes_no_step_but_repairs_on_the_last_good_revision() {
     s3.state = SlotState::Exited;
     s3.worker = None;
     let actions = sim.hold(&d);
-    assert_eq!(
-        significant(&actions),
-        vec![
-            start(Slot::Worker(2), "r1"),
-            start(Slot::Worker(3), "r1"),
-            Action::Paused
-        ]
-    );
+    assert_eq!(significant(&actions), repaired(&[2, 3], "r1"));
     let revisions = sim.revisions();
     assert_eq!(
         revisions,
@@ -872,14 +872,7 @@ fn paused_mid_rollout_takes_no_step_but_repairs_on_the_last_good_revision() {
 fn paused_fleet_scales_on_the_last_good_revision_and_never_stages_the_new_one() {
     let mut sim = Sim::converged("r1", 2);
     let actions = sim.hold(&paused("r2", 4));
-    assert_eq!(
-        significant(&actions),
-        vec![
-            start(Slot::Worker(2), "r1"),
-            start(Slot::Worker(3), "r1"),
-            Action::Paused
-        ]
-    );
+    assert_eq!(significant(&actions), repaired(&[2, 3], "r1"));
     assert!(!sim.observed.staged.contains("r2"));
     let actions = sim.hold(&paused("r2", 1));
     assert_eq!(
