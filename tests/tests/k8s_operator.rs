@@ -299,15 +299,31 @@ async fn a_failing_canary_or_invalid_spec_touches_no_pod_then_recovery_recreatio
     Ok(())
 }
 
-/// Two operators with `--leader-elect` on the Role shipped in manifests/rbac.yaml: one holds the
-/// Lease and reconciles, the standby does not; killing the holder hands the Lease to the standby,
-/// which takes over the resolver without restarting a pod.
+/// Two operators with `--leader-elect` on the Role shipped in manifests/rbac.yaml. The first,
+/// started before that Role is bound, retries until it may take the Lease; the holder reconciles,
+/// the standby does not; killing the holder hands the Lease to the standby, which takes over the
+/// resolver without restarting a pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_hands_over_without_restarting_pods() -> R {
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::rbac::v1::Role;
     let mut env = Env::new("kres-lease").await?;
     env.operator = None; // the default operator does not take part in the election
+    // operator-a starts before it may read the Lease: it retries instead of exiting (a RoleBinding
+    // the apiserver's RBAC cache has not seen yet used to kill a freshly started standby).
+    let elect = ["--leader-elect", "--lease-namespace", env.ns.as_str()];
+    let http_a = http_address();
+    let a = env.spawn_operator(http_a, &elect, "operator-a").await?;
+    let log = &env.log;
+    eventually(
+        30,
+        "operator-a is refused the Lease and retries",
+        || async move {
+            let text = std::fs::read_to_string(log)?;
+            Ok(text.contains("cannot read the Lease").then_some(()))
+        },
+    )
+    .await?;
     // The leader-election Role and its binding, moved into this namespace.
     for kind in ["Role", "RoleBinding"] {
         for mut doc in documents("manifests/rbac.yaml", kind)? {
@@ -330,11 +346,6 @@ async fn leader_election_hands_over_without_restarting_pods() -> R {
             .await
             .is_ok()
     );
-    let elect = ["--leader-elect", "--lease-namespace", env.ns.as_str()];
-    let http_a = http_address();
-    let mut a = Some(env.spawn_operator(http_a, &elect, "operator-a").await?);
-    let http_b = http_address();
-    let mut b = Some(env.spawn_operator(http_b, &elect, "operator-b").await?);
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
     let leases = &leases;
     let holder = || async move {
@@ -349,10 +360,9 @@ async fn leader_election_hands_over_without_restarting_pods() -> R {
     let first = eventually(60, "a Lease holder", || async move { holder().await })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", env.log_tail()))?;
-    assert!(
-        ["operator-a", "operator-b"].contains(&first.as_str()),
-        "{first}"
-    );
+    assert_eq!(first, "operator-a", "the only operator running");
+    let http_b = http_address();
+    let b = env.spawn_operator(http_b, &elect, "operator-b").await?;
 
     env.apply(&example_with(
         "www.corp.example.test. 300 A 192.0.2.80\n",
@@ -365,31 +375,26 @@ async fn leader_election_hands_over_without_restarting_pods() -> R {
         .map(|(n, p)| (n.clone(), p.metadata.uid.clone()))
         .collect();
     // Only the holder reconciled: the standby's /status lists no resolver.
-    let (leader_http, standby_http) = if first == "operator-a" {
-        (http_a, http_b)
-    } else {
-        (http_b, http_a)
+    let status = |addr: SocketAddr| -> anyhow::Result<String> {
+        http_get(addr, "/status")
+            .map(|(_, body)| body)
+            .map_err(|e| anyhow::anyhow!("GET {addr}/status: {e}\n{}", env.log_tail()))
     };
-    let status = |addr: SocketAddr| -> anyhow::Result<String> { Ok(http_get(addr, "/status")?.1) };
     let key = format!("\"{}/resolver\"", env.ns);
     let key = key.as_str();
-    assert!(status(leader_http)?.contains(key), "leader /status");
-    let standby = status(standby_http)?;
+    assert!(status(http_a)?.contains(key), "leader /status");
+    let standby = status(http_b)?;
     assert!(!standby.contains(key), "the standby reconciled: {standby}");
 
     // Kill the holder: the standby takes the Lease and then reconciles the resolver.
     let started = std::time::Instant::now();
-    if first == "operator-a" {
-        a = None;
-    } else {
-        b = None;
-    }
-    let first = first.as_str();
+    drop(a);
     let second = eventually(60, "the standby holds the Lease", || async move {
-        Ok(holder().await?.filter(|h| h != first))
+        Ok(holder().await?.filter(|h| h != "operator-a"))
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", env.log_tail()))?;
+    assert_eq!(second, "operator-b");
     eprintln!(
         "lease handed over to {second} after {:?}",
         started.elapsed()
@@ -398,9 +403,9 @@ async fn leader_election_hands_over_without_restarting_pods() -> R {
         60,
         "the new leader reconciled the resolver",
         || async move {
-            Ok(status(standby_http)
+            Ok(http_get(http_b, "/status")
                 .ok()
-                .filter(|s| s.contains(key))
+                .filter(|(_, body)| body.contains(key))
                 .map(|_| ()))
         },
     )
@@ -412,6 +417,6 @@ async fn leader_election_hands_over_without_restarting_pods() -> R {
         .map(|(n, p)| (n.clone(), p.metadata.uid.clone()))
         .collect();
     assert_eq!(uids_after, uids, "a pod was restarted by the takeover");
-    drop((a, b));
+    drop(b);
     Ok(())
 }

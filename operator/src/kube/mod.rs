@@ -282,12 +282,25 @@ async fn wait_for_lease(client: &Client, opts: &KubeOptions) -> Result<(), Strin
         .ok_or("--lease-namespace (or $POD_NAMESPACE) is required with --leader-elect")?;
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("kres-operator-{}", std::process::id()));
-    let manager = LeaseManagerBuilder::new(client.clone(), &opts.lease_name)
-        .with_namespace(ns)
-        .with_parameters(LeaseParams::new(identity, 15, 5).with_field_manager(MANAGER))
-        .build()
-        .await
-        .map_err(|e| format!("lease: {e}"))?;
+    // Building reads (or creates) the Lease. An error here is retried, not fatal: a standby that
+    // exits on a passing API error (a RoleBinding the apiserver's RBAC cache has not seen yet, a
+    // restarting apiserver) would leave the resolvers with no warm standby.
+    let mut pause = Duration::from_millis(250);
+    let manager = loop {
+        match LeaseManagerBuilder::new(client.clone(), &opts.lease_name)
+            .with_namespace(ns.clone())
+            .with_parameters(LeaseParams::new(identity.clone(), 15, 5).with_field_manager(MANAGER))
+            .build()
+            .await
+        {
+            Ok(manager) => break manager,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?pause, "lease: cannot read the Lease");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(8));
+            }
+        }
+    };
     let (mut rx, _task) = manager.watch().await;
     while !*rx.borrow_and_update() {
         rx.changed()
