@@ -169,6 +169,23 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
         assert_eq!(rev, r2);
         assert_eq!(pods.keys().map(String::as_str).collect::<Vec<_>>(), names);
     }
+    // Below 2 replicas the PodDisruptionBudget goes: with one pod it could only block a drain.
+    let pdbs = &Api::<PodDisruptionBudget>::namespaced(env.client.clone(), &env.ns);
+    assert!(
+        pdbs.get_opt("resolver").await?.is_some(),
+        "no PDB at 2 replicas"
+    );
+    kubectl(
+        env.cp,
+        &["scale", "-n", &env.ns, "kres/resolver", "--replicas=1"],
+        "",
+    )?;
+    let (rev, _) = env.converged("resolver", 1).await?;
+    assert_eq!(rev, r2);
+    eventually(60, "the PDB deleted at 1 replica", || async move {
+        Ok(pdbs.get_opt("resolver").await?.is_none().then_some(()))
+    })
+    .await?;
     Ok(())
 }
 
@@ -296,6 +313,87 @@ async fn a_failing_canary_or_invalid_spec_touches_no_pod_then_recovery_recreatio
         .then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// An operator that may not list pods is not ready and reconciles nothing: `/readyz` names the
+/// cold watch cache. Once the grant is there the cache syncs, `/readyz` is ok and the resolver
+/// that was waiting converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_reconciles_only_once_its_watch_caches_are_synced() -> R {
+    let mut env = Env::new("kres-sync").await?;
+    env.operator = None; // replaced by one that may not list pods
+    env.apply(&example_with(
+        "www.corp.example.test. 300 A 192.0.2.80\n",
+        None,
+    )?)?;
+    // ServiceAccount kres-nopods: the shipped ClusterRole's rules but the one on pods, as a Role.
+    let mut role = documents("manifests/rbac.yaml", "ClusterRole")?
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "kres-operator")
+        .ok_or_else(|| anyhow::anyhow!("no ClusterRole kres-operator"))?;
+    let rules = role["rules"]
+        .as_array_mut()
+        .ok_or_else(|| anyhow::anyhow!("rules"))?;
+    let before = rules.len();
+    rules.retain(|r| r["resources"] != json!(["pods"]));
+    assert_eq!(rules.len(), before - 1, "one rule on pods");
+    role["kind"] = json!("Role");
+    role["metadata"] = json!({ "name": "kres-nopods", "namespace": env.ns });
+    let account = json!({ "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": { "name": "kres-nopods", "namespace": env.ns } });
+    let binding = |name: &str, kind: &str, role: &str| {
+        json!({ "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": { "name": name, "namespace": env.ns },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role },
+            "subjects": [{ "kind": "ServiceAccount", "name": "kres-nopods", "namespace": env.ns }] })
+    };
+    for doc in [account, role, binding("kres-nopods", "Role", "kres-nopods")] {
+        kubectl(
+            env.cp,
+            &["apply", "--server-side", "-f", "-"],
+            &doc.to_string(),
+        )?;
+    }
+    let http = http_address();
+    let _operator = env
+        .spawn_operator_as("kres-nopods", http, &[], "kres-nopods")
+        .await?;
+    let waiting = &format!("waiting for the watch caches: {}/pods", env.ns);
+    eventually(60, "/readyz waits for the pod cache alone", || async move {
+        Ok(http_get(http, "/readyz")
+            .ok()
+            .filter(|(line, body)| line.contains(" 503 ") && body.trim_end() == waiting))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", env.log_tail()))?;
+    // Waiting, it has touched nothing: no status, no pod, no ConfigMap.
+    let resolver = env.resolvers().get("resolver").await?;
+    assert!(resolver.status.is_none(), "{:?}", resolver.status);
+    let lp = ListParams::default().labels("app.kubernetes.io/instance=resolver");
+    assert!(env.pods().list(&lp).await?.items.is_empty());
+    assert!(
+        Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns)
+            .list(&lp)
+            .await?
+            .items
+            .is_empty()
+    );
+
+    // The grant: the pod cache syncs, /readyz is ok, the resolver converges.
+    kubectl(
+        env.cp,
+        &["apply", "--server-side", "-f", "-"],
+        &binding("kres-nopods-full", "ClusterRole", "kres-operator").to_string(),
+    )?;
+    eventually(90, "/readyz ok", || async move {
+        Ok(http_get(http, "/readyz")
+            .ok()
+            .filter(|(line, _)| line.contains(" 200 ")))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", env.log_tail()))?;
+    env.converged("resolver", 3).await?;
     Ok(())
 }
 

@@ -181,6 +181,7 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
         registry,
         statuses: Mutex::new(Default::default()),
         resolvers: resolver_metrics,
+        unsynced: Mutex::new(Default::default()),
     });
     serve::serve(opts.listen, served.clone()).await?;
     let scopes: Vec<Option<String>> = if opts.namespaces.is_empty() {
@@ -246,6 +247,12 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
             shared,
         ));
     }
+    let scoped: Vec<(Option<&str>, &Stores)> = controllers
+        .iter()
+        .map(|(_, pods, _, shared)| (pods.namespace(), &shared.stores))
+        .collect();
+    wait_synced(&scoped, &served).await;
+    drop(scoped);
     if opts.leader_elect {
         wait_for_lease(&client, &opts).await?;
     }
@@ -270,6 +277,53 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
         });
     futures::future::join_all(runs).await;
     Ok(())
+}
+
+/// Wait until every watch cache of every scope has had its first list. A reconcile on a cold
+/// cache would see no pods and act on that; until then `/readyz` names the caches still missing,
+/// and every 30 s a warning does (a missing list or watch grant keeps a cache cold).
+async fn wait_synced(scopes: &[(Option<&str>, &Stores)], served: &serve::Served) {
+    let mut waits: Vec<(String, futures::future::BoxFuture<'_, ()>)> = Vec::new();
+    for (ns, stores) in scopes {
+        let name = |kind: &str| match ns {
+            Some(ns) => format!("{ns}/{kind}"),
+            None => kind.to_string(),
+        };
+        waits.push((name("pods"), Box::pin(ready(&stores.pods))));
+        waits.push((name("configmaps"), Box::pin(ready(&stores.config_maps))));
+        waits.push((name("endpointslices"), Box::pin(ready(&stores.slices))));
+        waits.push((name("services"), Box::pin(ready(&stores.services))));
+        waits.push((name("poddisruptionbudgets"), Box::pin(ready(&stores.pdbs))));
+    }
+    if let Ok(mut u) = served.unsynced.lock() {
+        u.extend(waits.iter().map(|(name, _)| name.clone()));
+    }
+    let all = futures::future::join_all(waits.into_iter().map(|(name, wait)| async move {
+        wait.await;
+        if let Ok(mut u) = served.unsynced.lock() {
+            u.remove(&name);
+        }
+    }));
+    tokio::pin!(all);
+    while tokio::time::timeout(Duration::from_secs(30), &mut all)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            caches = %served.unsynced_list(),
+            "waiting for the watch caches (check the list and watch grants)"
+        );
+    }
+    tracing::info!("watch caches synced");
+}
+
+/// Until `store` has had its first list (or its writer is gone).
+async fn ready<K>(store: &Store<K>)
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let _ = store.wait_until_ready().await;
 }
 
 /// Block until this process holds the Lease; exit the process when it is lost later.

@@ -25,6 +25,18 @@ pub struct Served {
     pub statuses: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Per-resolver metrics (registered in `registry`).
     pub resolvers: super::metrics::ResolverMetrics,
+    /// The watch caches that have not had their first list yet (`/readyz` is 503 until none).
+    pub unsynced: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl Served {
+    /// The caches not yet synced, comma-separated (empty when all are).
+    pub fn unsynced_list(&self) -> String {
+        self.unsynced
+            .lock()
+            .map(|u| u.iter().cloned().collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    }
 }
 
 fn reply(code: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -45,7 +57,19 @@ fn route(served: &Served, req: &Request<hyper::body::Incoming>) -> Response<Full
         );
     }
     match req.uri().path() {
-        "/healthz" | "/readyz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            let unsynced = served.unsynced_list();
+            if unsynced.is_empty() {
+                reply(StatusCode::OK, "text/plain", "ok\n".into())
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("waiting for the watch caches: {unsynced}\n"),
+                )
+            }
+        }
         "/metrics" => {
             let mut text = String::new();
             match prometheus_client::encoding::text::encode(&mut text, &served.registry) {

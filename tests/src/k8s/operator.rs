@@ -119,9 +119,21 @@ impl Env {
         extra: &[&str],
         pod_name: &str,
     ) -> anyhow::Result<ChildGuard> {
+        self.spawn_operator_as("kres-operator", http, extra, pod_name)
+            .await
+    }
+
+    /// [`Env::spawn_operator`] as ServiceAccount `account` of the namespace.
+    pub async fn spawn_operator_as(
+        &self,
+        account: &str,
+        http: SocketAddr,
+        extra: &[&str],
+        pod_name: &str,
+    ) -> anyhow::Result<ChildGuard> {
         let kubeconfig = self
             .cp
-            .kubeconfig_for_service_account(&self.ns, "kres-operator")
+            .kubeconfig_for_service_account(&self.ns, account)
             .await?;
         let bin = crate::host::operator_binary()?;
         let log = std::fs::OpenOptions::new()

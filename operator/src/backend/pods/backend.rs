@@ -184,16 +184,27 @@ impl PodsBackend {
     /// Whether the Service (and the PDB, when `pdb`) of this resolver are in the stores (an
     /// owned object deleted by hand is applied again).
     fn owned_present(&self, pdb: bool) -> bool {
-        let here = |m: &kube::api::ObjectMeta| {
-            m.namespace.as_deref() == Some(self.ns())
-                && m.name.as_deref() == Some(self.owner.name.as_str())
-        };
         self.stores
             .services
             .state()
             .iter()
-            .any(|s| here(&s.metadata))
-            && (!pdb || self.stores.pdbs.state().iter().any(|p| here(&p.metadata)))
+            .any(|s| self.is_owned_name(&s.metadata))
+            && (!pdb || self.pdb_present())
+    }
+
+    /// Whether this resolver's PodDisruptionBudget is in the store.
+    fn pdb_present(&self) -> bool {
+        self.stores
+            .pdbs
+            .state()
+            .iter()
+            .any(|p| self.is_owned_name(&p.metadata))
+    }
+
+    /// Whether `m` names the object of this resolver's own name (its Service or PDB).
+    fn is_owned_name(&self, m: &kube::api::ObjectMeta) -> bool {
+        m.namespace.as_deref() == Some(self.ns())
+            && m.name.as_deref() == Some(self.owner.name.as_str())
     }
 
     fn pod_in(&self, slot: Slot) -> Option<Arc<Pod>> {
@@ -316,10 +327,20 @@ impl Backend for PodsBackend {
         let pdbs = Api::<PodDisruptionBudget>::namespaced(self.client.clone(), self.ns());
         match &inputs.pdb {
             Some(pdb) => self.apply(pdbs, &name, pdb).await?,
-            None => gone(
-                &format!("delete poddisruptionbudget {name}"),
-                pdbs.delete(&name, &DeleteParams::default()).await,
-            )?,
+            // Deleted only when there is one: in the (synced) store, or applied by this process
+            // (the store may not have it yet).
+            None => {
+                let applied = self
+                    .applied
+                    .lock()
+                    .is_ok_and(|a| a.as_ref().is_some_and(|(_, pdb)| pdb.is_some()));
+                if applied || self.pdb_present() {
+                    gone(
+                        &format!("delete poddisruptionbudget {name}"),
+                        pdbs.delete(&name, &DeleteParams::default()).await,
+                    )?;
+                }
+            }
         }
         if let Ok(mut a) = self.applied.lock() {
             *a = Some(want);
