@@ -34,6 +34,26 @@ async fn kubectl_apply_knotresolver_end_to_end() -> R {
         pods.keys().cloned().collect::<Vec<_>>(),
         ["resolver-0", "resolver-1", "resolver-2"]
     );
+    // Beside kresd each pod runs kres-cache-gc (one PID namespace), on the LMDB cache kresd
+    // opened.
+    for (name, p) in &pods {
+        let spec = p.spec.as_ref();
+        assert_eq!(spec.and_then(|s| s.share_process_namespace), Some(true));
+        let gc = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == "cache-gc"))
+            .ok_or_else(|| anyhow::anyhow!("{name}: no cache-gc container status"))?;
+        assert!(
+            gc.ready && gc.state.as_ref().is_some_and(|s| s.running.is_some()),
+            "{name}: {gc:?}"
+        );
+        let uid = p.uid().unwrap_or_default();
+        let dir = cache_gc_dir(&uid)
+            .ok_or_else(|| anyhow::anyhow!("{name}: no kres-cache-gc process on its cache"))?;
+        assert!(dir.join("data.mdb").is_file(), "{name}: {}", dir.display());
+    }
 
     // The immutable ConfigMap of the revision holds what `kresctl convert` renders.
     let cm = Api::<ConfigMap>::namespaced(env.client.clone(), &env.ns)

@@ -118,6 +118,11 @@ pub fn listen_specs(cfg: &ResolverConfig) -> Result<Vec<String>, ConfigErrors> {
 
 /// `kres-cache-gc` arguments for the config's `cache.garbage-collector` (None when disabled).
 pub fn gc_spec(cfg: &ResolverConfig) -> Option<GcSpec> {
+    gc_spec_in(cfg, cfg.cache.storage.as_str())
+}
+
+/// [`gc_spec`] for a cache in `cache_dir` (a pod's cache volume) instead of `cache.storage`.
+pub fn gc_spec_in(cfg: &ResolverConfig, cache_dir: &str) -> Option<GcSpec> {
     let gc = &cfg.cache.garbage_collector;
     if !gc.enable {
         return None;
@@ -125,7 +130,7 @@ pub fn gc_spec(cfg: &ResolverConfig) -> Option<GcSpec> {
     let micros = |d: Duration| d.as_micros().to_string();
     let mut args = vec![
         "-c".to_string(),
-        cfg.cache.storage.as_str().to_string(),
+        cache_dir.to_string(),
         "-d".into(),
         gc.interval.as_duration().as_millis().max(1).to_string(),
         "-u".into(),

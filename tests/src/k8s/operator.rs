@@ -316,6 +316,23 @@ pub fn http_address() -> SocketAddr {
     SocketAddr::new(crate::net::unique_loopback().into(), 8080)
 }
 
+/// The cache directory (`-c`) of the running `kres-cache-gc` process of pod `uid` (the node
+/// agent runs containers as host processes; a memory emptyDir's host path holds the pod UID).
+pub fn cache_gc_dir(uid: &str) -> Option<PathBuf> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+        let argv: Vec<String> = raw
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if !argv.first()?.ends_with("kres-cache-gc") {
+            return None;
+        }
+        let dir = argv.iter().skip_while(|a| *a != "-c").nth(1)?;
+        dir.contains(uid).then(|| PathBuf::from(dir))
+    })
+}
+
 /// GET `path` from an operator's HTTP endpoint at `addr`: (status line, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(String, String)> {
     use std::io::{Read, Write};

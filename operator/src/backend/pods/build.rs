@@ -56,6 +56,8 @@ pub const RUN_DIR: &str = "/run/knot-resolver";
 pub const CACHE_DIR: &str = "/var/cache/knot-resolver";
 /// The environment variable naming the cache directory (see `RenderOptions::cache_dir_env`).
 pub const CACHE_DIR_ENV: &str = "KRES_CACHE_DIR";
+/// The name of the pod's kres-cache-gc container.
+pub const CACHE_GC_CONTAINER: &str = "cache-gc";
 /// The uid kresd runs as in the image (the Debian package's `knot-resolver` user).
 pub const KRESD_UID: i64 = 100;
 /// The gid of the cache and run volumes.
@@ -82,6 +84,10 @@ pub struct PodTemplate {
     /// revisions without it keep their hash.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_claim: Option<PersistentVolumeClaimSpec>,
+    /// `kres-cache-gc` arguments (`cache.garbage-collector`) for the pod's `cache-gc`
+    /// container; `None`: no such container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_gc: Option<Vec<String>>,
 }
 
 /// One port kresd listens on.
@@ -150,6 +156,7 @@ pub fn pod_template(
         cache_size_limit: Some(Quantity((cache_bytes + cache_bytes / 10).to_string())),
         overrides: t.clone(),
         cache_claim: spec.cache.volume_claim_template.clone(),
+        cache_gc: None,
     }
 }
 
@@ -348,18 +355,7 @@ pub fn pod(owner: &Owner, slot: Slot, revision: &Revision, template: &PodTemplat
             ..Probe::default()
         }),
         resources: o.resources.clone(),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            run_as_user: Some(KRESD_UID),
-            run_as_group: Some(KRESD_GID),
-            capabilities: Some(Capabilities {
-                add: Some(vec!["NET_BIND_SERVICE".into()]),
-                drop: Some(vec!["ALL".into()]),
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(unprivileged(&["NET_BIND_SERVICE"])),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         volume_mounts: Some(vec![
             mount("config", CONFIG_DIR, true),
@@ -368,10 +364,23 @@ pub fn pod(owner: &Owner, slot: Slot, revision: &Revision, template: &PodTemplat
         ]),
         ..Container::default()
     };
+    // kres-cache-gc on the same cache volume. LMDB tells its readers apart by PID, so the
+    // containers share one PID namespace (no two processes of the pod with one PID).
+    let cache_gc = template.cache_gc.as_ref().map(|args| Container {
+        name: CACHE_GC_CONTAINER.into(),
+        image: Some(template.image.clone()),
+        command: Some(vec!["kres-cache-gc".into()]),
+        args: Some(args.clone()),
+        security_context: Some(unprivileged(&[])),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        volume_mounts: Some(vec![mount("cache", CACHE_DIR, false)]),
+        ..Container::default()
+    });
     Pod {
         metadata,
         spec: Some(PodSpec {
-            containers: vec![kresd],
+            share_process_namespace: cache_gc.is_some().then_some(true),
+            containers: std::iter::once(kresd).chain(cache_gc).collect(),
             volumes: Some(vec![
                 Volume {
                     name: "config".into(),
@@ -407,6 +416,23 @@ pub fn pod(owner: &Owner, slot: Slot, revision: &Revision, template: &PodTemplat
             ..PodSpec::default()
         }),
         status: None,
+    }
+}
+
+/// A container's security context: uid 100 / gid 101, no privilege escalation, read-only root
+/// filesystem, every capability dropped but `add`.
+fn unprivileged(add: &[&str]) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(KRESD_UID),
+        run_as_group: Some(KRESD_GID),
+        capabilities: Some(Capabilities {
+            add: (!add.is_empty()).then(|| add.iter().map(|c| c.to_string()).collect()),
+            drop: Some(vec!["ALL".into()]),
+        }),
+        ..SecurityContext::default()
     }
 }
 
@@ -603,6 +629,58 @@ mod tests {
                 .as_deref(),
             Some("res-canary")
         );
+    }
+
+    #[test]
+    fn cache_gc_is_a_second_unprivileged_container_sharing_the_pid_namespace() {
+        let mut t = template();
+        let without = pod(&owner(), Slot::Worker(0), &"abc".to_string(), &t);
+        let spec = without.spec.expect("spec");
+        assert_eq!(spec.containers.len(), 1);
+        assert_eq!(spec.share_process_namespace, None);
+        assert!(
+            serde_json::to_value(&t)
+                .expect("json")
+                .get("cacheGc")
+                .is_none(),
+            "templates without it keep their hash"
+        );
+        t.cache_gc = Some(vec![
+            "-c".into(),
+            CACHE_DIR.into(),
+            "-d".into(),
+            "1000".into(),
+        ]);
+        let spec = pod(&owner(), Slot::Worker(0), &"abc".to_string(), &t)
+            .spec
+            .expect("spec");
+        assert_eq!(spec.share_process_namespace, Some(true));
+        let [kresd, gc] = &spec.containers[..] else {
+            panic!("two containers: {:?}", spec.containers);
+        };
+        assert_eq!(
+            kresd.name, "kresd",
+            "kresd first: the backend reads its ports"
+        );
+        assert_eq!(gc.name, CACHE_GC_CONTAINER);
+        assert_eq!(gc.image.as_deref(), Some("kres:1"));
+        assert_eq!(gc.command, Some(vec!["kres-cache-gc".to_string()]));
+        assert_eq!(gc.args, t.cache_gc);
+        let mounts = gc.volume_mounts.clone().unwrap_or_default();
+        assert_eq!(
+            mounts
+                .iter()
+                .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+                .collect::<Vec<_>>(),
+            [("cache", CACHE_DIR, None)]
+        );
+        let sc = gc.security_context.clone().expect("securityContext");
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.run_as_user, Some(KRESD_UID));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        let caps = sc.capabilities.expect("capabilities");
+        assert_eq!((caps.add, caps.drop), (None, Some(vec!["ALL".to_string()])));
     }
 
     #[test]

@@ -9,8 +9,8 @@ use kres_crd::config::ConfigErrors;
 use kres_crd::k8s::{KnotResolverSpec, validate_spec};
 use kres_crd::lua::{RenderOptions, SocketMode};
 
-use super::build::{CACHE_DIR_ENV, PodTemplate, pod_template};
-use crate::host::desired::desired_with;
+use super::build::{CACHE_DIR, CACHE_DIR_ENV, PodTemplate, pod_template};
+use crate::host::desired::{desired_with, gc_spec_in};
 use crate::reconcile::{Desired, revision_of};
 
 /// Default `rollout.startTimeoutSeconds`.
@@ -81,14 +81,15 @@ pub fn desired_for_pods(
     })?;
     // validate_spec bounds replicas to 0..=256.
     desired.workers = u16::try_from(spec.replicas).unwrap_or(0);
-    // kres-cache-gc is not run in pods yet (it needs a sidecar sharing the process namespace).
+    // kres-cache-gc runs in each pod (a container of the template), not fleet-wide.
     desired.gc = None;
-    let template = pod_template(
+    let mut template = pod_template(
         spec,
         &validated.config,
         &settings.default_image,
         &settings.probe_command,
     );
+    template.cache_gc = gc_spec_in(&validated.config, CACHE_DIR).map(|gc| gc.args);
     let min_ready = seconds(spec.rollout.min_ready_seconds, DEFAULT_MIN_READY);
     let drain = seconds(spec.rollout.drain_seconds, DEFAULT_DRAIN);
     desired.template = serde_json::to_value(&template).unwrap_or_default();
@@ -167,6 +168,33 @@ mod tests {
         image["image"] = "kres:2".into();
         let c = desired_for_pods(&spec(image), &settings()).expect("valid");
         assert_ne!(a.desired.revision, c.desired.revision);
+    }
+
+    #[test]
+    fn cache_gc_follows_the_garbage_collector_settings_on_the_cache_volume() {
+        let on = desired_for_pods(
+            &spec(serde_json::json!({ "config": {
+            "cache": { "garbage-collector": { "interval": "2s", "threshold": 70 } },
+        } })),
+            &settings(),
+        )
+        .expect("valid");
+        assert_eq!(
+            on.desired.gc, None,
+            "not fleet-wide: a container of each pod"
+        );
+        let args = on.template.cache_gc.clone().expect("on by default");
+        assert_eq!(args[..4], ["-c", CACHE_DIR, "-d", "2000"]);
+        assert_eq!(args[4..6], ["-u", "70"]);
+        let off = desired_for_pods(
+            &spec(serde_json::json!({ "config": {
+            "cache": { "garbage-collector": { "enable": false } },
+        } })),
+            &settings(),
+        )
+        .expect("valid");
+        assert_eq!(off.template.cache_gc, None);
+        assert_ne!(on.desired.revision, off.desired.revision);
     }
 
     #[test]
