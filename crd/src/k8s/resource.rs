@@ -217,6 +217,10 @@ pub struct PodTemplateSpec {
     /// Resources of the kresd container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Resources of the cache-gc container (kres-cache-gc, present unless
+    /// `config.cache.garbage-collector.enable` is false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_gc_resources: Option<ResourceRequirements>,
     /// Node selector of the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,

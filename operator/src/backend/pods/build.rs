@@ -371,6 +371,7 @@ pub fn pod(owner: &Owner, slot: Slot, revision: &Revision, template: &PodTemplat
         image: Some(template.image.clone()),
         command: Some(vec!["kres-cache-gc".into()]),
         args: Some(args.clone()),
+        resources: o.cache_gc_resources.clone(),
         security_context: Some(unprivileged(&[])),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         volume_mounts: Some(vec![mount("cache", CACHE_DIR, false)]),
@@ -508,6 +509,7 @@ pub fn pod_disruption_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::ResourceRequirements;
 
     fn owner() -> Owner {
         Owner {
@@ -651,6 +653,11 @@ mod tests {
             "-d".into(),
             "1000".into(),
         ]);
+        let resources: ResourceRequirements = serde_json::from_value(serde_json::json!({
+            "requests": { "cpu": "10m", "memory": "32Mi" }, "limits": { "memory": "64Mi" },
+        }))
+        .expect("resources");
+        t.overrides.cache_gc_resources = Some(resources.clone());
         let spec = pod(&owner(), Slot::Worker(0), &"abc".to_string(), &t)
             .spec
             .expect("spec");
@@ -666,6 +673,8 @@ mod tests {
         assert_eq!(gc.image.as_deref(), Some("kres:1"));
         assert_eq!(gc.command, Some(vec!["kres-cache-gc".to_string()]));
         assert_eq!(gc.args, t.cache_gc);
+        assert_eq!(gc.resources, Some(resources));
+        assert_eq!(kresd.resources, None, "kresd keeps its own");
         let mounts = gc.volume_mounts.clone().unwrap_or_default();
         assert_eq!(
             mounts
