@@ -55,15 +55,57 @@ fn last_termination(pod: &Pod) -> Option<&ContainerStateTerminated> {
 /// How kresd last terminated: `exited with code N (reason)` (its log lines are the
 /// [`termination_message`], which the gate adds filtered to kresd's error lines).
 fn exit_summary(pod: &Pod) -> Option<String> {
-    let t = last_termination(pod)?;
-    Some(format!(
+    last_termination(pod).map(summary)
+}
+
+/// `exited with code N (reason)`.
+fn summary(t: &ContainerStateTerminated) -> String {
+    format!(
         "exited with code {}{}",
         t.exit_code,
         t.reason
             .as_ref()
             .map(|r| format!(" ({r})"))
             .unwrap_or_default()
-    ))
+    )
+}
+
+/// A container beside kresd (cache-gc) that does not run through the revision's fault (not
+/// the image or the node): `<name>: <how it ended or why it waits>: <its last log line>`.
+/// kresd runs, but the pod never gets Ready.
+fn sidecar_failure(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().filter(|c| c.name != "kresd").find_map(|c| {
+        let state = c.state.as_ref();
+        let terminated = state
+            .and_then(|s| s.terminated.as_ref())
+            .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()));
+        let how = match state.and_then(|s| s.waiting.as_ref()) {
+            Some(w) => {
+                let reason = w.reason.clone().unwrap_or_default();
+                if PENDING_REASONS.contains(&reason.as_str()) {
+                    return None;
+                }
+                match terminated {
+                    Some(t) => summary(t),
+                    None => format!("{reason}: {}", w.message.clone().unwrap_or_default()),
+                }
+            }
+            // Terminated now, or restarted and not ready again (between back-offs).
+            None if !c.ready
+                && (state.is_some_and(|s| s.terminated.is_some()) || c.restart_count > 0) =>
+            {
+                summary(terminated?)
+            }
+            None => return None,
+        };
+        let last_line = terminated
+            .and_then(|t| t.message.as_deref())
+            .and_then(|m| m.lines().rev().map(str::trim).find(|l| !l.is_empty()))
+            .map(|l| format!(": {}", l.chars().take(200).collect::<String>()))
+            .unwrap_or_default();
+        Some(format!("{}: {how}{last_line}", c.name))
+    })
 }
 
 /// The message kresd left when it last terminated (FallbackToLogsOnError: its last log lines),
@@ -190,6 +232,9 @@ fn state(
     if ready {
         return (SlotState::Ready, None);
     }
+    if let Some(detail) = sidecar_failure(pod) {
+        return (SlotState::Exited, Some(detail));
+    }
     if c.restart_count > 0 {
         // Restarted and not ready again: a crash loop between back-offs.
         return (SlotState::Exited, exit_summary(pod));
@@ -276,6 +321,60 @@ mod tests {
         assert_eq!(st(&pod(running(false, 1))), SlotState::Exited);
         assert_eq!(st(&pod(running(false, 0))), SlotState::Starting);
         assert_eq!(st(&pod(running(true, 0))), SlotState::Ready);
+    }
+
+    #[test]
+    fn a_failing_cache_gc_beside_a_running_kresd_is_exited_with_its_last_line() {
+        let gc = |status: serde_json::Value| {
+            let mut v = running(false, 0);
+            let statuses = v["status"]["containerStatuses"]
+                .as_array_mut()
+                .expect("statuses");
+            statuses.push(status);
+            view(&pod(v), true, Duration::ZERO, 0).expect("view")
+        };
+        let v = gc(
+            serde_json::json!({ "name": "cache-gc", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 2, "state": { "waiting": { "reason": "CrashLoopBackOff" } },
+            "lastState": { "terminated": { "exitCode": 1,
+                "message": "Knot Resolver Cache Garbage Collector\nError: bad argument\n\n" } } }),
+        );
+        assert_eq!(v.state, SlotState::Exited);
+        assert_eq!(
+            v.detail.as_deref(),
+            Some("cache-gc: exited with code 1: Error: bad argument")
+        );
+        // A missing executable (a spec.image without kres-cache-gc).
+        let v = gc(
+            serde_json::json!({ "name": "cache-gc", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 0, "state": { "waiting": { "reason": "RunContainerError",
+                "message": "exec: \"kres-cache-gc\": executable file not found in $PATH" } } }),
+        );
+        assert_eq!(v.state, SlotState::Exited);
+        assert_eq!(
+            v.detail.as_deref(),
+            Some(
+                "cache-gc: RunContainerError: exec: \"kres-cache-gc\": executable file not found in $PATH"
+            )
+        );
+        // Starting, its image still being pulled, or running again after a restart: not a
+        // failure (kresd is still starting).
+        for (ready, restarts, state) in [
+            (false, 0, serde_json::json!({ "running": {} })),
+            (
+                false,
+                0,
+                serde_json::json!({ "waiting": { "reason": "ContainerCreating" } }),
+            ),
+            (true, 1, serde_json::json!({ "running": {} })),
+        ] {
+            let v = gc(
+                serde_json::json!({ "name": "cache-gc", "image": "i", "imageID": "",
+                "ready": ready, "restartCount": restarts, "state": state,
+                "lastState": { "terminated": { "exitCode": 1 } } }),
+            );
+            assert_eq!((v.state, v.detail), (SlotState::Starting, None));
+        }
     }
 
     #[test]
