@@ -252,7 +252,6 @@ pub async fn run(opts: KubeOptions) -> Result<(), String> {
         .map(|(_, pods, _, shared)| (pods.namespace(), &shared.stores))
         .collect();
     wait_synced(&scoped, &served).await;
-    drop(scoped);
     if opts.leader_elect {
         wait_for_lease(&client, &opts).await?;
     }

@@ -56,6 +56,8 @@ pub const RUN_DIR: &str = "/run/knot-resolver";
 pub const CACHE_DIR: &str = "/var/cache/knot-resolver";
 /// The environment variable naming the cache directory (see `RenderOptions::cache_dir_env`).
 pub const CACHE_DIR_ENV: &str = "KRES_CACHE_DIR";
+/// The name of the pod's kresd container (the first; the backend reads its ports).
+pub const KRESD_CONTAINER: &str = "kresd";
 /// The name of the pod's kres-cache-gc container.
 pub const CACHE_GC_CONTAINER: &str = "cache-gc";
 /// The uid kresd runs as in the image (the Debian package's `knot-resolver` user).
@@ -305,7 +307,7 @@ pub fn pod(owner: &Owner, slot: Slot, revision: &Revision, template: &PodTemplat
         ..VolumeMount::default()
     };
     let kresd = Container {
-        name: "kresd".into(),
+        name: KRESD_CONTAINER.into(),
         image: Some(template.image.clone()),
         command: Some(vec!["kresd".into()]),
         args: Some(vec![
@@ -666,7 +668,7 @@ mod tests {
             panic!("two containers: {:?}", spec.containers);
         };
         assert_eq!(
-            kresd.name, "kresd",
+            kresd.name, KRESD_CONTAINER,
             "kresd first: the backend reads its ports"
         );
         assert_eq!(gc.name, CACHE_GC_CONTAINER);

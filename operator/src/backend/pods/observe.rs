@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 
-use super::build::{ANNOTATION_DRAIN_SINCE, LABEL_REVISION, LABEL_SERVING, LABEL_SLOT};
+use super::build::{
+    ANNOTATION_DRAIN_SINCE, KRESD_CONTAINER, LABEL_REVISION, LABEL_SERVING, LABEL_SLOT,
+};
 use crate::reconcile::{Revision, Slot, SlotState};
 
 /// Container waiting reasons that are not the revision's fault (the image or the node).
@@ -40,7 +42,7 @@ fn kresd_status(pod: &Pod) -> Option<&ContainerStatus> {
         .container_statuses
         .as_ref()?
         .iter()
-        .find(|c| c.name == "kresd")
+        .find(|c| c.name == KRESD_CONTAINER)
 }
 
 /// kresd's last termination (the current state's, else the last state's).
@@ -75,37 +77,40 @@ fn summary(t: &ContainerStateTerminated) -> String {
 /// kresd runs, but the pod never gets Ready.
 fn sidecar_failure(pod: &Pod) -> Option<String> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    statuses.iter().filter(|c| c.name != "kresd").find_map(|c| {
-        let state = c.state.as_ref();
-        let terminated = state
-            .and_then(|s| s.terminated.as_ref())
-            .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()));
-        let how = match state.and_then(|s| s.waiting.as_ref()) {
-            Some(w) => {
-                let reason = w.reason.clone().unwrap_or_default();
-                if PENDING_REASONS.contains(&reason.as_str()) {
-                    return None;
+    statuses
+        .iter()
+        .filter(|c| c.name != KRESD_CONTAINER)
+        .find_map(|c| {
+            let state = c.state.as_ref();
+            let terminated = state
+                .and_then(|s| s.terminated.as_ref())
+                .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()));
+            let how = match state.and_then(|s| s.waiting.as_ref()) {
+                Some(w) => {
+                    let reason = w.reason.clone().unwrap_or_default();
+                    if PENDING_REASONS.contains(&reason.as_str()) {
+                        return None;
+                    }
+                    match terminated {
+                        Some(t) => summary(t),
+                        None => format!("{reason}: {}", w.message.clone().unwrap_or_default()),
+                    }
                 }
-                match terminated {
-                    Some(t) => summary(t),
-                    None => format!("{reason}: {}", w.message.clone().unwrap_or_default()),
+                // Terminated now, or restarted and not ready again (between back-offs).
+                None if !c.ready
+                    && (state.is_some_and(|s| s.terminated.is_some()) || c.restart_count > 0) =>
+                {
+                    summary(terminated?)
                 }
-            }
-            // Terminated now, or restarted and not ready again (between back-offs).
-            None if !c.ready
-                && (state.is_some_and(|s| s.terminated.is_some()) || c.restart_count > 0) =>
-            {
-                summary(terminated?)
-            }
-            None => return None,
-        };
-        let last_line = terminated
-            .and_then(|t| t.message.as_deref())
-            .and_then(|m| m.lines().rev().map(str::trim).find(|l| !l.is_empty()))
-            .map(|l| format!(": {}", l.chars().take(200).collect::<String>()))
-            .unwrap_or_default();
-        Some(format!("{}: {how}{last_line}", c.name))
-    })
+                None => return None,
+            };
+            let last_line = terminated
+                .and_then(|t| t.message.as_deref())
+                .and_then(|m| m.lines().rev().map(str::trim).find(|l| !l.is_empty()))
+                .map(|l| format!(": {}", l.chars().take(200).collect::<String>()))
+                .unwrap_or_default();
+            Some(format!("{}: {how}{last_line}", c.name))
+        })
 }
 
 /// The message kresd left when it last terminated (FallbackToLogsOnError: its last log lines),
